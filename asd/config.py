@@ -1,0 +1,323 @@
+"""One typed config tree for a whole experiment, with the paper's values as defaults.
+
+Every setting a trial may change lives here under a dotted key (``loss.temperature``),
+the same keys that search spaces in ``search_spaces/*.yaml`` and MLflow params use.
+Unknown keys and wrong types raise :class:`~asd.errors.AsdError` before any work starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from asd.errors import AsdError
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """How a waveform becomes a log-mel spectrogram (the paper's settings)."""
+
+    sample_rate: int = 16_000
+    """Clips at other rates are resampled to this on load."""
+    n_fft: int = 2048
+    """STFT size in samples (128 ms at 16 kHz)."""
+    hop_length: int = 512
+    """STFT hop in samples (32 ms): a 10 s clip has 313 frames."""
+    n_mels: int = 128
+    """Mel bands."""
+    f_min: float = 0.0
+    """Lowest mel filter edge in Hz."""
+    f_max: float = 8_000.0
+    """Highest mel filter edge in Hz (Nyquist at 16 kHz)."""
+    top_db_floor: float = -100.0
+    """Log-mel floor in dB: power below 10**(floor/10) is clipped to it."""
+
+    def key(self) -> str:
+        """A short hash naming the feature cache of this configuration."""
+        blob = json.dumps(dataclasses.asdict(self), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """The augmented views of each clip; the original clip is always a positive too.
+
+    View ``j`` uses recipe ``recipes[j % len(recipes)]``, so ``n_views=6`` with the default
+    recipes is the paper's six copies, and ``n_views=3`` still covers pitch, noise and mask.
+    """
+
+    n_views: int = 6
+    """Augmented views per clip (the paper: six)."""
+    recipes: tuple[str, ...] = (
+        "pitch_up",
+        "noise",
+        "mask_short",
+        "pitch_down",
+        "noise",
+        "mask_long",
+    )
+    """Cycle of view recipes: pitch_up, pitch_down, noise, mask_short, mask_long."""
+    pitch_min_semitones: float = 1.0
+    """Smallest pitch shift magnitude in semitones."""
+    pitch_max_semitones: float = 12.0
+    """Largest pitch shift magnitude in semitones (12 = one octave)."""
+    noise_snr_db_min: float = 6.0
+    """White noise at least this many dB below the signal (the loudest noise)."""
+    noise_snr_db_max: float = 24.0
+    """White noise at most this many dB below the signal (the quietest noise)."""
+    mask_short_ms: float = 500.0
+    """Length of the short time mask in milliseconds."""
+    mask_long_ms: float = 1000.0
+    """Length of the long time mask in milliseconds."""
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """ResNet-18 on 1-channel log-mels plus a Linear-ReLU-Linear projection head."""
+
+    embedding_dim: int = 128
+    """Output size of the projection head (the contrastive space)."""
+    head_hidden_dim: int = 512
+    """Hidden width of the projection head."""
+    embed_from: str = "projection"
+    """Which vector scoring uses: 'projection' (128-d head output) or 'backbone' (512-d)."""
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """NT-Xent with the original clip and its views as mutual positives."""
+
+    temperature: float = 0.05
+    """Softmax temperature tau (the paper: 0.05)."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation: Adam with cosine annealing and warm restarts."""
+
+    epochs: int = 40
+    """Passes over the normal training clips."""
+    batch_size: int = 48
+    """Clips per step across all devices (views multiply the encoder's batch)."""
+    lr: float = 0.5
+    """Adam learning rate at the top of each cosine cycle (the paper: 0.5)."""
+    weight_decay: float = 0.0
+    """Adam weight decay."""
+    restarts: int = 3
+    """Warm restarts of the cosine schedule: training runs restarts + 1 equal cycles."""
+    lr_min: float = 0.0
+    """Learning rate at the bottom of each cosine cycle."""
+    crop_frames: int = 313
+    """Frames per training crop (313 = 10 s); shorter clips are tiled to this length."""
+    seed: int = 0
+    """Seed for weights, batches, crops and augmentation."""
+    amp: bool = True
+    """bf16 autocast on CUDA (ignored on CPU)."""
+    channels_last: bool = True
+    """channels_last memory format on CUDA (ignored on CPU)."""
+    grad_clip: float = 0.0
+    """Clip the gradient norm to this value; 0 disables clipping."""
+
+
+@dataclass(frozen=True)
+class ScoringConfig:
+    """Per (machine type, section) covariance of normal training embeddings."""
+
+    estimator: str = "ml"
+    """'ml' (EmpiricalCovariance) or 'elliptic' (EllipticEnvelope, robust MCD)."""
+    domain_strategy: str = "min"
+    """'min': shared covariance, distance to the nearer domain mean; 'pooled': one Gaussian."""
+    threshold_quantile: float = 0.9
+    """Decision threshold: this quantile of the normal training clips' scores."""
+    support_fraction: float = 0.0
+    """EllipticEnvelope support fraction; 0 lets scikit-learn choose."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole experiment: everything a trial may change, and nothing about where it runs."""
+
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)
+
+    def with_overrides(self, overrides: dict[str, Any]) -> Config:
+        """A copy with dotted keys replaced, e.g. ``{"loss.temperature": 0.1}``.
+
+        Unknown keys and values of the wrong type raise AsdError; ints are accepted for
+        floats and lists for tuples (YAML and MLflow give those).
+        """
+        grouped: dict[str, dict[str, Any]] = {}
+        for key, value in overrides.items():
+            section, _, name = key.partition(".")
+            sections = {f.name: f for f in dataclasses.fields(self)}
+            if section not in sections or not name:
+                raise AsdError(f"unknown config key '{key}' (sections: {', '.join(sections)})")
+            sub = getattr(self, section)
+            hints = typing.get_type_hints(type(sub))
+            if name not in hints:
+                raise AsdError(
+                    f"unknown config key '{key}' (known in {section}: {', '.join(hints)})"
+                )
+            grouped.setdefault(section, {})[name] = _coerce(key, value, hints[name])
+        changes = {
+            section: dataclasses.replace(getattr(self, section), **values)
+            for section, values in grouped.items()
+        }
+        cfg = dataclasses.replace(self, **changes)
+        cfg.validate()
+        return cfg
+
+    def to_flat(self) -> dict[str, Any]:
+        """Dotted keys to plain values (tuples as lists): MLflow params, JSON, search spaces."""
+        flat: dict[str, Any] = {}
+        for section in dataclasses.fields(self):
+            for name, value in dataclasses.asdict(getattr(self, section.name)).items():
+                flat[f"{section.name}.{name}"] = list(value) if isinstance(value, tuple) else value
+        return flat
+
+    @classmethod
+    def from_flat(cls, flat: dict[str, Any]) -> Config:
+        """Inverse of :meth:`to_flat` (missing keys keep their defaults)."""
+        return cls().with_overrides(flat)
+
+    def validate(self) -> None:
+        """Reject settings no trial could run with, naming the setting."""
+        a, t, s = self.augment, self.train, self.scoring
+        checks = [
+            (self.features.n_mels > 0, "features.n_mels must be positive"),
+            (self.features.hop_length > 0, "features.hop_length must be positive"),
+            (self.features.f_max > self.features.f_min, "features.f_max must exceed f_min"),
+            (a.n_views >= 1, "augment.n_views must be at least 1"),
+            (len(a.recipes) >= 1, "augment.recipes must not be empty"),
+            (
+                set(a.recipes) <= set(RECIPES),
+                f"augment.recipes must be among {', '.join(RECIPES)}",
+            ),
+            (
+                0 <= a.pitch_min_semitones <= a.pitch_max_semitones <= 12,
+                "augment.pitch_*_semitones must satisfy 0 <= min <= max <= 12",
+            ),
+            (
+                0 < a.noise_snr_db_min <= a.noise_snr_db_max,
+                "augment.noise_snr_db_* must satisfy 0 < min <= max",
+            ),
+            (
+                0 < a.mask_short_ms and 0 < a.mask_long_ms,
+                "augment.mask_*_ms must be positive",
+            ),
+            (self.encoder.embedding_dim > 0, "encoder.embedding_dim must be positive"),
+            (
+                self.encoder.embed_from in ("projection", "backbone"),
+                "encoder.embed_from must be 'projection' or 'backbone'",
+            ),
+            (self.loss.temperature > 0, "loss.temperature must be positive"),
+            (t.epochs >= 1, "train.epochs must be at least 1"),
+            (t.batch_size >= 2, "train.batch_size must be at least 2 (negatives are needed)"),
+            (t.lr > 0, "train.lr must be positive"),
+            (t.restarts >= 0, "train.restarts must be >= 0"),
+            (t.crop_frames >= 8, "train.crop_frames must be at least 8"),
+            (s.estimator in ESTIMATORS, f"scoring.estimator must be one of {ESTIMATORS}"),
+            (
+                s.domain_strategy in ("min", "pooled"),
+                "scoring.domain_strategy must be 'min' or 'pooled'",
+            ),
+            (0 < s.threshold_quantile < 1, "scoring.threshold_quantile must be in (0, 1)"),
+            (0 <= s.support_fraction <= 1, "scoring.support_fraction must be in [0, 1]"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise AsdError(message)
+
+    def to_json(self) -> str:
+        """The flat config as JSON: what checkpoints and artifacts carry."""
+        return json.dumps(self.to_flat(), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Config:
+        """Inverse of :meth:`to_json`."""
+        return cls.from_flat(json.loads(text))
+
+
+RECIPES = ("pitch_up", "pitch_down", "noise", "mask_short", "mask_long")
+"""The augmentation recipes a view can use."""
+
+ESTIMATORS = ("ml", "elliptic")
+"""Covariance estimators: maximum likelihood and the robust elliptic envelope."""
+
+
+def _coerce(key: str, value: Any, hint: Any) -> Any:
+    """Check ``value`` against a field's type, converting the harmless cases."""
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        if isinstance(value, str) or not isinstance(value, (list, tuple)):
+            raise AsdError(f"config key '{key}' needs a list, got {value!r}")
+        return tuple(str(v) for v in value)
+    if origin in (typing.Union, types.UnionType):
+        raise AsdError(f"config key '{key}' has an unsupported type {hint}")
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        raise AsdError(f"config key '{key}' needs true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, bool):
+            raise AsdError(f"config key '{key}' needs an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        raise AsdError(f"config key '{key}' needs an integer, got {value!r}")
+    if hint is float:
+        if isinstance(value, bool):
+            raise AsdError(f"config key '{key}' needs a number, got {value!r}")
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise AsdError(f"config key '{key}' needs a number, got {value!r}")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise AsdError(f"config key '{key}' needs a string, got {value!r}")
+    raise AsdError(f"config key '{key}' has an unsupported type {hint}")
+
+
+PRESETS: dict[str, Config] = {
+    "paper": Config(),
+    "smoke": Config().with_overrides(
+        {
+            "train.epochs": 2,
+            "train.batch_size": 8,
+            "train.lr": 0.001,
+            "train.crop_frames": 32,
+            "augment.n_views": 3,
+            "loss.temperature": 0.1,
+        }
+    ),
+}
+"""Named starting points: 'paper' (the paper's defaults), 'smoke' (seconds on a CPU)."""
+
+
+def preset(name: str) -> Config:
+    """The named preset, or AsdError listing the known names."""
+    if name not in PRESETS:
+        raise AsdError(f"unknown preset '{name}' (known: {', '.join(PRESETS)})")
+    return PRESETS[name]
