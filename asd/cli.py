@@ -1,0 +1,327 @@
+"""`asd`: the command line. The only place that reads argv, the environment and the cwd.
+
+Every AsdError is printed as one line (``asd: ...``) with exit code 2; ``--debug`` shows
+the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from asd.errors import AsdError
+
+log = logging.getLogger("asd")
+
+DEFAULT_WORKDIR = Path("asd-work")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``asd`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if not hasattr(args, "func"):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except AsdError as exc:
+        if args.debug:
+            raise
+        print(f"asd: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("asd: interrupted", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """All subcommands; each one's handler is ``args.func``."""
+    parser = argparse.ArgumentParser(
+        prog="asd", description="Anomalous machine-sound detection: train, evaluate, sweep."
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    sub = parser.add_subparsers(metavar="COMMAND")
+
+    data = sub.add_parser("data", help="synthesise or index a DCASE 2023 Task 2 tree")
+    data_sub = data.add_subparsers(metavar="ACTION")
+    synth = data_sub.add_parser("synth", help="write a synthetic data set in the DCASE layout")
+    synth.add_argument("--out", type=Path, required=True, help="folder to write")
+    synth.add_argument("--machines", nargs="+", help="machine types (default: the 7 dev types)")
+    synth.add_argument("--train-source", type=int, help="normal source train clips per machine")
+    synth.add_argument("--train-target", type=int, help="normal target train clips per machine")
+    synth.add_argument(
+        "--test-per-domain", type=int, help="test clips per domain and per label (normal/anomaly)"
+    )
+    synth.add_argument("--seconds", type=float, help="clip length in seconds")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.set_defaults(func=cmd_data_synth)
+    index = data_sub.add_parser("index", help="index a data tree and print clip counts")
+    index.add_argument("--data", type=Path, required=True, help="folder holding dev_data/")
+    index.add_argument("--ground-truth", type=Path, help="eval ground-truth CSV folder")
+    index.add_argument("--out", type=Path, help="write the index as CSV here")
+    index.set_defaults(func=cmd_data_index)
+
+    train = sub.add_parser("train", help="train the contrastive encoder on normal clips")
+    _add_data_args(train)
+    _add_config_args(train)
+    train.add_argument("--out", type=Path, help="run folder (default: <workdir>/runs/<time>)")
+    train.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    train.set_defaults(func=cmd_train)
+
+    evaluate = sub.add_parser("evaluate", help="score test clips and print the official score")
+    _add_data_args(evaluate)
+    evaluate.add_argument(
+        "--encoder",
+        help="encoder.pt, a run folder, or models:/<name>@<alias> (needs --tracking-uri)",
+    )
+    evaluate.add_argument(
+        "--embedding",
+        choices=["encoder", "mean-logmel"],
+        default="encoder",
+        help="mean-logmel: the untrained reference (clip-mean log-mel + Mahalanobis)",
+    )
+    evaluate.add_argument("--estimator", choices=["ml", "elliptic", "both"], default="both")
+    evaluate.add_argument("--out", type=Path, help="folder for CSVs and plots")
+    evaluate.add_argument("--tracking-uri", help="MLflow URI for models:/ encoders")
+    evaluate.add_argument("--device", default="auto")
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    from asd.commands import add_platform_commands
+
+    add_platform_commands(sub)
+    return parser
+
+
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", type=Path, required=True, help="folder holding dev_data/")
+    p.add_argument("--machines", nargs="+", help="only these machine types")
+    p.add_argument("--ground-truth", type=Path, help="eval ground-truth CSV folder")
+    p.add_argument(
+        "--workdir",
+        type=Path,
+        default=DEFAULT_WORKDIR,
+        help="feature cache and runs (default: ./asd-work)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", default="paper", help="paper (default) or smoke")
+    p.add_argument("--config", type=Path, help="a config.json (flat dotted keys) to start from")
+    p.add_argument(
+        "--set",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="overrides, e.g. loss.temperature=0.1 train.epochs=5",
+    )
+
+
+def config_from_args(args: argparse.Namespace) -> Any:
+    """The preset, then --config, then --set, each validated."""
+    from asd.config import Config, preset
+
+    cfg = preset(args.preset)
+    if args.config:
+        try:
+            cfg = cfg.with_overrides(json.loads(Path(args.config).read_text()))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise AsdError(f"cannot read config {args.config}: {exc}") from None
+    overrides: dict[str, Any] = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise AsdError(f"--set {item!r}: expected KEY=VALUE")
+        overrides[key] = _parse_value(value)
+    return cfg.with_overrides(overrides) if overrides else Config.from_flat(cfg.to_flat())
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def load_feature_set(args: argparse.Namespace, feature_cfg: Any) -> Any:
+    """Index ``--data`` and extract (or reuse) its cached log-mels."""
+    from asd.data import index_dataset
+    from asd.features import extract_features
+
+    index = index_dataset(args.data, machines=args.machines, ground_truth=args.ground_truth)
+    return extract_features(
+        index, feature_cfg, Path(args.workdir) / "features", progress=not args.quiet
+    )
+
+
+def cmd_data_synth(args: argparse.Namespace) -> int:
+    """Write a synthetic DCASE tree."""
+    from asd.synth import synthesize
+
+    options = {
+        "machines": tuple(args.machines) if args.machines else None,
+        "train_source": args.train_source,
+        "train_target": args.train_target,
+        "test_per_domain": args.test_per_domain,
+        "seconds": args.seconds,
+    }
+    start = time.monotonic()
+    root = synthesize(args.out, seed=args.seed, **{k: v for k, v in options.items() if v})
+    print(f"wrote a synthetic DCASE 2023 tree to {root} in {time.monotonic() - start:.1f}s")
+    return 0
+
+
+def cmd_data_index(args: argparse.Namespace) -> int:
+    """Print how many clips each machine, split, domain and label has."""
+    from asd.data import index_dataset
+
+    index = index_dataset(args.data, ground_truth=args.ground_truth)
+    counts = index.groupby(["subset", "machine", "split", "domain", "label"]).size()
+    print(counts.unstack(["split", "domain", "label"], fill_value=0).to_string())
+    if args.out:
+        frame = index.copy()
+        frame["attributes"] = frame["attributes"].map(json.dumps)
+        frame.to_csv(args.out, index=False)
+        print(f"index written to {args.out}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train an encoder and save it with its config and history."""
+    import pandas as pd
+
+    from asd.data import fingerprint
+    from asd.encoder import save_encoder
+    from asd.pipeline import train_encoder
+
+    cfg = config_from_args(args)
+    features = load_feature_set(args, cfg.features)
+    out = args.out or Path(args.workdir) / "runs" / time.strftime("%Y%m%d-%H%M%S")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(cfg.to_flat(), indent=2))
+    start = time.monotonic()
+    result = train_encoder(
+        cfg,
+        features,
+        device=args.device,
+        checkpoint_dir=out / "checkpoints",
+        progress=not args.quiet,
+    )
+    extra = {"data_fingerprint": fingerprint(features.index), "code_version": _code_version()}
+    save_encoder(result.encoder, out / "encoder.pt", cfg, extra)
+    pd.DataFrame(result.history).to_csv(out / "history.csv", index=False)
+    print(
+        f"trained {len(result.history)} epochs in {time.monotonic() - start:.0f}s; "
+        f"encoder saved to {out / 'encoder.pt'}"
+    )
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Score the test clips with one or both estimators; print tables and the official score."""
+    from asd.config import ESTIMATORS, Config
+    from asd.pipeline import (
+        evaluate_embeddings,
+        evaluate_encoder,
+        mean_logmel_embeddings,
+        save_evaluation,
+    )
+
+    estimators = ESTIMATORS if args.estimator == "both" else (args.estimator,)
+    start = time.monotonic()
+    if args.embedding == "mean-logmel":
+        cfg = Config()
+        features = load_feature_set(args, cfg.features)
+        evaluation = evaluate_embeddings(
+            mean_logmel_embeddings(features), features.index, cfg, estimators, out_dir=args.out
+        )
+        title = "reference: clip-mean log-mel + Mahalanobis"
+    else:
+        if not args.encoder:
+            raise AsdError("--encoder is required (or --embedding mean-logmel)")
+        encoder, cfg, _ = resolve_encoder(args.encoder, args.tracking_uri)
+        features = load_feature_set(args, cfg.features)
+        evaluation = evaluate_encoder(
+            encoder,
+            features,
+            cfg,
+            estimators,
+            out_dir=args.out,
+            device=args.device,
+            progress=not args.quiet,
+        )
+        title = f"encoder {args.encoder}"
+    print(format_evaluation(evaluation, title))
+    print(f"evaluated in {time.monotonic() - start:.1f}s")
+    if args.out:
+        save_evaluation(evaluation, args.out)
+        print(f"submission CSVs, scores and plots written to {args.out}")
+    return 0
+
+
+def resolve_encoder(spec: str, tracking_uri: str | None) -> tuple[Any, Any, dict[str, Any]]:
+    """Load an encoder from a file, a run folder, or the MLflow registry (``models:/``)."""
+    from asd.encoder import load_encoder
+
+    if spec.startswith("models:/"):
+        from asd.registry import download_model
+
+        uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+        if not uri:
+            raise AsdError(f"{spec} needs --tracking-uri (or MLFLOW_TRACKING_URI)")
+        path = download_model(uri, spec, Path(DEFAULT_WORKDIR) / "models")
+    else:
+        path = Path(spec)
+        if path.is_dir():
+            path = path / "encoder.pt"
+    return load_encoder(path)
+
+
+def format_evaluation(evaluation: Any, title: str) -> str:
+    """Per-machine AUC (source), AUC (target), pAUC and hmean per estimator, in percent."""
+    from asd.metrics import machine_table
+
+    lines = [f"== {title}"]
+    for name, res in evaluation.by_estimator.items():
+        labelled = res.results.loc[res.results["label"].isin(["normal", "anomaly"])]
+        if labelled.empty:
+            lines.append(f"-- estimator {name}: no labelled test clips (scores written only)")
+            continue
+        table = machine_table(labelled).set_index("machine")
+        shown = (table[["auc_source", "auc_target", "pauc", "hmean"]] * 100).round(2)
+        lines.append(f"-- estimator {name} ({_estimator_name(name)})")
+        lines.append(shown.to_string())
+        s = res.summary
+        lines.append(
+            f"official score (harmonic mean over machines of AUC-s, AUC-t, pAUC): "
+            f"{100 * s['hmean']:.2f} %"
+        )
+        for key, why in res.fallbacks.items():
+            lines.append(f"   note: {key}: {why}")
+    return "\n".join(lines)
+
+
+def _estimator_name(name: str) -> str:
+    return {"ml": "EmpiricalCovariance", "elliptic": "EllipticEnvelope"}.get(name, name)
+
+
+def _code_version() -> str:
+    from asd import __version__
+
+    return __version__
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

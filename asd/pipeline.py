@@ -1,0 +1,222 @@
+"""train -> embed -> fit -> score -> metrics: the detector end to end, as plain functions.
+
+The CLI and every sweep trial call these, so a trial scores exactly what `asd evaluate` scores.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from asd.config import ESTIMATORS, Config
+from asd.errors import AsdError
+from asd.features import FeatureSet
+
+log = logging.getLogger(__name__)
+
+META_COLUMNS = ["clip", "subset", "machine", "section", "domain", "split", "label"]
+
+
+@dataclass
+class EstimatorResult:
+    """What one covariance estimator scored: per-clip scores, per-section table, summary."""
+
+    estimator: str
+    results: pd.DataFrame
+    """One row per test clip: META_COLUMNS + anomaly_score, decision, threshold."""
+    table: pd.DataFrame
+    """One row per (machine, section) with labels: auc_source, auc_target, pauc, hmean."""
+    summary: dict[str, float]
+    """Official score: hmean over every machine and section, plus mean AUCs and pAUC."""
+    fallbacks: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Evaluation:
+    """Both estimators' results on the same embeddings."""
+
+    by_estimator: dict[str, EstimatorResult]
+
+    def metrics(self, prefix: str = "") -> dict[str, float]:
+        """Flat metrics ``<prefix><estimator>.<key>`` and per-machine ones, for MLflow and Tune."""
+        flat: dict[str, float] = {}
+        for name, res in self.by_estimator.items():
+            for key, value in res.summary.items():
+                flat[f"{prefix}{name}.{key}"] = float(value)
+            for _, row in res.table.iterrows():
+                tag = f"{row['machine']}.s{int(row['section']):02d}"
+                for key in ("auc_source", "auc_target", "pauc", "hmean"):
+                    if key in row and pd.notna(row[key]):
+                        flat[f"{prefix}{name}.{tag}.{key}"] = float(row[key])
+        return flat
+
+
+def normal_train_mask(index: pd.DataFrame) -> np.ndarray:
+    """Rows an encoder and a scorer may learn from: normal clips of the train split."""
+    return ((index["split"] == "train") & (index["label"] == "normal")).to_numpy()
+
+
+def labelled_test_mask(index: pd.DataFrame) -> np.ndarray:
+    """Test rows whose label and domain are known (dev data, or eval with ground truth)."""
+    return (
+        (index["split"] == "test")
+        & index["label"].isin(["normal", "anomaly"])
+        & index["domain"].isin(["source", "target"])
+    ).to_numpy()
+
+
+def train_encoder(
+    cfg: Config,
+    features: FeatureSet,
+    device: str = "auto",
+    report: Callable[[int, dict[str, float], Any], None] | None = None,
+    checkpoint_dir: Path | None = None,
+    progress: bool = True,
+) -> Any:
+    """Train the contrastive encoder on the normal training clips of ``features``."""
+    from asd.train import train
+
+    positions = np.flatnonzero(normal_train_mask(features.index))
+    if len(positions) < 2:
+        raise AsdError(
+            f"only {len(positions)} normal training clips found: the encoder needs at least 2"
+        )
+    clips, lengths = features.padded(positions)
+    return train(
+        cfg,
+        clips,
+        lengths,
+        features.mean,
+        features.std,
+        device=device,
+        report=report,
+        checkpoint_dir=checkpoint_dir,
+        progress=progress,
+    )
+
+
+def evaluate_embeddings(
+    embeddings: np.ndarray,
+    index: pd.DataFrame,
+    cfg: Config,
+    estimators: Sequence[str] = ESTIMATORS,
+    machines: Sequence[str] | None = None,
+    out_dir: Path | None = None,
+) -> Evaluation:
+    """Fit each estimator on normal training embeddings and score the labelled test clips.
+
+    ``machines`` restricts scoring to those machine types (the tuning group of a sweep);
+    with ``out_dir``, the DCASE submission CSVs go to ``out_dir/<estimator>/``.
+    """
+    from asd.metrics import official_score, section_scores
+    from asd.scoring import MahalanobisScorer, write_submission
+
+    if len(embeddings) != len(index):
+        raise AsdError(f"{len(embeddings)} embeddings for {len(index)} clips")
+    keep = np.ones(len(index), dtype=bool)
+    if machines is not None:
+        keep = index["machine"].isin(list(machines)).to_numpy()
+    fit_rows = normal_train_mask(index) & keep
+    test_rows = (index["split"] == "test").to_numpy() & keep
+    labelled = labelled_test_mask(index) & keep
+    if not test_rows.any():
+        raise AsdError("no test clips to score (check --data and the machine lists)")
+    meta_fit = index.loc[fit_rows].reset_index(drop=True)
+    meta_test = index.loc[test_rows].reset_index(drop=True)
+    by_estimator: dict[str, EstimatorResult] = {}
+    for estimator in estimators:
+        if estimator not in ESTIMATORS:
+            raise AsdError(f"unknown estimator '{estimator}' (known: {', '.join(ESTIMATORS)})")
+        scoring = cfg.with_overrides({"scoring.estimator": estimator}).scoring
+        scorer = MahalanobisScorer.from_config(scoring).fit(embeddings[fit_rows], meta_fit)
+        scores = scorer.score(embeddings[test_rows], meta_test)
+        decisions = scorer.decide(scores, meta_test)
+        results = meta_test[[c for c in META_COLUMNS if c in meta_test]].copy()
+        results["anomaly_score"] = scores
+        results["decision"] = decisions
+        results["threshold"] = [
+            scorer.thresholds_[(m, s)]
+            for m, s in zip(results["machine"], results["section"], strict=True)
+        ]
+        if out_dir is not None:
+            write_submission(Path(out_dir) / estimator, results, scores, decisions)
+        scored = results.loc[labelled[test_rows]]
+        if len(scored):
+            table = section_scores(scored)
+            summary = official_score(scored)
+        else:
+            table, summary = pd.DataFrame(), {}
+        by_estimator[estimator] = EstimatorResult(
+            estimator=estimator,
+            results=results,
+            table=table,
+            summary=summary,
+            fallbacks={f"{m}.s{s:02d}": why for (m, s), why in scorer.fallbacks_.items()},
+        )
+    return Evaluation(by_estimator)
+
+
+def evaluate_encoder(
+    encoder: Any,
+    features: FeatureSet,
+    cfg: Config,
+    estimators: Sequence[str] = ESTIMATORS,
+    machines: Sequence[str] | None = None,
+    out_dir: Path | None = None,
+    device: str = "auto",
+    progress: bool = False,
+) -> Evaluation:
+    """Embed every clip once, then score with each estimator (they share the embeddings)."""
+    from asd.embed import embed_clips
+
+    keep = np.ones(len(features), dtype=bool)
+    if machines is not None:
+        keep = features.index["machine"].isin(list(machines)).to_numpy()
+    subset = features.subset(np.flatnonzero(keep)) if not keep.all() else features
+    embeddings = embed_clips(encoder, subset, device=device, progress=progress)
+    return evaluate_embeddings(
+        embeddings, subset.index, cfg, estimators=estimators, out_dir=out_dir
+    )
+
+
+def mean_logmel_embeddings(features: FeatureSet) -> np.ndarray:
+    """The simple reference: each clip's mean log-mel spectrum (n_mels,), no training."""
+    return np.stack([features.clip(i).mean(axis=1) for i in range(len(features))])
+
+
+def save_evaluation(evaluation: Evaluation, out_dir: Path, plots: bool = True) -> list[Path]:
+    """Write each estimator's per-clip scores, per-section table, summary and plots.
+
+    Plots need matplotlib (the sweep extra); without it they are skipped with a note.
+    """
+    import json
+
+    out_dir = Path(out_dir)
+    written: list[Path] = []
+    for name, res in evaluation.by_estimator.items():
+        folder = out_dir / name
+        folder.mkdir(parents=True, exist_ok=True)
+        res.results.to_csv(folder / "scores.csv", index=False)
+        res.table.to_csv(folder / "sections.csv", index=False)
+        (folder / "summary.json").write_text(json.dumps(res.summary, indent=2))
+        written += [folder / "scores.csv", folder / "sections.csv", folder / "summary.json"]
+        labelled = res.results.loc[res.results["label"].isin(["normal", "anomaly"])]
+        if not plots or labelled.empty:
+            continue
+        try:
+            from asd import plots as plotting
+        except ImportError:  # pragma: no cover - matplotlib is in the sweep extra
+            log.warning("matplotlib is not installed: plots skipped")
+            continue
+        from asd.metrics import machine_table
+
+        written.append(plotting.roc_curves(labelled, folder / "roc.png"))
+        written.append(plotting.score_histograms(labelled, folder / "scores.png"))
+        written.append(plotting.machine_bars(machine_table(labelled), folder / "machines.png"))
+    return written

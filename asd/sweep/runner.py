@@ -1,0 +1,416 @@
+"""The sweep driver: features once, Ray Tune (Optuna TPE + ASHA), MLflow parent run, promotion.
+
+Order of work, chosen so that nothing finished is lost and nothing slow starts before the
+cheap checks pass: validate the space, reach MLflow, index the data, extract features (once,
+cached), start or resume Tune, then summarise, score the winner on held-out machine types,
+register it, and optionally promote it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from asd.errors import AsdError
+from asd.sweep.space import SearchSpace, load_space
+from asd.sweep.trial import OBJECTIVE, TrialSetup, run_trial
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SweepSettings:
+    """Where and how a sweep runs; the search space says what it searches."""
+
+    space: Path
+    """A search space file (search_spaces/*.yaml)."""
+    data: Path | None = None
+    """DCASE tree; None generates a small synthetic set in the workdir on first use."""
+    workdir: Path = Path("asd-work")
+    """Feature cache, sweep storage, the local MLflow store and the Optuna database."""
+    name: str | None = None
+    """Sweep name (Tune experiment, MLflow parent run, Optuna study); default from the space."""
+    tracking_uri: str | None = None
+    """MLflow tracking URI; None = a local SQLite store in the workdir."""
+    experiment: str = "asd"
+    """MLflow experiment."""
+    ray_address: str | None = None
+    """Ray cluster address; None = in-process Ray (or the job's cluster under `ray job`)."""
+    storage_path: str | None = None
+    """Tune storage (shared storage on multi-node clusters); default <workdir>/ray_results."""
+    num_samples: int | None = None
+    max_concurrent_trials: int | None = None
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    max_failures: int = 1
+    """Retries of a failed trial (from its last checkpoint) before it is recorded as failed."""
+    tune_machines: tuple[str, ...] | None = None
+    """Machine types whose test scores the search optimises (default: all)."""
+    holdout_machines: tuple[str, ...] = ()
+    """Machine types the search never scores; only the winner is scored on them."""
+    resume: bool = False
+    promote: bool = False
+    model_name: str = "asd-encoder"
+    seed: int = 0
+    device: str = "auto"
+    ground_truth: Path | None = None
+
+
+@dataclass
+class SweepResult:
+    """What a finished sweep produced."""
+
+    name: str
+    parent_run_id: str
+    summary: pd.DataFrame
+    best_trial_id: str | None
+    best_run_id: str | None
+    tune_scores: dict[str, float] = field(default_factory=dict)
+    holdout_scores: dict[str, float] = field(default_factory=dict)
+    model_version: str | None = None
+    promotion: str | None = None
+    wall_s: float = 0.0
+    train_s: float = 0.0
+
+
+def run_sweep(settings: SweepSettings) -> SweepResult:
+    """Run (or resume) a sweep end to end and return its summary."""
+    from asd.data import fingerprint, index_dataset
+    from asd.features import extract_features
+    from asd.tracking import Tracker, check_tracking, default_tracking_uri
+
+    start = time.monotonic()
+    space = load_space(settings.space)
+    workdir = settings.workdir.resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    name = settings.name or space.name
+    storage = Path(settings.storage_path or workdir / "ray_results").resolve()
+    sweep_dir = storage / name
+    if settings.resume and not sweep_dir.exists():
+        raise AsdError(f"nothing to resume: no sweep '{name}' in {storage}")
+    if not settings.resume and sweep_dir.exists():
+        raise AsdError(
+            f"sweep '{name}' already exists in {storage}: pass --resume to continue it "
+            "or --name to start another"
+        )
+    tracking_uri = settings.tracking_uri or default_tracking_uri(workdir)
+    check_tracking(tracking_uri)
+
+    data_root = settings.data or _synthetic_data(workdir)
+    index = index_dataset(data_root, ground_truth=settings.ground_truth)
+    tune_machines, holdout = _machine_groups(index, settings)
+    features = extract_features(index, space.base.features, workdir / "features")
+    data_fp = fingerprint(index)
+
+    tracker = Tracker(tracking_uri, settings.experiment, journal_dir=workdir / "journal" / name)
+    parent = tracker.start_sweep(
+        name,
+        params={f"space.{p.key}": f"{p.kind}{list(p.values)}" for p in space.params},
+        tags={
+            "asd.space": str(settings.space),
+            "asd.data": str(data_root),
+            "asd.data_fingerprint": data_fp,
+            "asd.tune_machines": ",".join(tune_machines),
+            "asd.holdout_machines": ",".join(holdout),
+        },
+    )
+    setup = TrialSetup(
+        base_config=space.base,
+        features_path=str(features.path),
+        tune_machines=tune_machines,
+        tracking_uri=tracking_uri,
+        experiment=settings.experiment,
+        parent_run_id=parent,
+        sweep_id=name,
+        data_fingerprint=data_fp,
+        journal_dir=str(workdir / "journal" / name),
+        device=settings.device,
+    )
+    results = _tune(space, settings, setup, storage, name, sweep_dir)
+    summary = summarise(results)
+    result = SweepResult(
+        name=name,
+        parent_run_id=parent,
+        summary=summary,
+        best_trial_id=None,
+        best_run_id=None,
+        wall_s=time.monotonic() - start,
+        train_s=float(summary.get("train_s", pd.Series(dtype=float)).sum()),
+    )
+    _finalise_runs(tracker, summary)
+    finished = summary[summary["status"] == "finished"]
+    if not finished.empty:
+        best = finished.sort_values(OBJECTIVE, ascending=False).iloc[0]
+        result.best_trial_id, result.best_run_id = best["trial_id"], best["mlflow_run_id"]
+        result.tune_scores = {
+            k: float(best[k]) for k in ("ml.hmean", "elliptic.hmean") if k in best
+        }
+        encoder_path = Path(best["trial_dir"]) / "artifacts" / "encoder.pt"
+        if holdout:
+            result.holdout_scores = _score_holdout(encoder_path, features, holdout, settings)
+        _register(tracker, result, encoder_path, settings, data_fp, tune_machines, holdout)
+    _log_summary(tracker, parent, result, space)
+    result.wall_s = time.monotonic() - start
+    tracker.log_metrics(parent, {"sweep.wall_s": result.wall_s, "sweep.train_s": result.train_s})
+    tracker.finish(parent, status="FINISHED")
+    return result
+
+
+def _tune(
+    space: SearchSpace,
+    settings: SweepSettings,
+    setup: TrialSetup,
+    storage: Path,
+    name: str,
+    sweep_dir: Path,
+) -> Any:
+    """Start or restore the Tune experiment and run it to the end."""
+    import optuna
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    _init_ray(settings)
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, setup=setup),
+        {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial},
+    )
+    if settings.resume:
+        if not tune.Tuner.can_restore(str(sweep_dir)):
+            raise AsdError(f"sweep '{name}' in {storage} cannot be restored (no Tune state)")
+        tuner = tune.Tuner.restore(str(sweep_dir), trainable, resume_errored=True)
+    else:
+        sweep_dir.parent.mkdir(parents=True, exist_ok=True)
+        optuna_db = storage / f"{name}.optuna.db"
+        searcher = OptunaSearch(
+            metric=OBJECTIVE,
+            mode="max",
+            study_name=name,
+            storage=optuna.storages.RDBStorage(f"sqlite:///{optuna_db}"),
+            seed=settings.seed,
+        )
+        scheduler = ASHAScheduler(
+            time_attr="training_iteration",
+            max_t=space.max_epochs,
+            grace_period=min(space.sweep.get("grace_period", 1), space.max_epochs),
+            reduction_factor=space.sweep.get("reduction_factor", 3),
+        )
+        tuner = tune.Tuner(
+            trainable,
+            param_space=space.to_tune(),
+            tune_config=tune.TuneConfig(
+                metric=OBJECTIVE,
+                mode="max",
+                search_alg=searcher,
+                scheduler=scheduler,
+                num_samples=settings.num_samples or space.sweep.get("num_samples", 8),
+                max_concurrent_trials=settings.max_concurrent_trials
+                or space.sweep.get("max_concurrent_trials", 1),
+            ),
+            run_config=tune.RunConfig(
+                name=name,
+                storage_path=str(storage),
+                failure_config=tune.FailureConfig(max_failures=settings.max_failures),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                verbose=1,
+            ),
+        )
+    return tuner.fit()
+
+
+def _init_ray(settings: SweepSettings) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    try:
+        if settings.ray_address:
+            ray.init(address=settings.ray_address, log_to_driver=True)
+        elif os.environ.get("RAY_ADDRESS"):
+            ray.init(log_to_driver=True)  # inside `ray job submit`: the job's cluster
+        else:
+            ray.init(include_dashboard=False, log_to_driver=True)
+    except ConnectionError as exc:
+        raise AsdError(
+            f"cannot reach Ray at {settings.ray_address or os.environ.get('RAY_ADDRESS')}: {exc}"
+        ) from None
+
+
+def _synthetic_data(workdir: Path) -> Path:
+    """A small synthetic DCASE tree, generated once per workdir."""
+    from asd.synth import synthesize
+
+    root = workdir / "synthetic"
+    if not (root / "dev_data").exists():
+        log.info("no --data given: generating a small synthetic set in %s", root)
+        synthesize(root, seed=0)
+    return root
+
+
+def _machine_groups(
+    index: pd.DataFrame, settings: SweepSettings
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Split machine types into the tuned group and the held-out group (first-shot honesty)."""
+    present = tuple(sorted(index["machine"].unique()))
+    holdout = tuple(settings.holdout_machines)
+    tune_group = tuple(settings.tune_machines or [m for m in present if m not in holdout])
+    for machine in (*tune_group, *holdout):
+        if machine not in present:
+            raise AsdError(
+                f"machine type '{machine}' is not in the data (found: {', '.join(present)})"
+            )
+    overlap = set(tune_group) & set(holdout)
+    if overlap:
+        raise AsdError(f"machine types both tuned and held out: {', '.join(sorted(overlap))}")
+    if not tune_group:
+        raise AsdError("no machine types left to tune on (check --holdout-machines)")
+    return tune_group, holdout
+
+
+def summarise(results: Any) -> pd.DataFrame:
+    """One row per trial: status, sampled params, the objective and both estimators' hmean."""
+    rows = []
+    for res in results:
+        metrics = res.metrics or {}
+        row: dict[str, Any] = {
+            "trial_id": metrics.get("trial_id") or Path(res.path).name,
+            "status": "error" if res.error else "finished",
+            "epochs": metrics.get("epoch", 0),
+            OBJECTIVE: metrics.get(OBJECTIVE, float("nan")),
+            "ml.hmean": metrics.get("ml.hmean", float("nan")),
+            "elliptic.hmean": metrics.get("elliptic.hmean", float("nan")),
+            "train_s": metrics.get("time.train_s", 0.0),
+            "mlflow_run_id": metrics.get("mlflow_run_id"),
+            "trial_dir": res.path,
+            "error": str(res.error).splitlines()[0][:200] if res.error else "",
+        }
+        row.update({f"param.{k}": v for k, v in (res.config or {}).items()})
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame
+    ended_early = frame["ml.hmean"].isna() & (frame["status"] == "finished")
+    frame.loc[ended_early, "status"] = "stopped_early"
+    return frame.sort_values(OBJECTIVE, ascending=False, na_position="last").reset_index(drop=True)
+
+
+def _finalise_runs(tracker: Any, summary: pd.DataFrame) -> None:
+    """ASHA stops trials between epochs: close their MLflow runs with the reason."""
+    for _, row in summary.iterrows():
+        run_id = row.get("mlflow_run_id")
+        if not isinstance(run_id, str):
+            continue
+        if row["status"] == "stopped_early":
+            tracker.set_tags(run_id, {"asd.status": "stopped_early_by_asha"})
+            tracker.finish(run_id, status="KILLED")
+        elif row["status"] == "error":
+            tracker.set_tags(run_id, {"asd.status": "failed", "asd.error": row["error"]})
+            tracker.finish(run_id, status="FAILED")
+
+
+def _score_holdout(
+    encoder_path: Path, features: Any, holdout: tuple[str, ...], settings: SweepSettings
+) -> dict[str, float]:
+    """Score the winner on machine types whose test labels the search never saw."""
+    from asd.encoder import load_encoder
+    from asd.pipeline import evaluate_encoder
+
+    encoder, cfg, _ = load_encoder(encoder_path)
+    evaluation = evaluate_encoder(encoder, features, cfg, machines=holdout, device=settings.device)
+    return {k: v for k, v in evaluation.metrics().items() if k.count(".") == 1}
+
+
+def _register(
+    tracker: Any,
+    result: SweepResult,
+    encoder_path: Path,
+    settings: SweepSettings,
+    data_fp: str,
+    tune_machines: tuple[str, ...],
+    holdout: tuple[str, ...],
+) -> None:
+    """Log the winner as an MLflow model, register it, and promote it when asked."""
+    from asd.registry import promote, register_encoder
+
+    scores = result.holdout_scores or result.tune_scores
+    estimator = max(("ml", "elliptic"), key=lambda e: scores.get(f"{e}.hmean", float("-inf")))
+    metric = ("holdout" if result.holdout_scores else "tune") + ".hmean"
+    model_uri = tracker.log_encoder(result.best_run_id, encoder_path)
+    result.model_version = register_encoder(
+        tracker.tracking_uri,
+        model_uri,
+        settings.model_name,
+        tags={
+            "metric": metric,
+            "metric_value": f"{scores[f'{estimator}.hmean']:.6f}",
+            "estimator": estimator,
+            "data_fingerprint": f"{data_fp}:{','.join(tune_machines)}|{','.join(holdout)}",
+            "sweep_id": result.name,
+            "trial_id": str(result.best_trial_id),
+        },
+    )
+    if settings.promote:
+        decision = promote(tracker.tracking_uri, settings.model_name, result.model_version)
+        result.promotion = decision.reason
+
+
+def _log_summary(tracker: Any, parent: str, result: SweepResult, space: SearchSpace) -> None:
+    metrics = {f"best.tune.{k}": v for k, v in result.tune_scores.items()}
+    metrics.update({f"best.holdout.{k}": v for k, v in result.holdout_scores.items()})
+    metrics["sweep.trials"] = float(len(result.summary))
+    tracker.log_metrics(parent, metrics)
+    if not result.summary.empty:
+        tracker.log_table(parent, result.summary, "summary.csv")
+    tags = {
+        "asd.best_trial_id": str(result.best_trial_id),
+        "asd.space_description": space.description[:500],
+    }
+    if result.model_version:
+        tags["asd.model_version"] = str(result.model_version)
+    if result.promotion:
+        tags["asd.promotion"] = result.promotion[:500]
+    tracker.set_tags(parent, tags)
+
+
+def format_summary(result: SweepResult) -> str:
+    """The table printed at the end of a sweep."""
+    lines = [f"== sweep {result.name}: {len(result.summary)} trials in {result.wall_s:.0f}s"]
+    if not result.summary.empty:
+        cols = ["trial_id", "status", "epochs", OBJECTIVE, "ml.hmean", "elliptic.hmean"]
+        cols += [c for c in result.summary.columns if c.startswith("param.")]
+        shown = result.summary[cols].copy()
+        shown.columns = [c.removeprefix("param.") for c in cols]
+        lines.append(shown.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    if result.best_trial_id:
+        lines.append(f"best trial {result.best_trial_id} (MLflow run {result.best_run_id})")
+        tune_part = ", ".join(f"{k} {100 * v:.2f} %" for k, v in result.tune_scores.items())
+        lines.append(f"  tuned machine types:    {tune_part}")
+        if result.holdout_scores:
+            hold = {k: v for k, v in result.holdout_scores.items() if k.endswith("hmean")}
+            lines.append(
+                "  held-out machine types: "
+                + ", ".join(f"{k} {100 * v:.2f} %" for k, v in hold.items())
+            )
+    if result.model_version:
+        lines.append(f"registered model version {result.model_version}")
+    if result.promotion:
+        lines.append(f"promotion: {result.promotion}")
+    if result.wall_s:
+        lines.append(
+            f"wall {result.wall_s:.0f}s, training {result.train_s:.0f}s summed over trials"
+        )
+    return "\n".join(lines)
+
+
+def settings_to_json(settings: SweepSettings) -> str:
+    """Settings as JSON (paths as strings), saved beside the sweep for `--resume`."""
+    return json.dumps(
+        {k: str(v) if isinstance(v, Path) else v for k, v in asdict(settings).items()}
+    )

@@ -1,0 +1,203 @@
+"""Search spaces as YAML files keyed by the config's dotted keys, validated before any trial.
+
+A space file::
+
+    description: what this space is for
+    base: paper                 # preset every trial starts from
+    fixed:                      # settings all trials share
+      train.epochs: 12
+    params:                     # what the search samples
+      loss.temperature: {loguniform: [0.02, 0.5]}
+      train.batch_size: {choice: [32, 48, 64]}
+      augment.n_views: {int: [2, 6]}          # inclusive
+    sweep:                      # defaults for the run (flags override them)
+      num_samples: 24
+      max_concurrent_trials: 2
+      grace_period: 2
+      reduction_factor: 3
+
+Validation resolves every key against :class:`asd.config.Config`, rejects empty or
+impossible ranges, and builds the config at every corner of the space (all lows/highs
+combined), so a trial can never start with settings that fail later.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from asd.config import Config, preset
+from asd.errors import AsdError
+
+DISTRIBUTIONS = ("uniform", "loguniform", "int", "choice")
+TOP_KEYS = ("description", "base", "fixed", "params", "sweep")
+SWEEP_KEYS = {
+    "num_samples": int,
+    "max_concurrent_trials": int,
+    "grace_period": int,
+    "reduction_factor": int,
+}
+
+
+@dataclass(frozen=True)
+class Param:
+    """One sampled setting: a distribution over values of a dotted config key."""
+
+    key: str
+    kind: str
+    values: tuple[Any, ...]
+    """(low, high) for uniform/loguniform/int, the options for choice."""
+
+    def corners(self) -> tuple[Any, ...]:
+        """The extreme values a trial may get: low and high, or every choice."""
+        return self.values
+
+    def to_tune(self) -> Any:
+        """The equivalent Ray Tune domain (imported here: the space itself needs no Ray)."""
+        from ray import tune
+
+        low, high = self.values[0], self.values[-1]
+        if self.kind == "uniform":
+            return tune.uniform(low, high)
+        if self.kind == "loguniform":
+            return tune.loguniform(low, high)
+        if self.kind == "int":
+            return tune.randint(low, high + 1)  # Tune's upper bound is exclusive
+        return tune.choice(list(self.values))
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """A validated search space: base config, shared overrides, sampled params, run defaults."""
+
+    name: str
+    base: Config
+    params: tuple[Param, ...]
+    description: str = ""
+    sweep: dict[str, int] = field(default_factory=dict)
+
+    def config_for(self, sampled: dict[str, Any]) -> Config:
+        """The full config of a trial given its sampled values."""
+        return self.base.with_overrides(sampled)
+
+    def to_tune(self) -> dict[str, Any]:
+        """Ray Tune param_space: dotted key -> domain."""
+        return {p.key: p.to_tune() for p in self.params}
+
+    @property
+    def max_epochs(self) -> int:
+        """The most epochs any trial can run (ASHA's max_t)."""
+        for p in self.params:
+            if p.key == "train.epochs":
+                return int(max(p.values))
+        return self.base.train.epochs
+
+
+def load_space(path: str | Path) -> SearchSpace:
+    """Read and validate a space file; AsdError naming the file and the key on any problem."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise AsdError(f"search space {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise AsdError(f"search space {path} is not valid YAML: {exc}") from None
+    return parse_space(raw or {}, name=path.stem, source=str(path))
+
+
+def parse_space(raw: dict[str, Any], name: str, source: str = "<space>") -> SearchSpace:
+    """Validate a space given as a dict (what the YAML holds)."""
+    if not isinstance(raw, dict):
+        raise AsdError(f"{source}: a search space is a mapping with keys {', '.join(TOP_KEYS)}")
+    unknown = set(raw) - set(TOP_KEYS)
+    if unknown:
+        raise AsdError(
+            f"{source}: unknown key(s) {', '.join(sorted(unknown))} (known: {', '.join(TOP_KEYS)})"
+        )
+    try:
+        base = preset(str(raw.get("base", "paper")))
+        base = base.with_overrides(dict(raw.get("fixed") or {}))
+    except AsdError as exc:
+        raise AsdError(f"{source}: {exc}") from None
+    params = tuple(
+        _parse_param(key, spec, source) for key, spec in (raw.get("params") or {}).items()
+    )
+    sweep = _parse_sweep(raw.get("sweep") or {}, source)
+    space = SearchSpace(
+        name=name,
+        base=base,
+        params=params,
+        description=str(raw.get("description", "")),
+        sweep=sweep,
+    )
+    _check_corners(space, source)
+    return space
+
+
+def _parse_param(key: str, spec: Any, source: str) -> Param:
+    where = f"{source}: params.{key}"
+    defaults = Config().to_flat()
+    if key not in defaults:
+        known = ", ".join(k for k in defaults if k.startswith(key.partition(".")[0] + "."))
+        raise AsdError(
+            f"{where}: unknown config key '{key}'" + (f" (known: {known})" if known else "")
+        )
+    if not isinstance(spec, dict) or len(spec) != 1:
+        raise AsdError(f"{where}: expected one of {{{', '.join(DISTRIBUTIONS)}: [...]}}")
+    kind, values = next(iter(spec.items()))
+    if kind not in DISTRIBUTIONS:
+        raise AsdError(
+            f"{where}: unknown distribution '{kind}' (known: {', '.join(DISTRIBUTIONS)})"
+        )
+    if not isinstance(values, list) or not values:
+        raise AsdError(f"{where}: {kind} needs a non-empty list")
+    if kind == "choice":
+        return Param(key, kind, tuple(values))
+    if len(values) != 2 or not all(_is_number(v) for v in values):
+        raise AsdError(f"{where}: {kind} needs [low, high] numbers, got {values}")
+    low, high = values
+    if kind == "int" and not all(float(v).is_integer() for v in values):
+        raise AsdError(f"{where}: int needs whole numbers, got {values}")
+    if not low < high:
+        raise AsdError(f"{where}: empty range [{low}, {high}] (low must be below high)")
+    if kind == "loguniform" and low <= 0:
+        raise AsdError(f"{where}: loguniform needs a positive low, got {low}")
+    if kind == "int":
+        return Param(key, kind, (int(low), int(high)))
+    return Param(key, kind, (float(low), float(high)))
+
+
+def _parse_sweep(raw: Any, source: str) -> dict[str, int]:
+    if not isinstance(raw, dict):
+        raise AsdError(f"{source}: sweep must be a mapping")
+    out: dict[str, int] = {}
+    for key, value in raw.items():
+        if key not in SWEEP_KEYS:
+            raise AsdError(f"{source}: unknown key sweep.{key} (known: {', '.join(SWEEP_KEYS)})")
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise AsdError(f"{source}: sweep.{key} must be a positive integer, got {value!r}")
+        out[key] = value
+    return out
+
+
+def _check_corners(space: SearchSpace, source: str) -> None:
+    """Every combination of extremes must be a valid config (catches min > max pairs)."""
+    if not space.params:
+        return
+    combos = itertools.product(*(p.corners() for p in space.params))
+    for combo in itertools.islice(combos, 4096):
+        sampled = {p.key: v for p, v in zip(space.params, combo, strict=True)}
+        try:
+            space.config_for(sampled)
+        except AsdError as exc:
+            shown = ", ".join(f"{k}={v}" for k, v in sampled.items())
+            raise AsdError(f"{source}: impossible combination ({shown}): {exc}") from None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

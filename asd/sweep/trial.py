@@ -1,0 +1,158 @@
+"""One Ray Tune trial: train the encoder, validate every epoch, score with both estimators.
+
+Runs inside a Ray worker. Per epoch it reports the validation score (ML estimator's
+official hmean on the tuning machines' test clips) to Tune, which ASHA uses to stop weak
+trials, and logs the same metrics to the trial's MLflow child run in one batch. At the last
+epoch it scores with *both* estimators, logs tables, plots, submission CSVs and the encoder.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from asd.config import Config
+
+log = logging.getLogger(__name__)
+
+OBJECTIVE = "val_hmean"
+"""What Tune, ASHA and Optuna maximise: validation hmean (ML estimator) on tuning machines."""
+
+
+@dataclass(frozen=True)
+class TrialSetup:
+    """What every trial of a sweep shares; pickled once into Ray's object store."""
+
+    base_config: Config
+    features_path: str
+    tune_machines: tuple[str, ...]
+    tracking_uri: str
+    experiment: str
+    parent_run_id: str
+    sweep_id: str
+    data_fingerprint: str
+    journal_dir: str
+    device: str = "auto"
+
+
+def run_trial(params: dict[str, Any], setup: TrialSetup) -> None:
+    """The Tune function trainable (wrapped with ``tune.with_parameters``)."""
+    from ray import tune
+
+    from asd.features import load_features
+    from asd.pipeline import evaluate_encoder, train_encoder
+    from asd.tracking import Tracker
+
+    cfg = setup.base_config.with_overrides(params)
+    context = tune.get_context()
+    trial_id = context.get_trial_id()
+    features = load_features(setup.features_path)
+    tune_rows = features.index["machine"].isin(list(setup.tune_machines)).to_numpy()
+    validation = features.subset(tune_rows.nonzero()[0])
+
+    tracker = Tracker(setup.tracking_uri, setup.experiment, journal_dir=Path(setup.journal_dir))
+    run_id = tracker.start_trial(
+        setup.parent_run_id,
+        trial_id,
+        params=cfg.to_flat(),
+        tags={
+            "asd.sweep_id": setup.sweep_id,
+            "asd.data_fingerprint": setup.data_fingerprint,
+            "asd.tune_machines": ",".join(setup.tune_machines),
+        },
+    )
+
+    # Checkpoints live in a scratch folder (Tune copies each reported one into the sweep's
+    # storage); final artifacts go to the trial folder, which outlives MLflow outages.
+    scratch = Path(tempfile.mkdtemp(prefix=f"asd-{trial_id}-"))
+    ckpt_dir = scratch / "checkpoints"
+    ckpt_dir.mkdir()
+    work = Path(context.get_trial_dir()) / "artifacts"
+    work.mkdir(parents=True, exist_ok=True)
+    restored = tune.get_checkpoint()
+    if restored is not None:
+        with restored.as_directory() as folder:
+            for item in Path(folder).iterdir():
+                shutil.copy2(item, ckpt_dir / item.name)
+        tracker.set_tags(run_id, {"asd.resumed_from_checkpoint": "true"})
+
+    timings = {"train_s": 0.0, "eval_s": 0.0}
+    epoch_start = [time.monotonic()]
+
+    def report(epoch: int, metrics: dict[str, float], encoder: Any) -> None:
+        timings["train_s"] += time.monotonic() - epoch_start[0]
+        eval_start = time.monotonic()
+        last = epoch >= cfg.train.epochs
+        estimators = ("ml", "elliptic") if last else ("ml",)
+        out_dir = work / "evaluation" if last else None
+        evaluation = evaluate_encoder(
+            encoder, validation, cfg, estimators=estimators, out_dir=out_dir, device=setup.device
+        )
+        row = {f"train.{k}": float(v) for k, v in metrics.items() if _is_number(v)}
+        row[OBJECTIVE] = evaluation.by_estimator["ml"].summary["hmean"]
+        if last:
+            row.update(evaluation.metrics())
+            _log_final(tracker, run_id, evaluation, encoder, cfg, setup, work)
+        timings["eval_s"] += time.monotonic() - eval_start
+        row.update({f"time.{k}": v for k, v in timings.items()})
+        tracker.log_metrics(run_id, row, step=epoch)
+        tune.report(
+            {**row, "epoch": epoch, "mlflow_run_id": run_id},
+            checkpoint=tune.Checkpoint.from_directory(str(ckpt_dir)),
+        )
+        epoch_start[0] = time.monotonic()
+
+    try:
+        train_rows = features.index["split"].eq("train").to_numpy()
+        train_encoder(
+            cfg,
+            features.subset(train_rows.nonzero()[0]),
+            device=setup.device,
+            report=report,
+            checkpoint_dir=ckpt_dir,
+            progress=True,
+        )
+    except Exception as exc:
+        tracker.set_tags(run_id, {"asd.error": str(exc)[:5000]})
+        tracker.finish(run_id, status="FAILED")
+        raise
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    tracker.finish(run_id, status="FINISHED")
+
+
+def _log_final(
+    tracker: Any,
+    run_id: str,
+    evaluation: Any,
+    encoder: Any,
+    cfg: Config,
+    setup: TrialSetup,
+    work: Path,
+) -> None:
+    """Tables, plots, submission CSVs and the encoder file of a trial that ran to the end."""
+    from asd import __version__
+    from asd.encoder import save_encoder
+    from asd.pipeline import save_evaluation
+
+    save_evaluation(evaluation, work / "evaluation")
+    tracker.log_artifacts(run_id, work / "evaluation", artifact_path="evaluation")
+    encoder_path = work / "encoder.pt"
+    save_encoder(
+        encoder,
+        encoder_path,
+        cfg,
+        {"data_fingerprint": setup.data_fingerprint, "code_version": __version__},
+    )
+    tracker.log_artifact(run_id, encoder_path, artifact_path="encoder")
+    winner = max(evaluation.by_estimator.values(), key=lambda r: r.summary["hmean"])
+    tracker.set_tags(run_id, {"asd.best_estimator": winner.estimator})
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
