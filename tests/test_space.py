@@ -1,0 +1,86 @@
+from pathlib import Path
+
+import pytest
+
+from asd.config import Config
+from asd.errors import AsdError
+from asd.sweep.space import load_space, parse_space
+
+SPACES = sorted(Path(__file__).resolve().parents[1].joinpath("search_spaces").glob("*.yaml"))
+
+
+def test_the_shipped_spaces_are_there():
+    assert {p.stem for p in SPACES} >= {"paper", "default", "smoke"}
+
+
+@pytest.mark.parametrize("path", SPACES, ids=lambda p: p.stem)
+def test_every_shipped_space_resolves_every_key(path):
+    space = load_space(path)
+    flat = Config().to_flat()
+    for param in space.params:
+        assert param.key in flat
+    assert space.config_for({p.key: p.values[0] for p in space.params}) is not None
+    assert space.to_tune().keys() == {p.key for p in space.params}
+
+
+def test_paper_space_is_the_papers_single_point():
+    space = load_space(SPACES[[p.stem for p in SPACES].index("paper")])
+    cfg = space.config_for({"loss.temperature": 0.05})
+    assert (cfg.loss.temperature, cfg.train.batch_size, cfg.train.lr) == (0.05, 48, 0.5)
+    assert space.sweep["num_samples"] == 1
+
+
+def test_default_space_covers_the_issue_settings():
+    space = load_space(SPACES[[p.stem for p in SPACES].index("default")])
+    keys = {p.key for p in space.params}
+    assert {"loss.temperature", "train.batch_size", "train.lr", "train.restarts"} <= keys
+    assert {"augment.pitch_max_semitones", "augment.noise_snr_db_min", "augment.n_views"} <= keys
+    assert {"augment.mask_short_ms", "augment.mask_long_ms"} <= keys
+
+
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        ({"params": {"loss.tau": {"uniform": [0.1, 0.2]}}}, "unknown config key 'loss.tau'"),
+        ({"colour": "blue"}, "unknown key"),
+        ({"params": {"train.lr": {"uniform": [0.2, 0.1]}}}, "empty range"),
+        ({"params": {"train.lr": {"uniform": [0.1, 0.1]}}}, "empty range"),
+        ({"params": {"train.lr": {"loguniform": [0.0, 0.1]}}}, "positive low"),
+        ({"params": {"train.lr": {"normal": [0.0, 0.1]}}}, "unknown distribution"),
+        ({"params": {"train.batch_size": {"choice": []}}}, "non-empty"),
+        ({"params": {"train.epochs": {"int": [1.5, 3]}}}, "whole numbers"),
+        ({"params": {"loss.temperature": {"uniform": [-0.1, 0.2]}}}, "impossible combination"),
+        (
+            {
+                "params": {
+                    "augment.noise_snr_db_min": {"uniform": [6.0, 20.0]},
+                    "augment.noise_snr_db_max": {"uniform": [10.0, 24.0]},
+                }
+            },
+            "impossible combination",
+        ),
+        ({"fixed": {"train.epochs": 0}}, "train.epochs"),
+        ({"base": "turbo"}, "unknown preset"),
+        ({"sweep": {"num_samples": 0}}, "positive integer"),
+        ({"sweep": {"workers": 2}}, "unknown key sweep.workers"),
+    ],
+)
+def test_bad_spaces_fail_before_any_trial(raw, message):
+    with pytest.raises(AsdError, match=message):
+        parse_space(raw, name="bad", source="bad.yaml")
+
+
+def test_missing_and_broken_files(tmp_path):
+    with pytest.raises(AsdError, match="does not exist"):
+        load_space(tmp_path / "nope.yaml")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("params: [unclosed")
+    with pytest.raises(AsdError, match="not valid YAML"):
+        load_space(broken)
+
+
+def test_int_params_are_inclusive_in_tune():
+    space = parse_space({"params": {"augment.n_views": {"int": [2, 4]}}}, name="x")
+    domain = space.to_tune()["augment.n_views"]
+    assert (domain.lower, domain.upper) == (2, 5)
+    assert space.max_epochs == space.base.train.epochs
