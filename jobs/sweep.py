@@ -1,0 +1,37 @@
+"""`ray job submit` entry point for a sweep.
+
+    ray job submit --address http://127.0.0.1:8265 --runtime-env jobs/runtime_env.yaml \
+        -- python jobs/sweep.py --space search_spaces/default.yaml \
+           --data /data/dcase2023t2 --tracking-uri http://mlflow:5000
+
+Flags are those of `asd sweep`. The data path, the tracking URI and the work folder may come
+from the environment instead (ASD_DATA, MLFLOW_TRACKING_URI, ASD_WORKDIR): the job's working
+directory is a temporary upload, so the work folder defaults to ~/asd-work on the head node.
+The job checks MLflow and the data before any training and fails at once if either is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from asd.cli import main  # noqa: E402
+
+
+def job_argv(argv: list[str], env: dict[str, str]) -> list[str]:
+    """`asd sweep` arguments: the job's flags plus defaults from the environment."""
+    args = ["sweep", *argv]
+    if "--data" not in argv and env.get("ASD_DATA"):
+        args += ["--data", env["ASD_DATA"]]
+    if "--tracking-uri" not in argv and env.get("MLFLOW_TRACKING_URI"):
+        args += ["--tracking-uri", env["MLFLOW_TRACKING_URI"]]
+    if "--workdir" not in argv:
+        args += ["--workdir", env.get("ASD_WORKDIR", str(Path.home() / "asd-work"))]
+    return args
+
+
+if __name__ == "__main__":
+    sys.exit(main(job_argv(sys.argv[1:], dict(os.environ))))
