@@ -1,0 +1,297 @@
+"""One training loop: random crops -> augmented views -> encoder -> NT-Xent, per epoch.
+
+Device, precision and memory format are chosen once at the top; the features stay resident
+on that device and batches are cut from them with index arithmetic, so a step never waits on
+Python loops over clips. Ray Tune and MLflow come in only through the ``report`` callback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from asd.augment import make_views
+from asd.config import Config
+from asd.contrastive import nt_xent
+from asd.encoder import Encoder
+from asd.errors import AsdError
+
+Report = Callable[[int, dict[str, float], Encoder], None]
+"""``report(epoch, metrics, encoder)``: called after every epoch (1-based)."""
+
+CHECKPOINT_NAME = "last.pt"
+
+
+@dataclass
+class TrainResult:
+    """A trained encoder (eval mode, on the training device) and its per-epoch history."""
+
+    encoder: Encoder
+    history: list[dict[str, float]] = field(default_factory=list)
+    """One entry per epoch since the start (resumed epochs included)."""
+    epochs_run: int = 0
+    """Epochs this call ran (fewer than ``len(history)`` after a resume)."""
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """'auto' -> cuda when available, else cpu; anything else as torch.device."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def steps_per_epoch(n_clips: int, batch_size: int) -> int:
+    """ceil(N / batch_size), minus a final batch of one clip (it has no negatives)."""
+    steps = math.ceil(n_clips / batch_size)
+    if n_clips - (steps - 1) * batch_size < 2:
+        steps -= 1
+    return steps
+
+
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: Config
+) -> torch.optim.lr_scheduler.CosineAnnealingWarmRestarts:
+    """Cosine annealing with ``restarts + 1`` equal cycles over the whole run.
+
+    The scheduler's clock is ``fractional_epoch * (restarts + 1)`` (see :func:`schedule_time`)
+    so that ``T_0 = epochs`` on that clock is ``epochs / (restarts + 1)`` real epochs, an
+    integer as torch requires, whatever the number of steps per epoch.
+    """
+    t = cfg.train
+    return torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
+        optimizer, T_0=t.epochs, T_mult=1, eta_min=t.lr_min
+    )
+
+
+def schedule_time(global_step: int, n_steps_per_epoch: int, cfg: Config) -> float:
+    """The scheduler clock after ``global_step`` steps (exact at cycle boundaries)."""
+    return global_step * (cfg.train.restarts + 1) / n_steps_per_epoch
+
+
+def tile_short_clips(clips: torch.Tensor, lengths: torch.Tensor, crop_frames: int) -> torch.Tensor:
+    """(N, n_mels, L) -> (N, n_mels, max(L, crop)): each clip repeated past its valid length.
+
+    Frame ``j`` of clip ``n`` becomes frame ``j % lengths[n]``, so every crop of
+    ``max(length, crop_frames)`` frames from the start is real (tiled) audio.
+    """
+    width = max(clips.shape[-1], crop_frames)
+    frame = torch.arange(width, device=clips.device)[None, :] % lengths[:, None]  # (N, W)
+    return torch.gather(clips, 2, frame[:, None, :].expand(-1, clips.shape[1], -1))
+
+
+def random_crops(
+    clips: torch.Tensor,
+    valid: torch.Tensor,
+    positions: torch.Tensor,
+    crop_frames: int,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """A random window of ``crop_frames`` inside each chosen clip's valid frames.
+
+    clips (N, n_mels, W), valid (N,) frames >= crop_frames, positions (B,) -> (B, n_mels, crop).
+    """
+    room = valid[positions] - crop_frames + 1  # (B,) possible start frames
+    u = torch.rand(positions.shape[0], generator=generator, device=clips.device)
+    start = (u * room).long().clamp_max(room - 1)  # (B,)
+    frame = start[:, None] + torch.arange(crop_frames, device=clips.device)  # (B, crop)
+    chosen = clips[positions]  # (B, n_mels, W)
+    return torch.gather(chosen, 2, frame[:, None, :].expand(-1, chosen.shape[1], -1))
+
+
+def train(
+    cfg: Config,
+    clips: Any,
+    lengths: Any,
+    mean: Any,
+    std: Any,
+    device: str | torch.device = "auto",
+    report: Report | None = None,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = True,
+    progress: bool = True,
+) -> TrainResult:
+    """Train an encoder on normal clips (N, n_mels, L) dB with valid ``lengths`` (N,).
+
+    ``mean``/``std`` (n_mels,) go into the encoder's normalisation buffers. With
+    ``checkpoint_dir`` the state is saved after every epoch to ``last.pt`` and, with
+    ``resume``, a run picks up after the last saved epoch with the same result as an
+    uninterrupted one (on CPU). Raises AsdError on bad inputs and on a non-finite loss.
+    """
+    t = cfg.train
+    # --- where and how it runs: decided once --------------------------------------------
+    device = resolve_device(device)
+    on_cuda = device.type == "cuda"
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16)
+        if on_cuda and t.amp
+        else contextlib.nullcontext()
+    )
+    channels_last = on_cuda and t.channels_last
+
+    # --- data: resident on the device, short clips tiled once ---------------------------
+    clips_t = torch.as_tensor(np.asarray(clips) if not torch.is_tensor(clips) else clips)
+    lengths_t = torch.as_tensor(np.asarray(lengths), dtype=torch.long).reshape(-1)
+    if clips_t.dim() != 3 or clips_t.shape[1] != cfg.features.n_mels:
+        raise AsdError(
+            f"training clips have shape {tuple(clips_t.shape)}, expected "
+            f"(N, features.n_mels={cfg.features.n_mels}, frames)"
+        )
+    n_clips = clips_t.shape[0]
+    if n_clips < 2 or lengths_t.shape[0] != n_clips:
+        raise AsdError(f"training needs at least 2 clips with one length each, got {n_clips}")
+    if int(lengths_t.min()) < 1 or int(lengths_t.max()) > clips_t.shape[-1]:
+        raise AsdError("training clip lengths must be between 1 and the padded frame count")
+    if not clips_t.is_floating_point():
+        clips_t = clips_t.float()
+    clips_t, lengths_t = clips_t.to(device), lengths_t.to(device)
+    if int(lengths_t.min()) < t.crop_frames:
+        clips_t = tile_short_clips(clips_t, lengths_t, t.crop_frames)
+    valid = lengths_t.clamp_min(t.crop_frames)  # (N,) frames a crop may come from
+    n_steps = steps_per_epoch(n_clips, t.batch_size)
+    batch = min(t.batch_size, n_clips)
+    n_copies = 1 + cfg.augment.n_views  # the original plus its views
+
+    # --- model, optimiser, schedule, randomness -----------------------------------------
+    torch.manual_seed(t.seed)
+    encoder = Encoder(cfg.encoder, cfg.features.n_mels)
+    encoder.set_normalization(mean, std)
+    encoder.to(device)
+    if channels_last:
+        encoder.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    optimizer = torch.optim.Adam(encoder.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    scheduler = make_scheduler(optimizer, cfg)
+    generator = torch.Generator(device=device)
+    generator.manual_seed(t.seed)  # batches, crops and augmentation: one stream
+    history: list[dict[str, float]] = []
+    start_epoch = 1
+
+    ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
+    if ckpt_path is not None and resume and ckpt_path.is_file():
+        state = _load_checkpoint(ckpt_path, cfg, device)
+        encoder.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        generator.set_state(state["generator"])
+        history = list(state["history"])
+        start_epoch = int(state["epoch"]) + 1
+
+    # --- the loop ------------------------------------------------------------------------
+    for epoch in range(start_epoch, t.epochs + 1):
+        encoder.train()
+        began = time.perf_counter()
+        order = torch.randperm(n_clips, generator=generator, device=device)
+        step_losses = []
+        for step in range(n_steps):
+            positions = order[step * batch : (step + 1) * batch]  # (B,)
+            x = random_crops(clips_t, valid, positions, t.crop_frames, generator).float()
+            views = make_views(x, cfg.augment, cfg.features, generator)  # (B, n_views, M, T)
+            x = torch.cat([x[:, None], views], dim=1)  # (B, V, M, T), V = 1 + n_views
+            with autocast:
+                z = encoder(x.flatten(0, 1))  # (B*V, D)
+            loss = nt_xent(z.view(x.shape[0], n_copies, -1), cfg.loss.temperature)
+
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if t.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(encoder.parameters(), t.grad_clip)
+            optimizer.step()
+            lr = optimizer.param_groups[0]["lr"]  # the rate this step used
+            global_step = (epoch - 1) * n_steps + step + 1
+            scheduler.step(schedule_time(global_step, n_steps, cfg))
+            step_losses.append(loss.detach())
+
+        # one host sync per epoch: the GPU never waits on a per-step .item()
+        losses = torch.stack(step_losses)
+        finite = torch.isfinite(losses)
+        if not bool(finite.all()):
+            bad_step = int((~finite).nonzero()[0, 0]) + 1
+            raise AsdError(
+                f"loss became {_kind(float(losses[bad_step - 1]))} at epoch {epoch}, step "
+                f"{bad_step} (train.lr={t.lr}, loss.temperature={cfg.loss.temperature}, "
+                f"train.grad_clip={t.grad_clip}): lower train.lr or set train.grad_clip"
+            )
+        seconds = time.perf_counter() - began
+        metrics = {
+            "epoch": float(epoch),
+            "loss": float(losses.mean()),
+            "lr": float(lr),
+            "seconds": seconds,
+            "samples_per_s": n_steps * batch * n_copies / seconds,
+        }
+        history.append(metrics)
+        if ckpt_path is not None:
+            _save_checkpoint(
+                ckpt_path, encoder, optimizer, scheduler, generator, epoch, history, cfg
+            )
+        if progress:
+            print(
+                f"train epoch {epoch}/{t.epochs} loss {metrics['loss']:.4f} lr {lr:.3g} "
+                f"{seconds:.1f}s {metrics['samples_per_s']:.0f} samples/s",
+                file=sys.stderr,
+                flush=True,
+            )
+        if report is not None:
+            encoder.eval()
+            report(epoch, dict(metrics), encoder)
+
+    encoder.eval()
+    return TrainResult(
+        encoder=encoder, history=history, epochs_run=max(0, t.epochs + 1 - start_epoch)
+    )
+
+
+def _kind(value: float) -> str:
+    return "NaN" if math.isnan(value) else "infinite"
+
+
+def _save_checkpoint(
+    path: Path,
+    encoder: Encoder,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    generator: torch.Generator,
+    epoch: int,
+    history: list[dict[str, float]],
+    cfg: Config,
+) -> None:
+    """Write tmp then rename: a crash mid-write never leaves a broken ``last.pt``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {
+        "model": encoder.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "generator": generator.get_state(),
+        "epoch": epoch,
+        "history": history,
+        "config": cfg.to_json(),
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def _load_checkpoint(path: Path, cfg: Config, device: torch.device) -> dict[str, Any]:
+    """Read ``last.pt``; refuse one written for a different config (it would not resume)."""
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as err:
+        raise AsdError(f"cannot read checkpoint {path}: {type(err).__name__}") from err
+    if state.get("config") != cfg.to_json():
+        saved = Config.from_json(state["config"]).to_flat() if "config" in state else {}
+        diff = sorted(k for k, v in cfg.to_flat().items() if saved.get(k) != v)
+        raise AsdError(
+            f"checkpoint {path} was written for another config (differs in "
+            f"{', '.join(diff) or 'format'}): remove it or train with resume=False"
+        )
+    state["generator"] = state["generator"].cpu()
+    return state

@@ -1,0 +1,105 @@
+import dataclasses
+
+import pytest
+import torch
+
+from asd.config import Config, EncoderConfig
+from asd.encoder import BACKBONE_DIM, Encoder, load_encoder, save_encoder
+from asd.errors import AsdError
+
+N_MELS = 32
+CFG = EncoderConfig(embedding_dim=16, head_hidden_dim=32)
+
+
+def make(embed_from="projection", seed=0):
+    torch.manual_seed(seed)
+    return Encoder(dataclasses.replace(CFG, embed_from=embed_from), N_MELS).eval()
+
+
+@pytest.mark.parametrize("frames", [16, 40, 63, 101])
+def test_forward_shape_any_length(frames):
+    enc = make()
+    x = torch.randn(3, N_MELS, frames) * 10 - 50
+    with torch.no_grad():
+        assert enc(x).shape == (3, 16)
+        assert enc.embed(x).shape == (3, 16)
+
+
+def test_embed_from_backbone_and_projection():
+    x = torch.randn(2, N_MELS, 40)
+    proj, back = make("projection"), make("backbone")
+    with torch.no_grad():
+        assert back.embed(x).shape == (2, BACKBONE_DIM)
+        assert back.embedding_dim == BACKBONE_DIM and proj.embedding_dim == 16
+        torch.testing.assert_close(proj.embed(x), proj(x))
+        torch.testing.assert_close(back.embed(x), back.backbone(x))
+        # same seed -> same weights: the projection is the head applied to the backbone
+        torch.testing.assert_close(proj.embed(x), back.head(back.backbone(x)))
+
+
+def test_normalisation_buffers_are_used():
+    enc = make()
+    mean, std = torch.linspace(-80, -20, N_MELS), torch.linspace(1, 10, N_MELS)
+    enc.set_normalization(mean, std)
+    assert {"mel_mean", "mel_std"} <= set(enc.state_dict())
+    x = torch.randn(2, N_MELS, 40)
+    raw = x * std[:, None] + mean[:, None]  # what the buffers undo
+    ref = make()  # identity normalisation, same weights
+    with torch.no_grad():
+        torch.testing.assert_close(enc(raw), ref(x), rtol=1e-4, atol=1e-4)
+    with pytest.raises(AsdError, match="n_mels"):
+        enc.set_normalization(torch.zeros(3), torch.ones(3))
+
+
+def test_channels_last_matches():
+    enc = make()
+    x = torch.randn(2, N_MELS, 40)
+    with torch.no_grad():
+        ref = enc(x)
+        enc.to(memory_format=torch.channels_last)
+        torch.testing.assert_close(enc(x), ref, rtol=1e-4, atol=1e-4)
+
+
+def test_gradients_reach_the_stem():
+    enc = make().train()
+    enc(torch.randn(4, N_MELS, 40)).sum().backward()
+    assert enc.stem[0].weight.grad is not None
+    assert enc.stem[0].weight.grad.abs().sum() > 0
+
+
+def test_save_load_round_trip(tmp_path):
+    enc = make("backbone")
+    enc.set_normalization(torch.full((N_MELS,), -40.0), torch.full((N_MELS,), 7.0))
+    config = Config().with_overrides(
+        {"features.n_mels": N_MELS, "encoder.embedding_dim": 16, "encoder.embed_from": "backbone"}
+    )
+    path = save_encoder(enc, tmp_path / "m" / "encoder.pt", config, {"code": "abc", "n": 3})
+    raw = torch.load(path, weights_only=True)  # no pickle of arbitrary objects
+    assert raw["extra"] == {"code": "abc", "n": 3}
+    loaded, cfg, extra = load_encoder(path)
+    assert cfg == config and extra == {"code": "abc", "n": 3}
+    assert loaded.cfg == enc.cfg and not loaded.training
+    for k, v in enc.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[k], v, rtol=0, atol=0)
+    x = torch.randn(2, N_MELS, 40)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.embed(x), enc.embed(x), rtol=0, atol=0)
+
+
+def test_missing_or_corrupt_file_raises(tmp_path):
+    with pytest.raises(AsdError, match="nothing.pt"):
+        load_encoder(tmp_path / "nothing.pt")
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(AsdError, match="bad.pt"):
+        load_encoder(bad)
+    other = tmp_path / "other.pt"
+    torch.save({"weights": torch.zeros(2)}, other)
+    with pytest.raises(AsdError, match="other.pt"):
+        load_encoder(other)
+    # a truncated real file
+    good = save_encoder(make(), tmp_path / "good.pt", Config(), None)
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(good.read_bytes()[:1000])
+    with pytest.raises(AsdError, match="cut.pt"):
+        load_encoder(cut)
