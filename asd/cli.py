@@ -25,6 +25,9 @@ DEFAULT_WORKDIR = Path("asd-work")
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``asd`` console script."""
+    # Local defaults only: a cluster or server that needs otherwise sets these itself.
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -276,12 +279,17 @@ def resolve_encoder(spec: str, tracking_uri: str | None) -> tuple[Any, Any, dict
     from asd.encoder import load_encoder
 
     if spec.startswith("models:/"):
-        from asd.registry import download_model
+        from asd.registry import download_champion
 
         uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
         if not uri:
             raise AsdError(f"{spec} needs --tracking-uri (or MLFLOW_TRACKING_URI)")
-        path = download_model(uri, spec, Path(DEFAULT_WORKDIR) / "models")
+        name, sep, alias = spec.removeprefix("models:/").partition("@")
+        if not sep or not name or not alias:
+            raise AsdError(
+                f"{spec}: expected models:/<name>@<alias>, e.g. models:/asd-encoder@champion"
+            )
+        path = download_champion(uri, name, DEFAULT_WORKDIR / "models" / name / alias, alias=alias)
     else:
         path = Path(spec)
         if path.is_dir():

@@ -1,0 +1,390 @@
+"""Waveform -> log-mel (dB of power), and the on-disk cache every trial of a sweep reads.
+
+Features are computed once per (feature config, data set): the cache folder is named by a
+hash of both, written to a temporary folder and renamed into place, so a killed extraction
+never leaves a half cache and two extractors of the same key cannot corrupt each other.
+Clips may have any length: the store is ragged (one ``(total_frames, n_mels)`` array plus an
+``offset``/``frames`` per clip), and ``padded`` builds batches for the encoder.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import io
+import json
+import logging
+import os
+import shutil
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torchaudio.functional as AF
+from torch import Tensor, nn
+
+from asd import data
+from asd.config import FeatureConfig
+from asd.errors import AsdError
+from asd.progress import progress as progress_bar
+
+log = logging.getLogger(__name__)
+
+CACHE_VERSION = 1
+"""Bumped when the cache layout or the log-mel computation changes (old caches get a new key)."""
+
+_STD_FLOOR = 1e-3
+"""Smallest normalisation std in dB, so a constant (e.g. silent) mel band never divides by 0."""
+
+_CHUNK_SAMPLES = 64 * 160_000
+"""Samples read before a batch goes through the STFT (64 ten-second clips, ~40 MB)."""
+
+
+# --------------------------------------------------------------------------- log-mel
+
+
+@functools.lru_cache(maxsize=16)
+def _window_and_filters(cfg: FeatureConfig, device: torch.device) -> tuple[Tensor, Tensor]:
+    """The Hann window (n_fft,) and mel filterbank (n_freqs, n_mels) of ``cfg`` on ``device``.
+
+    The same ones ``torchaudio.transforms.MelSpectrogram`` builds (periodic Hann, HTK mel scale,
+    no filter normalisation); ``augment`` reuses them for its noise model.
+    """
+    window = torch.hann_window(cfg.n_fft, device=device)
+    fbank = AF.melscale_fbanks(
+        cfg.n_fft // 2 + 1, cfg.f_min, cfg.f_max, cfg.n_mels, cfg.sample_rate, None, "htk"
+    ).to(device)
+    return window, fbank
+
+
+def n_frames(samples: int, cfg: FeatureConfig) -> int:
+    """Frames of a clip of ``samples`` samples (centred STFT): 160000 -> 313 at hop 512."""
+    return 1 + samples // cfg.hop_length
+
+
+def log_mel(waveform: Tensor, cfg: FeatureConfig) -> Tensor:
+    """Log-mel in dB of power: ``(..., samples) -> (..., n_mels, frames)``.
+
+    Equal to ``10*log10(MelSpectrogram(...)(waveform))`` with torchaudio's settings (centred,
+    reflect padding, power 2), floored at ``cfg.top_db_floor`` so silence has a finite value.
+    """
+    samples = waveform.shape[-1]
+    if samples <= cfg.n_fft // 2:
+        raise AsdError(
+            f"waveform of {samples} samples is too short for features.n_fft={cfg.n_fft} "
+            f"(needs more than {cfg.n_fft // 2})"
+        )
+    window, fbank = _window_and_filters(cfg, waveform.device)
+    lead = waveform.shape[:-1]
+    flat = waveform.reshape(-1, samples).to(torch.float32)  # (B, samples)
+    spec = torch.stft(
+        flat,
+        cfg.n_fft,
+        cfg.hop_length,
+        window=window,
+        center=True,
+        pad_mode="reflect",
+        return_complex=True,
+    )  # (B, n_freqs, frames)
+    power = spec.real.square() + spec.imag.square()
+    mel = torch.matmul(fbank.T, power)  # (B, n_mels, frames)
+    db = 10.0 * torch.log10(mel.clamp_min(10.0 ** (cfg.top_db_floor / 10.0)))
+    return db.reshape(*lead, cfg.n_mels, db.shape[-1])
+
+
+class LogMel(nn.Module):
+    """``log_mel`` as a module: ``(..., samples) -> (..., n_mels, frames)`` dB."""
+
+    def __init__(self, cfg: FeatureConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+
+    def forward(self, waveform: Tensor) -> Tensor:
+        """Log-mel of ``waveform`` (see :func:`log_mel`)."""
+        return log_mel(waveform, self.cfg)
+
+
+# --------------------------------------------------------------------------- ragged store
+
+
+def _normal_train_mask(index: pd.DataFrame) -> np.ndarray:
+    """Rows the normalisation stats come from: normal train clips, else every clip."""
+    if {"split", "label"} <= set(index.columns):
+        mask = ((index["split"] == "train") & (index["label"] == "normal")).to_numpy()
+        if mask.any():
+            return mask
+    return np.ones(len(index), dtype=bool)
+
+
+class _Moments:
+    """Running per-mel-band sum and sum of squares (float64), for mean/std without a copy."""
+
+    def __init__(self, n_mels: int) -> None:
+        self.n = 0
+        self.s1 = np.zeros(n_mels)
+        self.s2 = np.zeros(n_mels)
+
+    def add(self, mel: np.ndarray) -> None:
+        """Add frames of one clip, ``(frames, n_mels)``."""
+        m = mel.astype(np.float64)
+        self.n += m.shape[0]
+        self.s1 += m.sum(axis=0)
+        self.s2 += np.square(m).sum(axis=0)
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(mean, std)`` as float32 ``(n_mels,)``; std floored at ``_STD_FLOOR``."""
+        n = max(self.n, 1)
+        mean = self.s1 / n
+        var = np.maximum(self.s2 / n - mean**2, 0.0)
+        std = np.maximum(np.sqrt(var), _STD_FLOOR)
+        return mean.astype(np.float32), std.astype(np.float32)
+
+
+class FeatureSet:
+    """Log-mels of every clip of an index, stored ragged.
+
+    ``index`` is the data index plus ``offset`` and ``frames`` columns: clip ``i`` is
+    ``mel[offset_i : offset_i + frames_i]`` of the ``(total_frames, n_mels)`` float16 array
+    (memory-mapped when loaded from disk). ``mean``/``std`` ``(n_mels,)`` are the dB statistics
+    of the normal train clips (every clip when there are none); a subset keeps its parent's.
+    """
+
+    def __init__(
+        self,
+        mel: np.ndarray,
+        index: pd.DataFrame,
+        config: FeatureConfig,
+        mean: np.ndarray | None = None,
+        std: np.ndarray | None = None,
+    ) -> None:
+        if mel.ndim != 2 or mel.shape[1] != config.n_mels:
+            raise AsdError(f"features need shape (frames, {config.n_mels}), got {mel.shape}")
+        missing = {"offset", "frames"} - set(index.columns)
+        if missing:
+            raise AsdError(f"feature index lacks columns {sorted(missing)}")
+        self.mel = mel
+        self.index = index.reset_index(drop=True)
+        self.config = config
+        if mean is None or std is None:
+            mean, std = self._stats()
+        self.mean = np.asarray(mean, dtype=np.float32)
+        self.std = np.asarray(std, dtype=np.float32)
+
+    def _stats(self) -> tuple[np.ndarray, np.ndarray]:
+        moments = _Moments(self.config.n_mels)
+        for i in np.flatnonzero(_normal_train_mask(self.index)):
+            o, f = int(self.index.at[i, "offset"]), int(self.index.at[i, "frames"])
+            moments.add(self.mel[o : o + f])
+        return moments.result()
+
+    @classmethod
+    def from_arrays(
+        cls, mels: Sequence[np.ndarray], index: pd.DataFrame, cfg: FeatureConfig
+    ) -> FeatureSet:
+        """An in-memory set from one ``(n_mels, frames)`` array per row of ``index``."""
+        if len(mels) != len(index):
+            raise AsdError(f"{len(mels)} log-mels for an index of {len(index)} clips")
+        frames = np.array([m.shape[-1] for m in mels], dtype=np.int64)
+        for m in mels:
+            if m.ndim != 2 or m.shape[0] != cfg.n_mels:
+                raise AsdError(f"each log-mel needs shape ({cfg.n_mels}, frames), got {m.shape}")
+        offsets = np.concatenate([[0], np.cumsum(frames)[:-1]]).astype(np.int64)
+        mel = (
+            np.concatenate([np.asarray(m).T for m in mels]).astype(np.float16)
+            if mels
+            else np.zeros((0, cfg.n_mels), dtype=np.float16)
+        )  # (total_frames, n_mels)
+        full = index.reset_index(drop=True).copy()
+        full["offset"] = offsets
+        full["frames"] = frames
+        return cls(mel, full, cfg)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def clip(self, i: int) -> np.ndarray:
+        """Log-mel of the clip at position ``i``: ``(n_mels, frames)`` float32."""
+        o, f = int(self.index["offset"].iat[i]), int(self.index["frames"].iat[i])
+        return np.asarray(self.mel[o : o + f], dtype=np.float32).T
+
+    def subset(self, mask_or_positions: np.ndarray | Sequence[int] | Sequence[bool]) -> FeatureSet:
+        """The clips selected by a boolean mask or positions; storage and stats are shared."""
+        sel = np.asarray(mask_or_positions)
+        if sel.dtype == bool:
+            if sel.shape != (len(self),):
+                raise AsdError(f"subset mask has shape {sel.shape}, expected ({len(self)},)")
+            sel = np.flatnonzero(sel)
+        return FeatureSet(self.mel, self.index.iloc[sel], self.config, self.mean, self.std)
+
+    def padded(
+        self, positions: Sequence[int] | np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """A batch ``(N, n_mels, max_frames)`` float32 and ``lengths (N,)`` int64.
+
+        Frames past a clip's length hold ``top_db_floor`` (silence); use ``lengths`` to
+        crop or tile. ``positions=None`` takes every clip.
+        """
+        pos = np.arange(len(self)) if positions is None else np.asarray(positions, dtype=np.int64)
+        lengths = self.index["frames"].to_numpy()[pos].astype(np.int64)
+        width = int(lengths.max()) if len(pos) else 0
+        out = np.full((len(pos), self.config.n_mels, width), self.config.top_db_floor, np.float32)
+        for row, p in enumerate(pos):
+            out[row, :, : lengths[row]] = self.clip(int(p))
+        return out, lengths
+
+
+# --------------------------------------------------------------------------- cache
+
+
+def cache_key(index: pd.DataFrame, cfg: FeatureConfig) -> str:
+    """Name of the cache of ``index`` under ``cfg``: hash of the feature config and data set."""
+    blob = f"v{CACHE_VERSION}:{cfg.key()}:{data.fingerprint(index)}".encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def load_features(path: str | Path) -> FeatureSet:
+    """A cache folder written by :func:`extract_features`, memory-mapped (nothing is read yet)."""
+    path = Path(path)
+    try:
+        meta = json.loads((path / "meta.json").read_text())
+        index = pd.read_pickle(path / "index.pkl")
+        mel = np.load(path / "mel.npy", mmap_mode="r")
+    except (OSError, ValueError) as exc:
+        raise AsdError(f"cannot read feature cache {path}: {exc}") from None
+    cfg = FeatureConfig(**meta["config"])
+    return FeatureSet(
+        mel, index, cfg, np.array(meta["mean"], np.float32), np.array(meta["std"], np.float32)
+    )
+
+
+def _is_complete(path: Path) -> bool:
+    """A cache folder is complete when its three files exist (it only ever appears by rename)."""
+    return all((path / name).is_file() for name in ("mel.npy", "index.pkl", "meta.json"))
+
+
+def _npy_header(shape: tuple[int, int]) -> bytes:
+    """The ``.npy`` header of a C-ordered float16 array of ``shape``."""
+    buf = io.BytesIO()
+    header = {
+        "descr": np.lib.format.dtype_to_descr(np.dtype(np.float16)),
+        "fortran_order": False,
+        "shape": shape,
+    }
+    np.lib.format.write_array_header_1_0(buf, header)
+    return buf.getvalue()
+
+
+def extract_features(
+    index: pd.DataFrame,
+    cfg: FeatureConfig,
+    cache_dir: str | Path,
+    progress: bool = True,
+) -> FeatureSet:
+    """Log-mels of every clip of ``index``, from ``<cache_dir>/<key>/`` when already there.
+
+    Otherwise every clip is read at ``cfg.sample_rate``, clips of equal length go through the
+    STFT together, and the result is written to a temporary folder renamed into place (if
+    another process finished the same key first, its cache wins and ours is discarded).
+    """
+    cache_dir = Path(cache_dir)
+    key = cache_key(index, cfg)
+    target = cache_dir / key
+    if _is_complete(target):
+        log.info("feature cache hit %s", target)
+        return load_features(target)
+    if target.exists():
+        # Caches only appear by rename once complete, so this is debris (e.g. copied by hand).
+        log.warning("removing incomplete feature cache %s", target)
+        shutil.rmtree(target, ignore_errors=True)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = cache_dir / f".tmp-{key}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        _write_cache(index, cfg, tmp, key, progress)
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            if not _is_complete(target):
+                raise
+            log.info("feature cache %s appeared meanwhile; discarding ours", target)
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return load_features(target)
+
+
+def _write_cache(
+    index: pd.DataFrame, cfg: FeatureConfig, folder: Path, key: str, progress: bool
+) -> None:
+    """Compute every clip's log-mel into ``folder`` (mel.npy, index.pkl, meta.json)."""
+    index = index.reset_index(drop=True)
+    stats_rows = _normal_train_mask(index)
+    moments = _Moments(cfg.n_mels)
+    frames = np.zeros(len(index), dtype=np.int64)
+    # The header's length does not depend on the number of frames (padded to 64 bytes), so a
+    # placeholder is written first and the real one once the total is known.
+    header_len = len(_npy_header((0, cfg.n_mels)))
+    if len(_npy_header((10**15, cfg.n_mels))) != header_len:  # pragma: no cover - numpy change
+        raise AsdError("unexpected .npy header layout")
+    buffer: list[tuple[int, np.ndarray]] = []
+    buffered = 0
+
+    with open(folder / "mel.npy", "wb") as out:
+        out.write(b"\0" * header_len)
+
+        def flush() -> None:
+            # Equal lengths share one STFT call; results are written in index order.
+            by_len: dict[int, list[int]] = {}
+            for slot, (_, wave) in enumerate(buffer):
+                by_len.setdefault(len(wave), []).append(slot)
+            mels: list[np.ndarray | None] = [None] * len(buffer)
+            for slots in by_len.values():
+                batch = torch.from_numpy(np.stack([buffer[s][1] for s in slots]))
+                with torch.no_grad():
+                    db = log_mel(batch, cfg)  # (b, n_mels, frames)
+                db16 = db.transpose(1, 2).contiguous().numpy().astype(np.float16)
+                for s, m in zip(slots, db16, strict=True):
+                    mels[s] = m  # (frames, n_mels)
+            for (row, _), m in zip(buffer, mels, strict=True):
+                assert m is not None
+                frames[row] = m.shape[0]
+                if stats_rows[row]:
+                    moments.add(m)
+                out.write(m.tobytes())
+            buffer.clear()
+
+        rows = progress_bar(range(len(index)), len(index), "log-mel", enabled=progress)
+        for row in rows:
+            path = index.at[row, "path"]
+            wave = data.read_wav(path, cfg.sample_rate)
+            if len(wave) <= cfg.n_fft // 2:
+                raise AsdError(f"clip {path} has {len(wave)} samples, too short for features")
+            buffer.append((row, wave))
+            buffered += len(wave)
+            if buffered >= _CHUNK_SAMPLES:
+                flush()
+                buffered = 0
+        flush()
+        out.seek(0)
+        out.write(_npy_header((int(frames.sum()), cfg.n_mels)))
+
+    full = index.copy()
+    full["frames"] = frames
+    full["offset"] = np.concatenate([[0], np.cumsum(frames)[:-1]]).astype(np.int64)
+    full.to_pickle(folder / "index.pkl")
+    mean, std = moments.result()
+    meta = {
+        "key": key,
+        "version": CACHE_VERSION,
+        "config": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
+        "fingerprint": data.fingerprint(index),
+        "n_clips": len(index),
+        "total_frames": int(frames.sum()),
+        "mean": mean.tolist(),
+        "std": std.tolist(),
+    }
+    (folder / "meta.json").write_text(json.dumps(meta, indent=1))
