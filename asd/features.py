@@ -159,6 +159,7 @@ class FeatureSet:
         config: FeatureConfig,
         mean: np.ndarray | None = None,
         std: np.ndarray | None = None,
+        path: Path | None = None,
     ) -> None:
         if mel.ndim != 2 or mel.shape[1] != config.n_mels:
             raise AsdError(f"features need shape (frames, {config.n_mels}), got {mel.shape}")
@@ -172,6 +173,8 @@ class FeatureSet:
             mean, std = self._stats()
         self.mean = np.asarray(mean, dtype=np.float32)
         self.std = np.asarray(std, dtype=np.float32)
+        self.path = path
+        """The cache folder this set was loaded from (None in memory): what trials reopen."""
 
     def _stats(self) -> tuple[np.ndarray, np.ndarray]:
         moments = _Moments(self.config.n_mels)
@@ -256,7 +259,12 @@ def load_features(path: str | Path) -> FeatureSet:
         raise AsdError(f"cannot read feature cache {path}: {exc}") from None
     cfg = FeatureConfig(**meta["config"])
     return FeatureSet(
-        mel, index, cfg, np.array(meta["mean"], np.float32), np.array(meta["std"], np.float32)
+        mel,
+        index,
+        cfg,
+        np.array(meta["mean"], np.float32),
+        np.array(meta["std"], np.float32),
+        path=path,
     )
 
 
