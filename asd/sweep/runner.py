@@ -307,7 +307,9 @@ def _finalise_runs(tracker: Any, summary: pd.DataFrame) -> None:
         run_id = row.get("mlflow_run_id")
         if not isinstance(run_id, str):
             continue
-        if row["status"] == "stopped_early":
+        if row["status"] == "finished":
+            tracker.finish(run_id, status="FINISHED")
+        elif row["status"] == "stopped_early":
             tracker.set_tags(run_id, {"asd.status": "stopped_early_by_asha"})
             tracker.finish(run_id, status="KILLED")
         elif row["status"] == "error":

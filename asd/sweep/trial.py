@@ -101,6 +101,9 @@ def run_trial(params: dict[str, Any], setup: TrialSetup) -> None:
         timings["eval_s"] += time.monotonic() - eval_start
         row.update({f"time.{k}": v for k, v in timings.items()})
         tracker.log_metrics(run_id, row, step=epoch)
+        if last:
+            # Tune may stop this function inside the last report (ASHA's max_t): close now.
+            tracker.finish(run_id, status="FINISHED")
         tune.report(
             {**row, "epoch": epoch, "mlflow_run_id": run_id},
             checkpoint=tune.Checkpoint.from_directory(str(ckpt_dir)),

@@ -1,0 +1,239 @@
+"""Smoke sweeps with in-process Ray and a real local MLflow store (slow: about a minute each)."""
+
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from asd.errors import AsdError
+from asd.synth import synthesize
+
+pytestmark = pytest.mark.slow
+
+TINY_SPACE = """
+description: a sweep small enough for a test
+base: smoke
+fixed:
+  train.epochs: 2
+  train.batch_size: 6
+  train.crop_frames: 16
+  features.n_mels: 32
+  augment.n_views: 2
+params:
+  loss.temperature: {loguniform: [0.05, 0.5]}
+  train.lr: {loguniform: [3.0e-4, 3.0e-3]}
+sweep:
+  num_samples: 3
+  max_concurrent_trials: 2
+  grace_period: 2
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    synthesize(
+        root,
+        machines=("fan", "slider", "valve"),
+        train_source=12,
+        train_target=2,
+        test_per_domain=4,
+        seconds=1.0,
+        seed=3,
+    )
+    return root
+
+
+@pytest.fixture(scope="module")
+def space_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("space") / "tiny.yaml"
+    path.write_text(TINY_SPACE)
+    return path
+
+
+@pytest.fixture(scope="module")
+def finished_sweep(tiny_data, space_file, tmp_path_factory):
+    from asd.sweep.runner import SweepSettings, run_sweep
+
+    workdir = tmp_path_factory.mktemp("work")
+    settings = SweepSettings(
+        space=space_file,
+        data=tiny_data,
+        workdir=workdir,
+        name="tiny",
+        holdout_machines=("valve",),
+        promote=True,
+    )
+    result = run_sweep(settings)
+    return settings, result
+
+
+def _client(workdir):
+    from mlflow import MlflowClient
+
+    from asd.tracking import default_tracking_uri
+
+    uri = default_tracking_uri(Path(workdir).resolve())
+    return MlflowClient(tracking_uri=uri, registry_uri=uri), uri
+
+
+def _runs(client, sweep_id):
+    experiment = client.get_experiment_by_name("asd")
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    parents = [
+        r
+        for r in runs
+        if r.data.tags.get("asd.sweep_id") == sweep_id and "mlflow.parentRunId" not in r.data.tags
+    ]
+    assert len(parents) == 1, "one parent run per sweep, also after a resume"
+    parent = parents[0]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    return parent, children
+
+
+def test_sweep_records_parent_and_child_runs_with_both_estimators(finished_sweep):
+    settings, result = finished_sweep
+    client, _ = _client(settings.workdir)
+    parent, children = _runs(client, "tiny")
+    assert len(children) == 3 == len(result.summary)
+    finished = [c for c in children if c.info.status == "FINISHED"]
+    assert finished, "at least one trial ran to the end"
+    for child in finished:
+        metrics = child.data.metrics
+        assert 0.0 <= metrics["ml.hmean"] <= 1.0
+        assert 0.0 <= metrics["elliptic.hmean"] <= 1.0
+        assert "ml.fan.s00.auc_source" in metrics and "elliptic.slider.s00.pauc" in metrics
+        history = client.get_metric_history(child.info.run_id, "val_hmean")
+        assert sorted(m.step for m in history) == [1, 2]
+        assert child.data.params["loss.temperature"]
+        artifacts = {a.path for a in client.list_artifacts(child.info.run_id, "evaluation/ml")}
+        assert "evaluation/ml/roc.png" in artifacts
+        assert "evaluation/ml/anomaly_score_fan_section_00_test.csv" in artifacts
+    assert "valve" not in json.dumps([c.data.metrics for c in children]), (
+        "no trial may score the held-out machine type"
+    )
+    assert parent.data.metrics["best.holdout.ml.hmean"] >= 0.0
+    assert parent.data.metrics["best.tune.ml.hmean"] == pytest.approx(
+        result.tune_scores["ml.hmean"]
+    )
+    assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"summary.csv"}
+
+
+def test_sweep_registers_and_promotes_the_best_encoder(finished_sweep):
+    settings, result = finished_sweep
+    client, uri = _client(settings.workdir)
+    version = client.get_model_version_by_alias(settings.model_name, "champion")
+    assert str(version.version) == result.model_version
+    assert version.tags["sweep_id"] == "tiny"
+    assert version.tags["metric"] == "holdout.hmean"
+    assert version.tags["estimator"] in ("ml", "elliptic")
+
+    from asd.registry import load_champion
+
+    encoder, cfg, extra = load_champion(uri, settings.model_name, settings.workdir / "dl")
+    assert cfg.features.n_mels == 32
+    assert extra["data_fingerprint"]
+
+
+def test_promotion_refuses_a_worse_candidate(finished_sweep):
+    from asd.cli import main
+    from asd.registry import register_encoder
+
+    settings, result = finished_sweep
+    client, uri = _client(settings.workdir)
+    champion = client.get_model_version_by_alias(settings.model_name, "champion")
+    worse_tags = dict(champion.tags)
+    worse_tags["metric_value"] = f"{float(champion.tags['metric_value']) - 0.1:.6f}"
+    worse_tags = {k: v for k, v in worse_tags.items() if not k.startswith("asd.claim")}
+    worse = register_encoder(uri, champion.source, settings.model_name, worse_tags)
+    code = main(["promote", "--version", worse, "--tracking-uri", uri])
+    assert code == 1
+    assert client.get_model_version_by_alias(settings.model_name, "champion").version == (
+        champion.version
+    )
+
+
+def test_existing_sweep_name_needs_resume(finished_sweep):
+    from asd.sweep.runner import run_sweep
+
+    settings, _ = finished_sweep
+    with pytest.raises(AsdError, match="--resume"):
+        run_sweep(settings)
+
+
+def _terminated(sweep_dir: Path) -> set[str]:
+    done = set()
+    for state in glob.glob(str(sweep_dir / "experiment_state-*.json")):
+        try:
+            data = json.loads(Path(state).read_text())
+        except (OSError, ValueError):
+            continue  # being rewritten right now
+        for trial_json, _ in data["trial_data"]:
+            trial = json.loads(trial_json)
+            if trial["status"] == "TERMINATED":
+                done.add(trial["trial_id"])
+    return done
+
+
+def test_resume_after_a_killed_driver_keeps_finished_trials(tiny_data, space_file, tmp_path):
+    workdir = tmp_path / "work"
+    cmd = [
+        sys.executable,
+        "-m",
+        "asd.cli",
+        "sweep",
+        "--space",
+        str(space_file),
+        "--data",
+        str(tiny_data),
+        "--workdir",
+        str(workdir),
+        "--name",
+        "killed",
+        "--max-concurrent",
+        "1",
+    ]
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "MLFLOW_DISABLE_TELEMETRY": "true"}
+    log = open(tmp_path / "first.log", "w")
+    driver = subprocess.Popen(
+        cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+    )
+    sweep_dir = workdir / "ray_results" / "killed"
+    deadline = time.monotonic() + 300
+    while not _terminated(sweep_dir):
+        assert driver.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+        assert time.monotonic() < deadline, "no trial finished in time"
+        time.sleep(0.5)
+    os.killpg(driver.pid, signal.SIGKILL)  # the driver and its in-process Ray, at once
+    driver.wait()
+    done_before = _terminated(sweep_dir)
+    results_before = {trial: _result_lines(sweep_dir, trial) for trial in done_before}
+
+    resumed = subprocess.run(
+        [*cmd, "--resume"], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert "== sweep killed: 3 trials" in resumed.stdout
+    assert len(_terminated(sweep_dir)) == 3
+    for trial, lines in results_before.items():
+        assert _result_lines(sweep_dir, trial) == lines, f"finished trial {trial} was rerun"
+
+    client, _ = _client(workdir)
+    parent, children = _runs(client, "killed")
+    assert len(children) == 3, "no trial lost, none recorded twice"
+    for child in children:
+        steps = [m.step for m in client.get_metric_history(child.info.run_id, "val_hmean")]
+        assert set(steps) == {1, 2}
+        if child.data.tags["asd.trial_id"] in done_before:
+            assert sorted(steps) == [1, 2], "a finished trial logs each epoch once"
+
+
+def _result_lines(sweep_dir: Path, trial_id: str) -> int:
+    (folder,) = glob.glob(str(sweep_dir / f"run_trial_{trial_id}_*"))
+    return len(Path(folder, "result.json").read_text().splitlines())
