@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -28,6 +29,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Local defaults only: a cluster or server that needs otherwise sets these itself.
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    # Every epoch checkpoints, so Tune snapshots often by design; its warning is noise here.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -42,11 +45,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AsdError as exc:
         if args.debug:
             raise
-        print(f"asd: {exc}", file=sys.stderr)
+        print(f"asd: {redact(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("asd: interrupted", file=sys.stderr)
         return 130
+
+
+_CREDENTIALS = re.compile(r"(\w+://[^/\s:@]+):[^/\s@]+@")
+
+
+def redact(text: str) -> str:
+    """``scheme://user:password@host`` -> ``scheme://user:***@host``: errors never show secrets."""
+    return _CREDENTIALS.sub(r"\1:***@", text)
 
 
 def build_parser() -> argparse.ArgumentParser:

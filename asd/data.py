@@ -156,7 +156,7 @@ def _subset_dirs(root: Path) -> list[tuple[str, Path]]:
 
 
 def _index_machine(
-    subset: str, machine: str, folder: Path, truth: dict[tuple[str, str], dict[str, tuple]]
+    subset: str, machine: str, folder: Path, truth: dict[tuple[str, str], dict[str, dict]]
 ) -> list[dict]:
     """Rows of one machine folder; errors for missing train clips or an empty test folder."""
     train = sorted((folder / "train").glob("*.wav"))
@@ -194,7 +194,7 @@ def _index_machine(
 
 
 def _lookup_truth(
-    truth: dict[tuple[str, str], dict[str, tuple]], machine: str, section: int, path: Path
+    truth: dict[tuple[str, str], dict[str, dict]], machine: str, section: int, path: Path
 ) -> tuple[str, str]:
     """(domain, label) of an eval test clip, 'unknown' where no ground truth was given."""
     if not truth:

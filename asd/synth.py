@@ -99,7 +99,7 @@ def _impulse_train(
 
 
 def _random_events(
-    rng: np.random.Generator, n: int, samples: int, rate_hz: Array, amp: Array, sr: int
+    rng: np.random.Generator, n: int, samples: int, rate_hz: Array, amp: Array | float, sr: int
 ) -> Array:
     """Poisson-like impulses (n, samples) at ``rate_hz`` per clip (vectorised: a fixed cap)."""
     seconds = samples / sr

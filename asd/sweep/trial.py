@@ -8,6 +8,7 @@ epoch it scores with *both* estimators, logs tables, plots, submission CSVs and 
 
 from __future__ import annotations
 
+import importlib
 import logging
 import shutil
 import tempfile
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from asd.config import Config
+from asd.errors import AsdError
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,24 @@ class TrialSetup:
     data_fingerprint: str
     journal_dir: str
     device: str = "auto"
+    epoch_hook: str | None = None
+    """``module:function`` called as ``hook(trial_id, epoch, trial_dir)`` at the start of each
+    epoch's report, before anything of that epoch is logged or reported: for fault-injection
+    tests and custom checks (raise to fail the trial)."""
+
+
+def load_epoch_hook(spec: str) -> Any:
+    """The function named by ``module:function``; AsdError naming the spec otherwise."""
+    module_name, sep, func_name = spec.partition(":")
+    if not sep or not module_name or not func_name:
+        raise AsdError(f"--epoch-hook {spec!r}: expected module:function")
+    try:
+        func = getattr(importlib.import_module(module_name), func_name)
+    except (ImportError, AttributeError) as exc:
+        raise AsdError(f"--epoch-hook {spec!r}: cannot import it ({exc})") from None
+    if not callable(func):
+        raise AsdError(f"--epoch-hook {spec!r} is not a function")
+    return func
 
 
 def run_trial(params: dict[str, Any], setup: TrialSetup) -> None:
@@ -72,7 +92,8 @@ def run_trial(params: dict[str, Any], setup: TrialSetup) -> None:
     scratch = Path(tempfile.mkdtemp(prefix=f"asd-{trial_id}-"))
     ckpt_dir = scratch / "checkpoints"
     ckpt_dir.mkdir()
-    work = Path(context.get_trial_dir()) / "artifacts"
+    trial_dir = Path(context.get_trial_dir())
+    work = trial_dir / "artifacts"
     work.mkdir(parents=True, exist_ok=True)
     restored = tune.get_checkpoint()
     if restored is not None:
@@ -81,10 +102,13 @@ def run_trial(params: dict[str, Any], setup: TrialSetup) -> None:
                 shutil.copy2(item, ckpt_dir / item.name)
         tracker.set_tags(run_id, {"asd.resumed_from_checkpoint": "true"})
 
+    hook = load_epoch_hook(setup.epoch_hook) if setup.epoch_hook else None
     timings = {"train_s": 0.0, "eval_s": 0.0}
     epoch_start = [time.monotonic()]
 
     def report(epoch: int, metrics: dict[str, float], encoder: Any) -> None:
+        if hook is not None:
+            hook(trial_id, epoch, str(trial_dir))
         timings["train_s"] += time.monotonic() - epoch_start[0]
         eval_start = time.monotonic()
         last = epoch >= cfg.train.epochs
@@ -104,8 +128,10 @@ def run_trial(params: dict[str, Any], setup: TrialSetup) -> None:
         if last:
             # Tune may stop this function inside the last report (ASHA's max_t): close now.
             tracker.finish(run_id, status="FINISHED")
+        # Tune gets the headline figures; per-machine tables live in MLflow only.
+        headline = {k: v for k, v in row.items() if k.count(".") <= 1}
         tune.report(
-            {**row, "epoch": epoch, "mlflow_run_id": run_id},
+            {**headline, "epoch": epoch, "mlflow_run_id": run_id},
             checkpoint=tune.Checkpoint.from_directory(str(ckpt_dir)),
         )
         epoch_start[0] = time.monotonic()

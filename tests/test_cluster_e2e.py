@@ -1,0 +1,273 @@
+"""End to end with real servers: `ray start --head`, `mlflow server`, `ray job submit`.
+
+Everything binds to 127.0.0.1. The assertions read back from the MLflow server what a user
+would look at: the sweep's parent run, child runs with both estimators' metrics (none lost
+while trials ran concurrently), and a registered model version.
+"""
+
+import itertools
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from asd.synth import synthesize
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+PER_EPOCH = ("val_hmean", "train.loss", "train.lr", "time.train_s")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        RAY_AUTH_MODE="disabled",
+        MLFLOW_DISABLE_TELEMETRY="true",
+        MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
+        PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+    )
+    env.pop("RAY_ADDRESS", None)
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return env
+
+
+def _wait_http(url: str, proc: subprocess.Popen, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"server exited with {proc.returncode}"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise AssertionError(f"{url} did not answer in {timeout_s}s")
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mlflow-server")
+    port = _free_port()
+    log = open(root / "server.log", "w")
+    proc = subprocess.Popen(
+        [
+            str(BIN / "mlflow"),
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{root}/mlflow.db",
+            "--artifacts-destination",
+            str(root / "artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=_env(),
+        start_new_session=True,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        _wait_http(f"{uri}/health", proc)
+        yield uri
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(tmp_path_factory):
+    dashboard = _free_port()
+    gcs = _free_port()
+    started = subprocess.run(
+        [
+            str(BIN / "ray"),
+            "start",
+            "--head",
+            "--node-ip-address",
+            "127.0.0.1",
+            "--port",
+            str(gcs),
+            "--dashboard-host",
+            "127.0.0.1",
+            "--dashboard-port",
+            str(dashboard),
+            "--num-cpus",
+            "2",
+            "--num-gpus",
+            "0",
+            "--disable-usage-stats",
+        ],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert started.returncode == 0, started.stdout + started.stderr
+    try:
+        yield f"http://127.0.0.1:{dashboard}"
+    finally:
+        subprocess.run(
+            [str(BIN / "ray"), "stop", "--force"], env=_env(), timeout=120, capture_output=True
+        )
+
+
+@pytest.fixture(scope="module")
+def cluster_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cluster-data")
+    synthesize(
+        root,
+        machines=("fan", "gearbox", "valve"),
+        train_source=12,
+        train_target=2,
+        test_per_domain=4,
+        seconds=1.0,
+        seed=7,
+    )
+    return root
+
+
+def _submit(address: str, job_args: list[str], timeout_s: int = 900) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [
+            str(BIN / "ray"),
+            "job",
+            "submit",
+            "--address",
+            address,
+            "--runtime-env",
+            "jobs/runtime_env.yaml",
+            "--",
+            sys.executable,
+            "jobs/sweep.py",
+            *job_args,
+        ],
+        cwd=REPO,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
+
+
+def test_job_fails_at_once_when_mlflow_is_unreachable(ray_cluster, cluster_data, tmp_path):
+    dead = f"http://127.0.0.1:{_free_port()}"
+    start = time.monotonic()
+    job = _submit(
+        ray_cluster,
+        [
+            "--data",
+            str(cluster_data),
+            "--tracking-uri",
+            dead,
+            "--workdir",
+            str(tmp_path / "work"),
+            "--name",
+            "dead",
+        ],
+    )
+    output = job.stdout + job.stderr
+    assert job.returncode != 0, output
+    assert f"asd: cannot reach MLflow at {dead}" in output
+    assert not (tmp_path / "work" / "features").exists(), "refused before any feature work"
+    assert time.monotonic() - start < 120
+
+
+def test_sweep_submitted_as_a_ray_job_is_tracked_on_the_mlflow_server(
+    ray_cluster, mlflow_server, cluster_data, tmp_path
+):
+    job = _submit(
+        ray_cluster,
+        [
+            "--space",
+            "search_spaces/smoke.yaml",
+            "--data",
+            str(cluster_data),
+            "--tracking-uri",
+            mlflow_server,
+            "--workdir",
+            str(tmp_path / "work"),
+            "--name",
+            "e2e",
+            "--num-samples",
+            "4",
+            "--max-concurrent",
+            "2",
+            "--holdout-machines",
+            "valve",
+            "--promote",
+        ],
+    )
+    output = job.stdout + job.stderr
+    assert job.returncode == 0, output[-5000:]
+    assert "succeeded" in output.lower()
+    assert "== sweep e2e: 4 trials" in output
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=mlflow_server, registry_uri=mlflow_server)
+    experiment = client.get_experiment_by_name("asd")
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    (parent,) = [
+        r
+        for r in runs
+        if r.data.tags.get("asd.sweep_id") == "e2e" and "mlflow.parentRunId" not in r.data.tags
+    ]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert parent.info.status == "FINISHED"
+    assert len(children) == 4, "one child run per trial, none lost"
+
+    summary_path = client.download_artifacts(parent.info.run_id, "summary.csv", str(tmp_path))
+    import pandas as pd
+
+    summary = pd.read_csv(summary_path)
+    assert sorted(summary["trial_id"]) == sorted(c.data.tags["asd.trial_id"] for c in children)
+
+    verified_metrics = 0
+    for child in children:
+        epochs = int(
+            summary.loc[summary["trial_id"] == child.data.tags["asd.trial_id"], "epochs"].iloc[0]
+        )
+        for key in PER_EPOCH:
+            history = client.get_metric_history(child.info.run_id, key)
+            assert sorted(m.step for m in history) == list(range(1, epochs + 1)), (
+                f"{key} of trial {child.data.tags['asd.trial_id']}"
+            )
+            verified_metrics += len(history)
+        if child.info.status == "FINISHED":
+            for key in (
+                "ml.hmean",
+                "elliptic.hmean",
+                "ml.fan.s00.pauc",
+                "elliptic.gearbox.s00.auc_target",
+            ):
+                assert key in child.data.metrics
+                verified_metrics += 1
+    assert any(c.info.status == "FINISHED" for c in children)
+
+    # Trials really ran two at a time: some pair of child runs overlaps in time.
+    spans = sorted((c.info.start_time, c.info.end_time or c.info.start_time) for c in children)
+    assert any(b_start < a_end for (_, a_end), (b_start, _) in itertools.pairwise(spans)), spans
+
+    version = client.get_model_version_by_alias("asd-encoder", "champion")
+    assert version.tags["sweep_id"] == "e2e"
+    assert parent.data.tags["asd.model_version"] == str(version.version)
+    print(json.dumps({"runs": 1 + len(children), "metrics_verified": verified_metrics}))
