@@ -263,6 +263,25 @@ def test_sweep_submitted_as_a_ray_job_is_tracked_on_the_mlflow_server(
                 verified_metrics += 1
     assert any(c.info.status == "FINISHED" for c in children)
 
+    # Every figure a trial reported to Tune (its own storage) reached MLflow, at its epoch.
+    sweep_dir = tmp_path / "work" / "ray_results" / "e2e"
+    for child in children:
+        trial_id = child.data.tags["asd.trial_id"]
+        (folder,) = sweep_dir.glob(f"run_trial_{trial_id}_*")
+        for line in (folder / "result.json").read_text().splitlines():
+            reported = json.loads(line)
+            for key, value in reported.items():
+                if key != "val_hmean" and not key.startswith(
+                    ("train.", "time.", "ml.", "elliptic.")
+                ):
+                    continue  # Tune's own bookkeeping
+                history = client.get_metric_history(child.info.run_id, key)
+                logged = [m.value for m in history if m.step == reported["epoch"]]
+                assert logged == [pytest.approx(value)], (
+                    f"{trial_id} {key} epoch {reported['epoch']}"
+                )
+                verified_metrics += 1
+
     # Trials really ran two at a time: some pair of child runs overlaps in time.
     spans = sorted((c.info.start_time, c.info.end_time or c.info.start_time) for c in children)
     assert any(b_start < a_end for (_, a_end), (b_start, _) in itertools.pairwise(spans)), spans
