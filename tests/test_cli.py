@@ -1,0 +1,163 @@
+"""The `asd` commands a user runs first: synth, index, train, evaluate (tiny sizes)."""
+
+import pytest
+
+from asd.cli import main
+
+TINY = [
+    "train.epochs=1",
+    "train.batch_size=4",
+    "train.crop_frames=16",
+    "augment.n_views=1",
+    "features.n_mels=32",
+]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli") / "data"
+    code = main(
+        [
+            "data",
+            "synth",
+            "--out",
+            str(root),
+            "--machines",
+            "fan",
+            "valve",
+            "--train-source",
+            "8",
+            "--train-target",
+            "2",
+            "--test-per-domain",
+            "3",
+            "--seconds",
+            "1",
+            "--seed",
+            "5",
+        ]
+    )
+    assert code == 0
+    return root
+
+
+def test_synth_writes_the_dcase_layout(data):
+    for machine in ("fan", "valve"):
+        train = sorted((data / "dev_data" / "raw" / machine / "train").glob("*.wav"))
+        test = sorted((data / "dev_data" / "raw" / machine / "test").glob("*.wav"))
+        assert len(train) == 10 and len(test) == 12
+        assert train[0].name.startswith("section_00_source_train_normal_0000")
+
+
+def test_index_prints_counts_and_writes_csv(data, tmp_path, capsys):
+    out = tmp_path / "index.csv"
+    assert main(["data", "index", "--data", str(data), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "fan" in printed and "valve" in printed
+    lines = out.read_text().splitlines()
+    assert len(lines) == 1 + 2 * (10 + 12)
+    assert lines[0].startswith("path,subset,machine,section,domain,split,label,clip,attributes")
+
+
+@pytest.fixture(scope="module")
+def trained(data, tmp_path_factory):
+    work = tmp_path_factory.mktemp("work")
+    run = work / "run"
+    code = main(
+        [
+            "train",
+            "--data",
+            str(data),
+            "--workdir",
+            str(work),
+            "--preset",
+            "smoke",
+            "--set",
+            *TINY,
+            "--out",
+            str(run),
+            "--quiet",
+        ]
+    )
+    assert code == 0
+    return work, run
+
+
+def test_train_saves_encoder_config_and_history(trained):
+    _, run = trained
+    assert (run / "encoder.pt").stat().st_size > 0
+    assert '"features.n_mels": 32' in (run / "config.json").read_text()
+    assert len((run / "history.csv").read_text().splitlines()) == 2
+    assert (run / "checkpoints" / "last.pt").exists()
+
+
+def test_evaluate_prints_both_estimators_and_writes_submission(data, trained, tmp_path, capsys):
+    work, run = trained
+    out = tmp_path / "eval"
+    code = main(
+        [
+            "evaluate",
+            "--data",
+            str(data),
+            "--workdir",
+            str(work),
+            "--encoder",
+            str(run),
+            "--estimator",
+            "both",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "estimator ml (EmpiricalCovariance)" in printed
+    assert "estimator elliptic (EllipticEnvelope)" in printed
+    assert printed.count("official score") == 2
+    for estimator in ("ml", "elliptic"):
+        for machine in ("fan", "valve"):
+            scores = out / estimator / f"anomaly_score_{machine}_section_00_test.csv"
+            decisions = out / estimator / f"decision_result_{machine}_section_00_test.csv"
+            rows = scores.read_text().splitlines()
+            assert len(rows) == 12 and rows[0].count(",") == 1
+            assert {r.split(",")[1] for r in decisions.read_text().splitlines()} <= {"0", "1"}
+        assert (out / estimator / "roc.png").stat().st_size > 0
+
+
+def test_evaluate_reference_needs_no_encoder(data, tmp_path, capsys):
+    code = main(
+        [
+            "evaluate",
+            "--data",
+            str(data),
+            "--workdir",
+            str(tmp_path),
+            "--embedding",
+            "mean-logmel",
+            "--estimator",
+            "ml",
+            "--quiet",
+        ]
+    )
+    assert code == 0
+    assert "reference: clip-mean log-mel" in capsys.readouterr().out
+
+
+def test_config_overrides_are_validated_before_work(data, tmp_path, capsys):
+    code = main(
+        [
+            "train",
+            "--data",
+            str(data),
+            "--workdir",
+            str(tmp_path),
+            "--set",
+            "loss.tau=0.1",
+            "--quiet",
+        ]
+    )
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("asd: unknown config key 'loss.tau'") and "\n" not in err
+    assert not (tmp_path / "features").exists()
