@@ -112,6 +112,20 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--device", default="auto")
     evaluate.set_defaults(func=cmd_evaluate)
 
+    score = sub.add_parser("score", help="score new wav files with an encoder (e.g. the champion)")
+    score.add_argument("files", nargs="+", type=Path, help="wav files or folders of them")
+    score.add_argument("--encoder", required=True, help="encoder.pt, a run folder or models:/...")
+    score.add_argument("--machine", required=True, help="machine type of the new clips")
+    score.add_argument("--section", type=int, default=0)
+    score.add_argument("--data", type=Path, required=True, help="data with its normal train clips")
+    score.add_argument("--estimator", choices=["ml", "elliptic"], default="ml")
+    score.add_argument("--tracking-uri", help="MLflow URI for models:/ encoders")
+    score.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
+    score.add_argument("--out", type=Path, help="write the scores as CSV here")
+    score.add_argument("--device", default="auto")
+    score.add_argument("--quiet", action="store_true")
+    score.set_defaults(func=cmd_score, machines=None, ground_truth=None)
+
     from asd.commands import add_platform_commands
 
     add_platform_commands(sub)
@@ -282,6 +296,31 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.out:
         save_evaluation(evaluation, args.out)
         print(f"submission CSVs, scores and plots written to {args.out}")
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    """Score new clips of one machine type; scorer fitted on its normal training clips."""
+    from asd.pipeline import score_new_clips
+
+    paths: list[Path] = []
+    for item in args.files:
+        if item.is_dir():
+            paths += sorted(item.glob("*.wav"))
+        elif item.is_file():
+            paths.append(item)
+        else:
+            raise AsdError(f"{item} does not exist")
+    encoder, cfg, _ = resolve_encoder(args.encoder, args.tracking_uri)
+    args.machines = [args.machine]
+    features = load_feature_set(args, cfg.features)
+    table = score_new_clips(
+        encoder, cfg, features, paths, args.machine, args.section, args.estimator, args.device
+    )
+    print(table.to_string(index=False))
+    print(f"{int(table['decision'].sum())} of {len(table)} clips flagged as anomalous")
+    if args.out:
+        table.to_csv(args.out, index=False)
     return 0
 
 

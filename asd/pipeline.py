@@ -220,3 +220,62 @@ def save_evaluation(evaluation: Evaluation, out_dir: Path, plots: bool = True) -
         written.append(plotting.score_histograms(labelled, folder / "scores.png"))
         written.append(plotting.machine_bars(machine_table(labelled), folder / "machines.png"))
     return written
+
+
+def score_new_clips(
+    encoder: Any,
+    cfg: Config,
+    features: FeatureSet,
+    paths: Sequence[Path],
+    machine: str,
+    section: int = 0,
+    estimator: str = "ml",
+    device: str = "auto",
+) -> pd.DataFrame:
+    """Anomaly scores and decisions for new wav files of one machine type and section.
+
+    The scorer is fitted on the normal training clips of that machine and section in
+    ``features`` (the same data the encoder was evaluated with), so a promoted encoder
+    scores production audio exactly as it scored the test set.
+    """
+    import torch
+
+    from asd.data import read_wav
+    from asd.embed import embed_clips
+    from asd.features import log_mel
+    from asd.scoring import MahalanobisScorer
+
+    index = features.index
+    fit_rows = normal_train_mask(index) & (index["machine"] == machine).to_numpy()
+    fit_rows &= (index["section"] == section).to_numpy()
+    if not fit_rows.any():
+        raise AsdError(f"no normal training clips of {machine} section {section:02d} in the data")
+    if not paths:
+        raise AsdError("no wav files to score")
+    train_set = features.subset(np.flatnonzero(fit_rows))
+    mels = []
+    for path in paths:
+        wave = torch.from_numpy(read_wav(path, cfg.features.sample_rate))
+        mels.append(log_mel(wave, cfg.features).numpy())
+    meta = pd.DataFrame(
+        {
+            "clip": [Path(p).name for p in paths],
+            "machine": machine,
+            "section": section,
+            "domain": "unknown",
+            "split": "test",
+            "label": "unknown",
+        }
+    )
+    new_set = FeatureSet.from_arrays(mels, meta, cfg.features)
+    new_set.mean, new_set.std = features.mean, features.std
+    scoring = cfg.with_overrides({"scoring.estimator": estimator}).scoring
+    scorer = MahalanobisScorer.from_config(scoring).fit(
+        embed_clips(encoder, train_set, device=device), train_set.index
+    )
+    scores = scorer.score(embed_clips(encoder, new_set, device=device), meta)
+    meta["path"] = [str(p) for p in paths]
+    meta["anomaly_score"] = scores
+    meta["decision"] = scorer.decide(scores, meta)
+    meta["threshold"] = scorer.thresholds_[(machine, section)]
+    return meta[["path", "machine", "section", "anomaly_score", "decision", "threshold"]]

@@ -161,3 +161,78 @@ def test_config_overrides_are_validated_before_work(data, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("asd: unknown config key 'loss.tau'") and "\n" not in err
     assert not (tmp_path / "features").exists()
+
+
+def test_score_new_clips_agrees_with_evaluate(data, trained, tmp_path):
+    import pandas as pd
+
+    work, run = trained
+    assert (
+        main(
+            [
+                "evaluate",
+                "--data",
+                str(data),
+                "--workdir",
+                str(work),
+                "--encoder",
+                str(run),
+                "--estimator",
+                "ml",
+                "--out",
+                str(tmp_path / "eval"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    evaluated = pd.read_csv(tmp_path / "eval" / "ml" / "scores.csv")
+    evaluated = evaluated[evaluated["machine"] == "fan"].set_index("clip")["anomaly_score"]
+    out = tmp_path / "scored.csv"
+    code = main(
+        [
+            "score",
+            str(data / "dev_data" / "raw" / "fan" / "test"),
+            "--encoder",
+            str(run),
+            "--machine",
+            "fan",
+            "--data",
+            str(data),
+            "--workdir",
+            str(work),
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
+    assert code == 0
+    scored = pd.read_csv(out)
+    scored["clip"] = scored["path"].map(lambda p: p.rsplit("/", 1)[-1])
+    scored = scored.set_index("clip")["anomaly_score"]
+    assert len(scored) == 12
+    # Same clips, same encoder, same scorer: only the float16 feature cache differs.
+    pd.testing.assert_series_equal(
+        scored.sort_index(), evaluated.sort_index(), check_names=False, rtol=0.02
+    )
+
+
+def test_score_rejects_missing_files(data, trained, tmp_path, capsys):
+    work, run = trained
+    code = main(
+        [
+            "score",
+            str(tmp_path / "nope.wav"),
+            "--encoder",
+            str(run),
+            "--machine",
+            "fan",
+            "--data",
+            str(data),
+            "--workdir",
+            str(work),
+            "--quiet",
+        ]
+    )
+    assert code == 2
+    assert "nope.wav does not exist" in capsys.readouterr().err
