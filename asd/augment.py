@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from asd.config import AugmentConfig, FeatureConfig
 from asd.errors import AsdError
-from asd.features import _window_and_filters, log_mel
+from asd.features import log_mel, window_and_filters
 
 # --------------------------------------------------------------------------- pitch
 
@@ -40,6 +40,12 @@ def _mel_grid(cfg: FeatureConfig) -> tuple[float, float, Tensor]:
     return lo, step, centres
 
 
+@functools.lru_cache(maxsize=16)
+def _mel_centres(cfg: FeatureConfig, device: torch.device) -> Tensor:
+    """Band centres in Hz on ``device``, cached: the training loop never waits on the host."""
+    return _mel_grid(cfg)[2].to(device)
+
+
 def pitch_shift_mel(x: Tensor, semitones: Tensor, cfg: FeatureConfig) -> Tensor:
     """Pitch-shift log-mels by ``semitones (B,)``: ``(B, n_mels, T) -> (B, n_mels, T)`` dB.
 
@@ -55,12 +61,13 @@ def pitch_shift_mel(x: Tensor, semitones: Tensor, cfg: FeatureConfig) -> Tensor:
     """
     if x.dim() != 3 or x.shape[1] != cfg.n_mels:
         raise AsdError(f"pitch_shift_mel needs (batch, {cfg.n_mels}, frames), got {tuple(x.shape)}")
-    lo, step, centres = _mel_grid(cfg)
-    ratio = torch.pow(2.0, semitones.to(torch.float64) / 12.0).cpu()  # (B,)
+    lo, step, _ = _mel_grid(cfg)
+    centres = _mel_centres(cfg, x.device)  # (n_mels,) float64, on x's device: no host sync
+    ratio = torch.pow(2.0, semitones.to(device=x.device, dtype=torch.float64) / 12.0)  # (B,)
     source_hz = centres[None, :] / ratio[:, None]  # (B, n_mels)
     pos = (_hz_to_mel(source_hz) - lo) / step - 1.0  # fractional input band index
-    above = (pos > cfg.n_mels).to(x.device)  # source above f_max: nothing there
-    pos = pos.clamp(0.0, cfg.n_mels - 1.0).to(device=x.device, dtype=x.dtype)
+    above = pos > cfg.n_mels  # source above f_max: nothing there
+    pos = pos.clamp(0.0, cfg.n_mels - 1.0).to(x.dtype)
     left = pos.floor().long().clamp(max=cfg.n_mels - 2)  # (B, n_mels)
     frac = (pos - left.to(x.dtype)).unsqueeze(-1)  # (B, n_mels, 1)
     frames = x.shape[-1]
@@ -105,7 +112,7 @@ def _noise_model(cfg: FeatureConfig, device: torch.device) -> tuple[Tensor, Tens
     summed mean band power of unit-variance noise (divides a clip's summed mel power to give
     its waveform variance).
     """
-    window, fbank = _window_and_filters(cfg, torch.device("cpu"))
+    window, fbank = window_and_filters(cfg, torch.device("cpu"))
     w2 = window.double().square()
     energy = w2.sum()
     unit_mean = energy * fbank.double().sum(dim=0)  # (n_mels,)

@@ -47,7 +47,7 @@ _CHUNK_SAMPLES = 64 * 160_000
 
 
 @functools.lru_cache(maxsize=16)
-def _window_and_filters(cfg: FeatureConfig, device: torch.device) -> tuple[Tensor, Tensor]:
+def window_and_filters(cfg: FeatureConfig, device: torch.device) -> tuple[Tensor, Tensor]:
     """The Hann window (n_fft,) and mel filterbank (n_freqs, n_mels) of ``cfg`` on ``device``.
 
     The same ones ``torchaudio.transforms.MelSpectrogram`` builds (periodic Hann, HTK mel scale,
@@ -77,7 +77,7 @@ def log_mel(waveform: Tensor, cfg: FeatureConfig) -> Tensor:
             f"waveform of {samples} samples is too short for features.n_fft={cfg.n_fft} "
             f"(needs more than {cfg.n_fft // 2})"
         )
-    window, fbank = _window_and_filters(cfg, waveform.device)
+    window, fbank = window_and_filters(cfg, waveform.device)
     lead = waveform.shape[:-1]
     flat = waveform.reshape(-1, samples).to(torch.float32)  # (B, samples)
     spec = torch.stft(
@@ -370,7 +370,10 @@ def _write_cache(
             path = index.at[row, "path"]
             wave = data.read_wav(path, cfg.sample_rate)
             if len(wave) <= cfg.n_fft // 2:
-                raise AsdError(f"clip {path} has {len(wave)} samples, too short for features")
+                raise AsdError(
+                    f"clip {path} is too short: {len(wave)} samples at {cfg.sample_rate} Hz, "
+                    f"features.n_fft={cfg.n_fft} needs more than {cfg.n_fft // 2}"
+                )
             buffer.append((row, wave))
             buffered += len(wave)
             if buffered >= _CHUNK_SAMPLES:

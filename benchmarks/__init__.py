@@ -1,0 +1,1 @@
+"""Benchmarks of the asd pipeline (``python benchmarks/run.py``)."""

@@ -1,0 +1,54 @@
+"""Smoke test of benchmarks/run.py at toy sizes: every core section yields rows and files.
+
+No timing is asserted (the figures depend on the machine); only that the code runs, each
+section returns numbers, and the table and JSON are written.
+"""
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # spawned scale workers import benchmarks.run by this path
+
+from benchmarks import run as bench_run  # noqa: E402
+
+CORE = ["model", "step", "epoch", "features", "augment", "scoring", "scale"]
+
+
+@pytest.mark.slow
+def test_core_sections_at_toy_sizes(tmp_path, capsys):
+    out = tmp_path / "bench"
+    code = bench_run.main(
+        ["--mode", "toy", "--device", "cpu", "--sections", ",".join(CORE), "--out", str(out)]
+    )
+    assert code == 0
+    payload = json.loads(out.with_suffix(".json").read_text())
+    rows = payload["rows"]
+    assert not [r for r in rows if r["name"] == "error"], rows
+    assert {r["section"] for r in rows} == set(CORE)
+    for r in rows:
+        assert r["value"] is None or math.isfinite(r["value"]), r
+    assert payload["machine"]["cores"] >= 1
+    assert any("sweep_h" in note for note in payload["notes"])
+    text = out.with_suffix(".md").read_text()
+    assert "| section | figure | value | unit | note |" in text
+    assert text in capsys.readouterr().out
+
+
+def test_unknown_section_is_rejected():
+    with pytest.raises(SystemExit):
+        bench_run.parse_args(["--sections", "model,warp"])
+
+
+def test_sweep_section_skips_without_ray(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    bench = bench_run.Bench(
+        device=bench_run.torch.device("cpu"),
+        sizes=bench_run.sizes_for("toy", bench_run.torch.device("cpu")),
+    )
+    rows = bench_run.section_sweep(bench)
+    assert [r.name for r in rows] == ["skipped"]
