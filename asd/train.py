@@ -1,8 +1,20 @@
 """One training loop: random crops -> augmented views -> encoder -> NT-Xent, per epoch.
 
-Device, precision and memory format are chosen once at the top; the features stay resident
-on that device and batches are cut from them with index arithmetic, so a step never waits on
-Python loops over clips. Ray Tune and MLflow come in only through the ``report`` callback.
+Device, precision, memory format and data parallelism are chosen once at the top; the
+features stay resident on that device and batches are cut from them with index arithmetic,
+so a step never waits on Python loops over clips. Ray Tune and MLflow come in only through
+the ``report`` callback.
+
+Data parallel (``torch.distributed`` initialised with more than one rank, e.g. by Ray
+Train): ``train.batch_size`` stays the *global* number of clips per step. Every rank draws
+the same batch order and crops from an identically seeded stream, keeps its contiguous
+shard of each global batch (split as evenly as possible), augments it with its own stream,
+and all-gathers the embeddings so NT-Xent sees every negative of the global batch. The
+loss is scaled by the world size before backward: each rank's gradient flows only through
+its own embeddings and DDP averages, so the update equals the single-process update of the
+same global batch. On CUDA, BatchNorm becomes SyncBatchNorm (statistics of the global
+batch); on CPU (gloo) torch has no SyncBatchNorm and each rank normalises with its shard's
+statistics, the one difference from a single process.
 """
 
 from __future__ import annotations
@@ -19,15 +31,18 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
+from torch import nn
 
 from asd.augment import make_views
 from asd.config import Config
-from asd.contrastive import nt_xent
+from asd.contrastive import gather_with_grad, nt_xent
 from asd.encoder import Encoder
 from asd.errors import AsdError
 
 Report = Callable[[int, dict[str, float], Encoder], None]
-"""``report(epoch, metrics, encoder)``: called after every epoch (1-based)."""
+"""``report(epoch, metrics, encoder)``: called after every epoch (1-based), on every rank
+when data parallel (Ray Train needs every worker to report; see :func:`world_rank`)."""
 
 CHECKPOINT_NAME = "last.pt"
 
@@ -50,12 +65,49 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return torch.device(device)
 
 
-def steps_per_epoch(n_clips: int, batch_size: int) -> int:
-    """ceil(N / batch_size), minus a final batch of one clip (it has no negatives)."""
+def world_rank() -> tuple[int, int]:
+    """``(rank, world_size)`` of the torch.distributed group, ``(0, 1)`` when not distributed."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def steps_per_epoch(n_clips: int, batch_size: int, world: int = 1) -> int:
+    """ceil(N / batch_size), minus a final batch of one clip (it has no negatives).
+
+    Data parallel over ``world`` ranks, a final batch of fewer than ``world`` clips is
+    dropped too (some rank would have none).
+    """
     steps = math.ceil(n_clips / batch_size)
-    if n_clips - (steps - 1) * batch_size < 2:
+    if n_clips - (steps - 1) * batch_size < max(2, world):
         steps -= 1
     return steps
+
+
+def shard_sizes(batch: int, world: int) -> list[int]:
+    """Clips per rank of a ``batch``-clip global batch: contiguous shards in rank order.
+
+    As even as possible: the first ``batch % world`` ranks hold one clip more.
+    """
+    return [batch // world + (1 if r < batch % world else 0) for r in range(world)]
+
+
+def gather_shards(z: torch.Tensor, sizes: list[int]) -> torch.Tensor:
+    """All-gather each rank's ``(sizes[rank], ...)`` rows into ``(sum(sizes), ...)``.
+
+    Rank order, so the result is the global batch in the order one process would see it;
+    the local rows keep their graph (:func:`~asd.contrastive.gather_with_grad`). Shards of
+    unequal size are zero-padded for the collective and the padding dropped after it.
+    """
+    width = max(sizes)
+    if min(sizes) == width:
+        return gather_with_grad(z)
+    pad = z.new_zeros((width - z.shape[0], *z.shape[1:]))
+    full = gather_with_grad(torch.cat([z, pad]))  # (world * width, ...)
+    keep = torch.cat(
+        [torch.arange(r * width, r * width + n, device=z.device) for r, n in enumerate(sizes)]
+    )
+    return full[keep]
 
 
 def make_scheduler(
@@ -126,11 +178,24 @@ def train(
     ``checkpoint_dir`` the state is saved after every epoch to ``last.pt`` and, with
     ``resume``, a run picks up after the last saved epoch with the same result as an
     uninterrupted one (on CPU). Raises AsdError on bad inputs and on a non-finite loss.
+
+    Under torch.distributed with more than one rank it trains data parallel (module
+    docstring): every rank passes the same clips, on CUDA ``device`` should be the rank's
+    GPU ('auto' takes ``torch.cuda.current_device()``, which Ray Train sets), only rank 0
+    writes ``last.pt`` (every rank resumes from its ``checkpoint_dir``, which may be shared),
+    only rank 0 prints progress, and ``report`` is called on every rank with the same
+    metrics: a report that logs or evaluates should do so on rank 0 only
+    (:func:`world_rank`). Resuming with another number of ranks works but changes the
+    augmentation stream.
     """
     t = cfg.train
     # --- where and how it runs: decided once --------------------------------------------
+    rank, world = world_rank()
+    parallel = world > 1
     device = resolve_device(device)
     on_cuda = device.type == "cuda"
+    if parallel and on_cuda and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
     autocast = (
         torch.autocast("cuda", dtype=torch.bfloat16)
         if on_cuda and t.amp
@@ -157,7 +222,12 @@ def train(
     if int(lengths_t.min()) < t.crop_frames:
         clips_t = tile_short_clips(clips_t, lengths_t, t.crop_frames)
     valid = lengths_t.clamp_min(t.crop_frames)  # (N,) frames a crop may come from
-    n_steps = steps_per_epoch(n_clips, t.batch_size)
+    if min(t.batch_size, n_clips) < world:
+        raise AsdError(
+            f"train.batch_size={t.batch_size} with {n_clips} clips cannot feed {world} "
+            "data-parallel workers: every worker needs at least one clip per step"
+        )
+    n_steps = steps_per_epoch(n_clips, t.batch_size, world)
     batch = min(t.batch_size, n_clips)
     n_copies = 1 + cfg.augment.n_views  # the original plus its views
 
@@ -165,6 +235,10 @@ def train(
     torch.manual_seed(t.seed)
     encoder = Encoder(cfg.encoder, cfg.features.n_mels)
     encoder.set_normalization(mean, std)
+    if parallel and on_cuda:
+        # BN statistics of the global batch, as one process has them; swaps the BN children
+        # in place and shares their parameters, so ``encoder`` stays the module to save
+        nn.SyncBatchNorm.convert_sync_batchnorm(encoder)
     encoder.to(device)
     if channels_last:
         encoder.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
@@ -172,6 +246,9 @@ def train(
     scheduler = make_scheduler(optimizer, cfg)
     generator = torch.Generator(device=device)
     generator.manual_seed(t.seed)  # batches, crops and augmentation: one stream
+    # Data parallel: ``generator`` (same on every rank) draws batches and crops, and each
+    # rank augments its shard from its own stream, reseeded per epoch so resume is exact.
+    aug_generator = torch.Generator(device=device) if parallel else generator
     history: list[dict[str, float]] = []
     start_epoch = 1
 
@@ -185,23 +262,41 @@ def train(
         history = list(state["history"])
         start_epoch = int(state["epoch"]) + 1
 
+    model: nn.Module = encoder
+    if parallel:
+        _check_same_start(start_epoch, device)
+        # DDP broadcasts rank 0's weights and buffers now and averages gradients in backward
+        model = nn.parallel.DistributedDataParallel(
+            encoder, device_ids=[device.index] if on_cuda else None
+        )
+    loss_scale = float(world)  # DDP averages; gather_with_grad keeps only local gradients
+
     # --- the loop ------------------------------------------------------------------------
     for epoch in range(start_epoch, t.epochs + 1):
-        encoder.train()
+        model.train()
         began = time.perf_counter()
+        if parallel:
+            aug_generator.manual_seed(_rank_seed(t.seed, rank, epoch))
         order = torch.randperm(n_clips, generator=generator, device=device)
         step_losses = []
         for step in range(n_steps):
-            positions = order[step * batch : (step + 1) * batch]  # (B,)
+            positions = order[step * batch : (step + 1) * batch]  # (B,) the global batch
             x = random_crops(clips_t, valid, positions, t.crop_frames, generator).float()
-            views = make_views(x, cfg.augment, cfg.features, generator)  # (B, n_views, M, T)
+            if parallel:
+                sizes = shard_sizes(x.shape[0], world)
+                first = sum(sizes[:rank])
+                x = x[first : first + sizes[rank]]  # (B_rank, M, T) this rank's shard
+            views = make_views(x, cfg.augment, cfg.features, aug_generator)  # (B, n_views, M, T)
             x = torch.cat([x[:, None], views], dim=1)  # (B, V, M, T), V = 1 + n_views
             with autocast:
-                z = encoder(x.flatten(0, 1))  # (B*V, D)
-            loss = nt_xent(z.view(x.shape[0], n_copies, -1), cfg.loss.temperature)
+                z = model(x.flatten(0, 1))  # (B*V, D)
+            z = z.view(x.shape[0], n_copies, -1)  # (B, V, D)
+            if parallel:
+                z = gather_shards(z, sizes)  # (global B, V, D): every negative of the batch
+            loss = nt_xent(z, cfg.loss.temperature)
 
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss * loss_scale).backward()
             if t.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(encoder.parameters(), t.grad_clip)
             optimizer.step()
@@ -229,11 +324,11 @@ def train(
             "samples_per_s": n_steps * batch * n_copies / seconds,
         }
         history.append(metrics)
-        if ckpt_path is not None:
+        if ckpt_path is not None and rank == 0:
             _save_checkpoint(
                 ckpt_path, encoder, optimizer, scheduler, generator, epoch, history, cfg
             )
-        if progress:
+        if progress and rank == 0:
             print(
                 f"train epoch {epoch}/{t.epochs} loss {metrics['loss']:.4f} lr {lr:.3g} "
                 f"{seconds:.1f}s {metrics['samples_per_s']:.0f} samples/s",
@@ -245,6 +340,8 @@ def train(
             report(epoch, dict(metrics), encoder)
 
     encoder.eval()
+    if parallel and on_cuda:
+        _plain_batchnorm(encoder)
     return TrainResult(
         encoder=encoder, history=history, epochs_run=max(0, t.epochs + 1 - start_epoch)
     )
@@ -252,6 +349,42 @@ def train(
 
 def _kind(value: float) -> str:
     return "NaN" if math.isnan(value) else "infinite"
+
+
+def _rank_seed(seed: int, rank: int, epoch: int) -> int:
+    """A seed for one rank's augmentation in one epoch (independent streams, resumable)."""
+    return int(np.random.SeedSequence([seed, rank, epoch]).generate_state(1, np.uint64)[0])
+
+
+def _check_same_start(start_epoch: int, device: torch.device) -> None:
+    """Every rank must resume from the same epoch, or the collectives would mismatch."""
+    ends = torch.tensor([start_epoch, -start_epoch], device=device)
+    dist.all_reduce(ends, op=dist.ReduceOp.MAX)  # (max, -min)
+    if int(ends[0]) != -int(ends[1]):
+        raise AsdError(
+            f"data-parallel ranks would resume from epochs {-int(ends[1])}..{int(ends[0])}: "
+            "give every rank the same checkpoint"
+        )
+
+
+def _plain_batchnorm(module: nn.Module) -> None:
+    """Undo ``convert_sync_batchnorm`` in place (same parameters and buffers)."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.SyncBatchNorm):
+            bn = nn.BatchNorm2d(
+                child.num_features,
+                child.eps,
+                child.momentum,
+                child.affine,
+                child.track_running_stats,
+            )
+            bn.weight, bn.bias = child.weight, child.bias
+            bn.running_mean, bn.running_var = child.running_mean, child.running_var
+            bn.num_batches_tracked = child.num_batches_tracked
+            bn.train(child.training)
+            setattr(module, name, bn)
+        else:
+            _plain_batchnorm(child)
 
 
 def _save_checkpoint(

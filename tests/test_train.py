@@ -180,6 +180,13 @@ def test_steps_per_epoch_drops_a_lone_clip():
     assert steps_per_epoch(4, 6) == 1
 
 
+def test_steps_per_epoch_data_parallel_drops_a_batch_some_worker_would_miss():
+    assert steps_per_epoch(13, 6, world=2) == steps_per_epoch(13, 6) == 2  # same as one process
+    assert steps_per_epoch(14, 6, world=2) == 3  # 2 clips left: one per worker
+    assert steps_per_epoch(14, 6, world=3) == 2  # 2 clips cannot feed 3 workers
+    assert steps_per_epoch(15, 6, world=3) == 3
+
+
 def test_tiling_and_crops_stay_inside_valid_frames():
     clips = torch.arange(2 * 1 * 10, dtype=torch.float32).reshape(2, 1, 10)
     lengths = torch.tensor([3, 10])
