@@ -49,6 +49,12 @@ def add_platform_commands(sub: Any) -> None:
     sweep.add_argument("--model-name", default="asd-encoder", help="registered model name")
     sweep.add_argument("--seed", type=int, default=0)
     sweep.add_argument("--device", default="auto")
+    sweep.add_argument(
+        "--epoch-hook",
+        metavar="MODULE:FUNCTION",
+        help="called as hook(trial_id, epoch, trial_dir) at the start of each epoch's report "
+        "in every trial: for fault-injection tests and custom checks",
+    )
     sweep.set_defaults(func=cmd_sweep)
 
     promote = sub.add_parser("promote", help="set alias 'champion' if a version beats it")
@@ -95,6 +101,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         seed=args.seed,
         device=args.device,
         ground_truth=args.ground_truth,
+        epoch_hook=args.epoch_hook,
     )
     result = run_sweep(settings)
     print(format_summary(result))

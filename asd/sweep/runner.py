@@ -20,7 +20,7 @@ import pandas as pd
 
 from asd.errors import AsdError
 from asd.sweep.space import SearchSpace, load_space
-from asd.sweep.trial import OBJECTIVE, TrialSetup, run_trial
+from asd.sweep.trial import OBJECTIVE, TrialSetup, load_epoch_hook, run_trial
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,9 @@ class SweepSettings:
     seed: int = 0
     device: str = "auto"
     ground_truth: Path | None = None
+    epoch_hook: str | None = None
+    """``module:function`` each trial calls as ``hook(trial_id, epoch, trial_dir)`` at the start
+    of every epoch's report: for fault-injection tests and custom checks."""
 
 
 @dataclass
@@ -76,6 +79,8 @@ class SweepResult:
     holdout_scores: dict[str, float] = field(default_factory=dict)
     model_version: str | None = None
     promotion: str | None = None
+    deferred: str | None = None
+    """Why the winner was not registered now (MLflow was down: run `asd sync`, then resume)."""
     wall_s: float = 0.0
     train_s: float = 0.0
 
@@ -88,6 +93,8 @@ def run_sweep(settings: SweepSettings) -> SweepResult:
 
     start = time.monotonic()
     space = load_space(settings.space)
+    if settings.epoch_hook:
+        load_epoch_hook(settings.epoch_hook)  # a typo fails here, not in every trial
     workdir = settings.workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     name = settings.name or space.name
@@ -132,6 +139,7 @@ def run_sweep(settings: SweepSettings) -> SweepResult:
         data_fingerprint=data_fp,
         journal_dir=str(workdir / "journal" / name),
         device=settings.device,
+        epoch_hook=settings.epoch_hook,
     )
     results = _tune(space, settings, setup, storage, name, sweep_dir)
     summary = summarise(results)
@@ -236,7 +244,9 @@ def _init_ray(settings: SweepSettings) -> None:
         elif os.environ.get("RAY_ADDRESS"):
             ray.init(log_to_driver=True)  # inside `ray job submit`: the job's cluster
         else:
-            ray.init(include_dashboard=False, log_to_driver=True)
+            # address="local": a new in-process instance, never a cluster that someone else
+            # started on this machine with `ray start` (which a bare ray.init() would join).
+            ray.init(address="local", include_dashboard=False, log_to_driver=True)
     except ConnectionError as exc:
         raise AsdError(
             f"cannot reach Ray at {settings.ray_address or os.environ.get('RAY_ADDRESS')}: {exc}"
@@ -280,7 +290,7 @@ def summarise(results: Any) -> pd.DataFrame:
     for res in results:
         metrics = res.metrics or {}
         row: dict[str, Any] = {
-            "trial_id": metrics.get("trial_id") or Path(res.path).name,
+            "trial_id": metrics.get("trial_id") or _trial_id(res.path),
             "status": "error" if res.error else "finished",
             "epochs": metrics.get("epoch", 0),
             OBJECTIVE: metrics.get(OBJECTIVE, float("nan")),
@@ -289,9 +299,9 @@ def summarise(results: Any) -> pd.DataFrame:
             "train_s": metrics.get("time.train_s", 0.0),
             "mlflow_run_id": metrics.get("mlflow_run_id"),
             "trial_dir": res.path,
-            "error": str(res.error).splitlines()[0][:200] if res.error else "",
+            "error": _error_line(res.error) if res.error else "",
         }
-        row.update({f"param.{k}": v for k, v in (res.config or {}).items()})
+        row.update({f"param.{k}": v for k, v in (res.config or _params(res.path)).items()})
         rows.append(row)
     frame = pd.DataFrame(rows)
     if frame.empty:
@@ -299,6 +309,32 @@ def summarise(results: Any) -> pd.DataFrame:
     ended_early = frame["ml.hmean"].isna() & (frame["status"] == "finished")
     frame.loc[ended_early, "status"] = "stopped_early"
     return frame.sort_values(OBJECTIVE, ascending=False, na_position="last").reset_index(drop=True)
+
+
+def _trial_id(path: str) -> str:
+    """Tune's trial id from its folder name (``run_trial_<id>_<n>_<params>_<time>``)."""
+    name = Path(path).name
+    return name.split("_")[2] if name.startswith("run_trial_") else name
+
+
+def _params(path: str) -> dict[str, Any]:
+    """A trial's sampled params, read from its folder.
+
+    A trial that failed before its first report has no ``Result.config``.
+    """
+    try:
+        return dict(json.loads((Path(path) / "params.json").read_text()))
+    except (OSError, ValueError, TypeError):
+        return {}
+
+
+def _error_line(error: BaseException) -> str:
+    """The root cause: the last line of a (remote) traceback, e.g. ``AsdError: loss became NaN``.
+
+    The first line of a Ray task error only names the worker (``ray::ImplicitFunc.train()``).
+    """
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return (lines[-1] if lines else type(error).__name__)[:300]
 
 
 def _finalise_runs(tracker: Any, summary: pd.DataFrame) -> None:
@@ -345,6 +381,17 @@ def _register(
     estimator = max(("ml", "elliptic"), key=lambda e: scores.get(f"{e}.hmean", float("-inf")))
     metric = ("holdout" if result.holdout_scores else "tune") + ".hmean"
     model_uri = tracker.log_encoder(result.best_run_id, encoder_path)
+    if model_uri.startswith("models:/pending-"):
+        # MLflow went down: the encoder waits in the journal and the registry cannot be reached.
+        # Finish the sweep (every result is kept) and say how to register later.
+        result.deferred = (
+            f"MLflow at {_redact(tracker.tracking_uri)} was unreachable, so the winner is not "
+            f"registered yet: run `asd sync --name {result.name}`, then "
+            f"`asd sweep --name {result.name} --resume` to register it"
+            + (" (with --promote to promote it)" if settings.promote else "")
+        )
+        log.warning(result.deferred)
+        return
     result.model_version = register_encoder(
         tracker.tracking_uri,
         model_uri,
@@ -404,11 +451,22 @@ def format_summary(result: SweepResult) -> str:
         lines.append(f"registered model version {result.model_version}")
     if result.promotion:
         lines.append(f"promotion: {result.promotion}")
+    if result.deferred:
+        lines.append(f"registration deferred: {result.deferred}")
     if result.wall_s:
         lines.append(
             f"wall {result.wall_s:.0f}s, training {result.train_s:.0f}s summed over trials"
         )
     return "\n".join(lines)
+
+
+def _redact(uri: str) -> str:
+    """A URI without the password of its ``user:password@`` part (safe to print and log)."""
+    scheme, sep, rest = uri.partition("://")
+    userinfo, at, host = rest.partition("@")
+    if not sep or not at or "/" in userinfo:
+        return uri
+    return f"{scheme}://{userinfo.partition(':')[0]}:***@{host}"
 
 
 def settings_to_json(settings: SweepSettings) -> str:

@@ -1,0 +1,312 @@
+"""Faults during a sweep, injected with `--epoch-hook` (tests/faults.py): nothing finished is lost.
+
+One sweep carries several faults at once (a trial that raises once, one that always raises,
+one whose worker is SIGKILLed after its first checkpoint, trials whose loss becomes NaN); a
+second sweep loses its MLflow server mid-run and is replayed with `asd sync`. A killed sweep
+driver is covered by tests/test_sweep.py, an MLflow server down at start by
+tests/test_reliability_input.py (and tests/test_cluster_e2e.py for `ray job submit`).
+"""
+
+import dataclasses
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from asd.synth import synthesize
+
+pytestmark = pytest.mark.slow
+
+TESTS = Path(__file__).resolve().parent
+BIN = Path(sys.executable).parent
+
+SPACE = """
+description: tiny sweep for fault injection
+base: smoke
+fixed:
+  train.epochs: 2
+  train.batch_size: 6
+  train.crop_frames: 16
+  features.n_mels: 32
+  augment.n_views: 2
+params:
+  loss.temperature: {{loguniform: [0.05, 0.5]}}
+  train.lr: {{choice: {lrs}}}
+sweep:
+  num_samples: {n}
+  max_concurrent_trials: 2
+  grace_period: 2
+"""
+NAN_LR = 1.0e30  # Adam with this rate overflows the weights in the first epoch: loss NaN
+
+
+@pytest.fixture(scope="module")
+def faults_root(tmp_path_factory):
+    return tmp_path_factory.mktemp("faults")
+
+
+@pytest.fixture(scope="module")
+def ray_with_faults_on_path(faults_root):
+    """Ray workers import the hooks: start (or restart) Ray with tests/ on PYTHONPATH."""
+    import ray
+
+    ray.shutdown()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ASD_FAULTS_DIR", str(faults_root))
+        mp.setenv(
+            "PYTHONPATH", os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))
+        )
+        mp.setenv("RAY_AUTH_MODE", "disabled")
+        mp.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+        ray.init(address="local", include_dashboard=False, log_to_driver=False)
+        yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    synthesize(
+        root, machines=("fan", "slider"), train_source=8, train_target=2,
+        test_per_domain=2, seconds=1.0, seed=5,
+    )  # fmt: skip
+    return root
+
+
+def _space(tmp_path, lrs, n):
+    path = tmp_path / "space.yaml"
+    path.write_text(SPACE.format(lrs=lrs, n=n))
+    return path
+
+
+def _faults_dir():
+    return Path(os.environ["ASD_FAULTS_DIR"])  # one per module: the sweeps use distinct files
+
+
+def _children(uri, sweep_id):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("asd")
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    (parent,) = [r for r in runs if r.data.tags.get("asd.sweep_id") == sweep_id
+                 and "mlflow.parentRunId" not in r.data.tags]  # fmt: skip
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    return client, parent, {c.data.tags["asd.trial_id"]: c for c in children}
+
+
+# --------------------------------------------------------------------------- trial faults
+
+
+@pytest.fixture(scope="module")
+def faulty_sweep(ray_with_faults_on_path, data, tmp_path_factory):
+    from asd.sweep.runner import SweepSettings, run_sweep
+    from asd.tracking import default_tracking_uri
+
+    tmp = tmp_path_factory.mktemp("faulty")
+    workdir = tmp / "work"
+    faults = _faults_dir()
+    (faults / "roles").write_text("kill_once\nraise_once\nalways_raise\n")
+    settings = SweepSettings(
+        space=_space(tmp, [NAN_LR, 1.0e-3, 2.0e-3, 3.0e-3], 6),
+        data=data,
+        workdir=workdir,
+        name="faulty",
+        max_failures=1,
+        epoch_hook="faults:by_role",
+        device="cpu",
+    )
+    began = time.monotonic()
+    result = run_sweep(settings)
+    print(f"faulty sweep: {time.monotonic() - began:.0f}s")
+    roles = {}
+    for claim in faults.glob("role-*"):
+        n = int(claim.name.removeprefix("role-"))
+        roles[(faults / "roles").read_text().split()[n]] = claim.read_text()
+    client, parent, children = _children(default_tracking_uri(workdir), "faulty")
+    return result, roles, client, children
+
+
+def _nan_lr(summary):
+    """Trials that sampled NAN_LR (Tune writes 1e30 to params.json as the string '1e+30')."""
+    return summary["param.train.lr"].astype(float) >= NAN_LR / 10
+
+
+def _row(result, run_id):
+    rows = result.summary[result.summary["mlflow_run_id"] == run_id]
+    assert len(rows) == 1, result.summary
+    return rows.iloc[0]
+
+
+def test_every_fault_was_injected(faulty_sweep):
+    result, roles, _, children = faulty_sweep
+    assert set(roles) == {"kill_once", "raise_once", "always_raise"}, roles
+    assert _nan_lr(result.summary).any(), "the seed must sample the NaN learning rate at least once"
+    assert len(children) == len(result.summary) == 6
+
+
+def test_a_trial_that_raises_once_is_retried_and_finishes(faulty_sweep):
+    result, roles, client, children = faulty_sweep
+    run = children[roles["raise_once"]]
+    assert run.info.status == "FINISHED"
+    assert _row(result, run.info.run_id)["status"] == "finished"
+    assert {"ml.hmean", "elliptic.hmean"} <= set(run.data.metrics)
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_hmean")]
+    assert sorted(steps) == [1, 2]
+
+
+def test_a_trial_that_always_raises_is_recorded_failed_with_the_error(faulty_sweep):
+    result, roles, _, children = faulty_sweep
+    run = children[roles["always_raise"]]
+    assert run.info.status == "FAILED"
+    assert "injected fault: always raise" in run.data.tags["asd.error"]
+    failed = result.summary[result.summary["status"] == "error"]
+    assert failed["error"].str.contains("always raise").any(), failed[["trial_id", "error"]]
+
+
+def test_a_nan_loss_fails_only_its_trial_with_the_reason(faulty_sweep):
+    result, _, _, children = faulty_sweep
+    nan_rows = result.summary[_nan_lr(result.summary)]
+    assert (nan_rows["status"] == "error").all()
+    assert nan_rows["error"].str.contains("loss became NaN").all(), nan_rows["error"].tolist()
+    nan_runs = [c for c in children.values() if float(c.data.params["train.lr"]) == NAN_LR]
+    assert len(nan_runs) == len(nan_rows)
+    for run in nan_runs:
+        assert run.info.status == "FAILED"
+        assert "loss became NaN" in run.data.tags["asd.error"]
+        assert "train.lr" in run.data.tags["asd.error"], "the reason names the setting to change"
+
+
+def test_a_killed_worker_resumes_from_its_checkpoint(faulty_sweep):
+    result, roles, client, children = faulty_sweep
+    run = children[roles["kill_once"]]
+    assert run.info.status == "FINISHED"
+    assert run.data.tags.get("asd.resumed_from_checkpoint") == "true"
+    history = client.get_metric_history(run.info.run_id, "val_hmean")
+    assert sorted(m.step for m in history) == [1, 2], "each epoch once: epoch 1 was not redone"
+    assert {"ml.hmean", "elliptic.hmean"} <= set(run.data.metrics)
+
+
+def test_the_other_trials_finish_and_the_winner_is_registered(faulty_sweep):
+    result, roles, _, children = faulty_sweep
+    good = result.summary[~_nan_lr(result.summary)]
+    finished = good[good["status"] == "finished"]
+    assert len(finished) == len(good) - 1, good[["trial_id", "status", "error"]]
+    finished_runs = {c.info.run_id for c in children.values() if c.info.status == "FINISHED"}
+    assert set(finished["mlflow_run_id"]) == finished_runs
+    assert result.best_run_id in set(finished["mlflow_run_id"])
+    assert result.model_version is not None
+
+
+# --------------------------------------------------------------------------- MLflow outage
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start_server(root, port):
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+           "MLFLOW_DISABLE_TELEMETRY": "true"}  # fmt: skip
+    proc = subprocess.Popen(
+        [str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{root}/mlflow.db",
+         "--artifacts-destination", str(root / "artifacts"),
+         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        stdout=open(root / "server.log", "a"), stderr=subprocess.STDOUT, env=env,
+        start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, (root / "server.log").read_text()[-2000:]
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+                if r.status == 200:
+                    return proc
+        except OSError:
+            time.sleep(0.3)
+    raise AssertionError("mlflow server did not start")
+
+
+def _stop(proc):
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+            proc.wait(timeout=15)
+            return
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            continue
+
+
+def test_mlflow_down_mid_sweep_then_sync_replays_everything_once(
+    ray_with_faults_on_path, data, tmp_path, capsys
+):
+    from mlflow import MlflowClient
+
+    from asd.cli import main
+    from asd.sweep.runner import SweepSettings, run_sweep
+
+    server_root = tmp_path / "server"
+    server_root.mkdir()
+    port = _free_port()
+    uri = f"http://127.0.0.1:{port}"
+    workdir = tmp_path / "work"
+    server = _start_server(server_root, port)
+    try:
+        (_faults_dir() / "server.pid").write_text(str(server.pid))
+        settings = SweepSettings(
+            space=_space(tmp_path, [1.0e-3], 2),
+            data=data,
+            workdir=workdir,
+            name="outage",
+            tracking_uri=uri,
+            max_concurrent_trials=1,
+            epoch_hook="faults:kill_server",
+            device="cpu",
+        )
+        result = run_sweep(settings)
+        server.wait(timeout=30)  # the hook killed it during the first trial
+        assert (result.summary["status"] == "finished").all(), result.summary
+        assert result.model_version is None and "asd sync" in result.deferred
+        trial_dirs = [Path(p) for p in result.summary["trial_dir"]]
+        assert all((d / "artifacts" / "encoder.pt").is_file() for d in trial_dirs)
+        assert list((workdir / "journal" / "outage").glob("*.jsonl"))
+
+        server = _start_server(server_root, port)  # same database, same port
+        assert main(["sync", "--workdir", str(workdir), "--tracking-uri", uri]) == 0
+        assert "replayed=0" not in capsys.readouterr().out
+        client, parent, children = _children(uri, "outage")
+        assert set(children) == set(result.summary["trial_id"])
+        for run in children.values():
+            assert run.info.status == "FINISHED"
+            for key in ("val_hmean", "train.loss"):
+                steps = [m.step for m in client.get_metric_history(run.info.run_id, key)]
+                assert sorted(steps) == [1, 2], (key, steps)
+            for key in ("ml.hmean", "elliptic.hmean", "ml.fan.s00.pauc"):
+                assert len(client.get_metric_history(run.info.run_id, key)) == 1, key
+            artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+            assert {"encoder", "evaluation"} <= artifacts
+        assert parent.info.status == "FINISHED"
+        assert "best.tune.ml.hmean" in parent.data.metrics
+
+        assert main(["sync", "--workdir", str(workdir), "--tracking-uri", uri]) == 0
+        out = capsys.readouterr().out
+        assert "replayed=0" in out and "failed=0" in out, out
+        _, _, again = _children(uri, "outage")
+        for trial, run in again.items():
+            assert len(client.get_metric_history(run.info.run_id, "val_hmean")) == 2, trial
+
+        # What the deferred message says to do: resume registers the winner (nothing reruns).
+        resumed = run_sweep(dataclasses.replace(settings, resume=True))
+        assert resumed.model_version is not None and resumed.deferred is None
+        version = MlflowClient(uri, uri).get_model_version("asd-encoder", resumed.model_version)
+        assert version.run_id == children[resumed.best_trial_id].info.run_id
+    finally:
+        _stop(server)

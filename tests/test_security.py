@@ -1,0 +1,211 @@
+"""Security basics: local binds, no unpickling of model files, no leaked secrets, safe promotion.
+
+Compose ports bind to 127.0.0.1 unless ASD_BIND says otherwise: tests/test_docker.py
+(test_published_ports_bind_to_localhost_by_default). The servers of tests/test_cluster_e2e.py
+and tests/test_reliability_sweep.py are started with ``--host 127.0.0.1`` as the README shows.
+"""
+
+import json
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from asd.config import Config
+from asd.encoder import Encoder, load_encoder, save_encoder
+from asd.errors import AsdError
+
+SECRETS = {
+    "AWS_SECRET_ACCESS_KEY": "aws-s3cret-7f3a9c",
+    "MLFLOW_TRACKING_PASSWORD": "mlflow-s3cret-51be02",
+    "MLFLOW_TRACKING_TOKEN": "mlflow-t0ken-88d1c4",
+}
+N_MELS = 16
+
+
+# --------------------------------------------------------------------------- binds
+
+
+def test_in_process_ray_is_a_new_local_instance_without_dashboard(monkeypatch):
+    """No HTTP dashboard / jobs API, and never joins a cluster found on the machine.
+
+    Ray's own gRPC ports (GCS, raylet, workers) still listen on every interface whatever
+    ``ray.init`` is told; on an untrusted network use RAY_AUTH_MODE=token or a firewall.
+    """
+    import ray
+
+    from asd.sweep import runner
+
+    calls = []
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kw: calls.append(kw))
+    runner._init_ray(runner.SweepSettings(space=Path("x.yaml")))
+    assert calls == [{"address": "local", "include_dashboard": False, "log_to_driver": True}]
+
+
+def test_readme_and_compose_servers_bind_to_localhost():
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    assert "--dashboard-host 127.0.0.1" in readme and "--host 127.0.0.1" in readme
+    assert "0.0.0.0" not in readme
+    compose = next((root / "docker").glob("*compose*.y*ml")).read_text()
+    assert "${ASD_BIND:-127.0.0.1}" in compose
+
+
+# --------------------------------------------------------------------------- weights only
+
+
+class _Payload:
+    """Unpickling this would run code: it must never happen when a model file is loaded."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def _encoder_file(path: Path) -> Path:
+    cfg = Config().with_overrides(
+        {"encoder.embedding_dim": 8, "encoder.head_hidden_dim": 16, "features.n_mels": N_MELS}
+    )
+    encoder = Encoder(cfg.encoder, N_MELS)
+    encoder.set_normalization(np.zeros(N_MELS), np.ones(N_MELS))
+    return save_encoder(encoder, path, cfg, {"data_fingerprint": "x"})
+
+
+def test_an_encoder_file_with_a_pickled_object_is_refused(tmp_path):
+    path = _encoder_file(tmp_path / "encoder.pt")
+    load_encoder(path)  # the genuine file loads
+    state = torch.load(path, weights_only=True)
+    marker = tmp_path / "pwned"
+    state["extra"] = {"data_fingerprint": _Payload(marker)}
+    torch.save(state, path)
+    with pytest.raises(AsdError, match="cannot read encoder file"):
+        load_encoder(path)
+    assert not marker.exists(), "the payload ran"
+
+
+def test_a_plain_pickle_posing_as_an_encoder_is_refused(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "encoder.pt"
+    path.write_bytes(pickle.dumps(_Payload(marker)))
+    with pytest.raises(AsdError, match=str(path)):
+        load_encoder(path)
+    assert not marker.exists()
+
+
+def test_a_training_checkpoint_with_a_pickled_object_is_refused(tmp_path):
+    from asd.train import _load_checkpoint
+
+    marker = tmp_path / "pwned"
+    path = tmp_path / "last.pt"
+    torch.save({"config": Config().to_json(), "evil": _Payload(marker)}, path)
+    with pytest.raises(AsdError, match="cannot read checkpoint"):
+        _load_checkpoint(path, Config(), torch.device("cpu"))
+    assert not marker.exists()
+
+
+# --------------------------------------------------------------------------- registry safety
+
+
+def test_promote_cli_refuses_an_incomparable_version_and_keeps_the_alias(tmp_path, capsys):
+    from mlflow import MlflowClient
+
+    from asd import registry
+    from asd.cli import main
+    from asd.tracking import Tracker, default_tracking_uri
+
+    uri = default_tracking_uri(tmp_path)
+    tracker = Tracker(uri, "security")
+    trial = tracker.start_trial(tracker.start_sweep("s", {}), "t", {})
+    model_uri = tracker.log_encoder(trial, _encoder_file(tmp_path / "encoder.pt"))
+    base = {"metric": "holdout.hmean", "estimator": "ml", "data_fingerprint": "fp-1"}
+    v1 = registry.register_encoder(uri, model_uri, "enc", {**base, "metric_value": "0.60"})
+    assert main(["promote", "--model-name", "enc", "--version", v1, "--tracking-uri", uri]) == 0
+    other_data = {**base, "metric_value": "0.99", "data_fingerprint": "fp-2"}
+    v2 = registry.register_encoder(uri, model_uri, "enc", other_data)
+    capsys.readouterr()
+    code = main(["promote", "--model-name", "enc", "--version", v2, "--tracking-uri", uri])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "data" in out.lower() and out.strip(), out
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    assert str(client.get_model_version_by_alias("enc", "champion").version) == v1
+    code = main(["promote", "--model-name", "enc", "--version", "99", "--tracking-uri", uri])
+    assert code in (1, 2)
+    assert str(client.get_model_version_by_alias("enc", "champion").version) == v1
+
+
+# --------------------------------------------------------------------------- secrets
+
+
+@pytest.mark.slow
+def test_a_sweep_logs_no_secret_from_the_environment(tmp_path, monkeypatch):
+    """Run a one-trial sweep with secrets in the environment; scan everything it wrote."""
+    from mlflow import MlflowClient
+
+    from asd.sweep.runner import SweepSettings, run_sweep
+    from asd.synth import synthesize
+    from asd.tracking import default_tracking_uri
+
+    for key, value in SECRETS.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "alice")
+    data = synthesize(
+        tmp_path / "data", machines=("fan", "slider"), train_source=6, train_target=2,
+        test_per_domain=2, seconds=1.0, seed=2,
+    )  # fmt: skip
+    space = tmp_path / "one.yaml"
+    space.write_text(
+        "base: smoke\nfixed:\n  train.epochs: 1\n  train.batch_size: 6\n"
+        "  train.crop_frames: 16\n  features.n_mels: 32\n  augment.n_views: 2\n"
+        "params:\n  loss.temperature: {uniform: [0.1, 0.2]}\n"
+        "sweep:\n  num_samples: 1\n  grace_period: 1\n"
+    )
+    workdir = tmp_path / "work"
+    result = run_sweep(
+        SweepSettings(space=space, data=data, workdir=workdir, name="secrets", device="cpu")
+    )
+    assert (result.summary["status"] == "finished").all()
+
+    uri = default_tracking_uri(workdir)
+    client = MlflowClient(tracking_uri=uri)
+    texts = []
+    for run in client.search_runs([client.get_experiment_by_name("asd").experiment_id]):
+        texts.append(json.dumps([run.data.params, run.data.tags, list(run.data.metrics)]))
+        texts.extend(_artifact_texts(client, run.info.run_id))
+    assert len(texts) > 10
+    for folder in (workdir / "ray_results", workdir / "journal"):
+        for path in folder.rglob("*"):
+            if path.is_file() and path.suffix in {".json", ".jsonl", ".csv", ".txt", ".log"}:
+                texts.append(path.read_text(errors="replace"))
+    blob = "\n".join(texts)
+    for key, value in SECRETS.items():
+        assert value not in blob, f"{key} leaked"
+    assert "alice" not in blob
+
+
+def _artifact_texts(client, run_id, path=None):
+    out = []
+    for item in client.list_artifacts(run_id, path):
+        if item.is_dir:
+            out.extend(_artifact_texts(client, run_id, item.path))
+        elif item.path.endswith((".csv", ".json", ".yaml", ".txt", "MLmodel")):
+            local = client.download_artifacts(run_id, item.path)
+            out.append(Path(local).read_text(errors="replace"))
+    return out
+
+
+def test_environment_secrets_are_not_read_by_the_package():
+    """No module reads credentials itself: MLflow and boto read them where they need them."""
+    root = Path(__file__).resolve().parents[1] / "asd"
+    source = "\n".join(p.read_text() for p in root.rglob("*.py"))
+    for key in (*SECRETS, "MLFLOW_TRACKING_USERNAME"):
+        assert key not in source, key
+    assert "os.environ.copy()" not in source and "dict(os.environ)" not in source
+    assert os.environ.get("AWS_SECRET_ACCESS_KEY") not in SECRETS.values()
