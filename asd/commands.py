@@ -39,6 +39,12 @@ def add_platform_commands(sub: Any) -> None:
     sweep.add_argument("--max-concurrent", type=int, help="trials at a time (default: space)")
     sweep.add_argument("--cpus-per-trial", type=float, default=1.0)
     sweep.add_argument("--gpus-per-trial", type=float, default=0.0, help="fractions allowed")
+    sweep.add_argument(
+        "--workers-per-trial",
+        type=int,
+        default=0,
+        help="data-parallel Ray Train workers per trial (default: --gpus-per-trial when > 1)",
+    )
     sweep.add_argument("--max-failures", type=int, default=1, help="retries of a failed trial")
     sweep.add_argument("--tune-machines", nargs="+", help="machine types the search optimises")
     sweep.add_argument(
@@ -92,6 +98,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         max_concurrent_trials=args.max_concurrent,
         cpus_per_trial=args.cpus_per_trial,
         gpus_per_trial=args.gpus_per_trial,
+        workers_per_trial=args.workers_per_trial,
         max_failures=args.max_failures,
         tune_machines=tuple(args.tune_machines) if args.tune_machines else None,
         holdout_machines=tuple(args.holdout_machines),

@@ -244,11 +244,9 @@ def train(
     encoder.to(device)
     if channels_last:
         encoder.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    fused = {"fused": True} if on_cuda else {}  # one kernel for the whole update on the GPU
     optimizer = torch.optim.Adam(
-        encoder.parameters(),
-        lr=t.lr,
-        weight_decay=t.weight_decay,
-        fused=True if on_cuda else None,  # one kernel for the whole update on the GPU
+        encoder.parameters(), lr=t.lr, weight_decay=t.weight_decay, **fused
     )
     scheduler = make_scheduler(optimizer, cfg)
     generator = torch.Generator(device=device)

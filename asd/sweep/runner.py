@@ -49,6 +49,9 @@ class SweepSettings:
     max_concurrent_trials: int | None = None
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
+    workers_per_trial: int = 0
+    """Data-parallel Ray Train workers per trial; 0 = ``gpus_per_trial`` when it is > 1,
+    else 1 (the plain single-process trial). With GPUs each worker holds one."""
     max_failures: int = 1
     """Retries of a failed trial (from its last checkpoint) before it is recorded as failed."""
     tune_machines: tuple[str, ...] | None = None
@@ -140,6 +143,9 @@ def run_sweep(settings: SweepSettings) -> SweepResult:
         journal_dir=str(workdir / "journal" / name),
         device=settings.device,
         epoch_hook=settings.epoch_hook,
+        workers_per_trial=workers_per_trial(settings),
+        use_gpu=settings.gpus_per_trial > 0,
+        cpus_per_worker=settings.cpus_per_trial,
     )
     results = _tune(space, settings, setup, storage, name, sweep_dir)
     summary = summarise(results)
@@ -186,10 +192,19 @@ def _tune(
     from ray.tune.search.optuna import OptunaSearch
 
     _init_ray(settings)
-    trainable = tune.with_resources(
-        tune.with_parameters(run_trial, setup=setup),
-        {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial},
-    )
+    resources = {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial}
+    max_concurrent = settings.max_concurrent_trials or space.sweep.get("max_concurrent_trials")
+    if setup.workers_per_trial > 1:
+        # The trial function only waits on its Ray Train workers, whose placement group holds
+        # the CPUs and GPUs; Tune refuses 0, so it asks for a sliver. Without a cap, idle
+        # drivers would pile up: run as many trials as there are whole worker groups.
+        import ray
+
+        resources = {"cpu": 0.1}
+        if max_concurrent is None and setup.use_gpu:
+            gpus = int(ray.cluster_resources().get("GPU", 0))
+            max_concurrent = max(1, gpus // setup.workers_per_trial)
+    trainable = tune.with_resources(tune.with_parameters(run_trial, setup=setup), resources)
     if settings.resume:
         if not tune.Tuner.can_restore(str(sweep_dir)):
             raise AsdError(f"sweep '{name}' in {storage} cannot be restored (no Tune state)")
@@ -219,8 +234,7 @@ def _tune(
                 search_alg=searcher,
                 scheduler=scheduler,
                 num_samples=settings.num_samples or space.sweep.get("num_samples", 8),
-                max_concurrent_trials=settings.max_concurrent_trials
-                or space.sweep.get("max_concurrent_trials", 1),
+                max_concurrent_trials=max_concurrent or 1,
             ),
             run_config=tune.RunConfig(
                 name=name,
@@ -231,6 +245,22 @@ def _tune(
             ),
         )
     return tuner.fit()
+
+
+def workers_per_trial(settings: SweepSettings) -> int:
+    """Ray Train workers per trial: explicit, else one per GPU when a trial has several."""
+    gpus = settings.gpus_per_trial
+    if settings.workers_per_trial < 0:
+        raise AsdError("--workers-per-trial must be >= 0")
+    if gpus > 1 and not float(gpus).is_integer():
+        raise AsdError(f"--gpus-per-trial {gpus}: above 1 it must be whole (one per worker)")
+    workers = settings.workers_per_trial or (int(gpus) if gpus > 1 else 1)
+    if workers > 1 and gpus > 0 and gpus != workers:
+        raise AsdError(
+            f"--workers-per-trial {workers} with --gpus-per-trial {gpus}: each worker holds "
+            "one GPU, so give the same number (or leave --workers-per-trial out)"
+        )
+    return workers
 
 
 def _init_ray(settings: SweepSettings) -> None:

@@ -13,7 +13,7 @@ import logging
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,12 @@ class TrialSetup:
     """``module:function`` called as ``hook(trial_id, epoch, trial_dir)`` at the start of each
     epoch's report, before anything of that epoch is logged or reported: for fault-injection
     tests and custom checks (raise to fail the trial)."""
+    workers_per_trial: int = 1
+    """Above 1, the trial trains data parallel on that many Ray Train workers."""
+    use_gpu: bool = False
+    """Data-parallel workers hold one GPU each."""
+    cpus_per_worker: float = 1.0
+    """CPUs per data-parallel worker."""
 
 
 def load_epoch_hook(spec: str) -> Any:
@@ -65,7 +71,7 @@ def run_trial(params: dict[str, Any], setup: TrialSetup) -> None:
     from ray import tune
 
     from asd.features import load_features
-    from asd.pipeline import evaluate_encoder, train_encoder
+    from asd.pipeline import train_encoder
     from asd.tracking import Tracker
 
     cfg = setup.base_config.with_overrides(params)
@@ -102,50 +108,42 @@ def run_trial(params: dict[str, Any], setup: TrialSetup) -> None:
                 shutil.copy2(item, ckpt_dir / item.name)
         tracker.set_tags(run_id, {"asd.resumed_from_checkpoint": "true"})
 
-    hook = load_epoch_hook(setup.epoch_hook) if setup.epoch_hook else None
-    timings = {"train_s": 0.0, "eval_s": 0.0}
-    epoch_start = [time.monotonic()]
+    epoch_report = EpochReport(
+        setup, cfg, trial_id, run_id, str(trial_dir), tracker=tracker, validation=validation
+    )
 
     def report(epoch: int, metrics: dict[str, float], encoder: Any) -> None:
-        if hook is not None:
-            hook(trial_id, epoch, str(trial_dir))
-        timings["train_s"] += time.monotonic() - epoch_start[0]
-        eval_start = time.monotonic()
-        last = epoch >= cfg.train.epochs
-        estimators = ("ml", "elliptic") if last else ("ml",)
-        out_dir = work / "evaluation" if last else None
-        evaluation = evaluate_encoder(
-            encoder, validation, cfg, estimators=estimators, out_dir=out_dir, device=setup.device
-        )
-        row = {f"train.{k}": float(v) for k, v in metrics.items() if _is_number(v)}
-        row[OBJECTIVE] = evaluation.by_estimator["ml"].summary["hmean"]
-        if last:
-            row.update(evaluation.metrics())
-            _log_final(tracker, run_id, evaluation, encoder, cfg, setup, work)
-        timings["eval_s"] += time.monotonic() - eval_start
-        row.update({f"time.{k}": v for k, v in timings.items()})
-        tracker.log_metrics(run_id, row, step=epoch)
-        if last:
-            # Tune may stop this function inside the last report (ASHA's max_t): close now.
-            tracker.finish(run_id, status="FINISHED")
-        # Tune gets the headline figures; per-machine tables live in MLflow only.
-        headline = {k: v for k, v in row.items() if k.count(".") <= 1}
-        tune.report(
-            {**headline, "epoch": epoch, "mlflow_run_id": run_id},
-            checkpoint=tune.Checkpoint.from_directory(str(ckpt_dir)),
-        )
-        epoch_start[0] = time.monotonic()
+        row = epoch_report(epoch, metrics, encoder)
+        tune.report(row, checkpoint=tune.Checkpoint.from_directory(str(ckpt_dir)))
 
     try:
-        train_rows = features.index["split"].eq("train").to_numpy()
-        train_encoder(
-            cfg,
-            features.subset(train_rows.nonzero()[0]),
-            device=setup.device,
-            report=report,
-            checkpoint_dir=ckpt_dir,
-            progress=True,
-        )
+        if setup.workers_per_trial > 1:
+            from asd.sweep.parallel import train_data_parallel
+
+            # Rank 0 of the worker group runs a fresh copy of epoch_report (its own tracker
+            # and validation set); Ray Train keeps this trial's checkpoints in the trial
+            # folder and resumes from them when Tune retries or restores the trial.
+            train_data_parallel(
+                cfg,
+                setup.features_path,
+                workers=setup.workers_per_trial,
+                use_gpu=setup.use_gpu,
+                report=EpochReport(setup, cfg, trial_id, run_id, str(trial_dir)),
+                storage_path=trial_dir,
+                name="train",
+                cpus_per_worker=setup.cpus_per_worker,
+                resume_from=ckpt_dir if restored is not None else None,
+            )
+        else:
+            train_rows = features.index["split"].eq("train").to_numpy()
+            train_encoder(
+                cfg,
+                features.subset(train_rows.nonzero()[0]),
+                device=setup.device,
+                report=report,
+                checkpoint_dir=ckpt_dir,
+                progress=True,
+            )
     except Exception as exc:
         tracker.set_tags(run_id, {"asd.error": str(exc)[:5000]})
         tracker.finish(run_id, status="FAILED")
@@ -153,6 +151,76 @@ def run_trial(params: dict[str, Any], setup: TrialSetup) -> None:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     tracker.finish(run_id, status="FINISHED")
+
+
+@dataclass
+class EpochReport:
+    """One trial's per-epoch work: validate, log to MLflow, return the row Tune gets.
+
+    Plain settings until first called (the tracker and validation features open lazily), so
+    a data-parallel trial pickles it to its rank-0 Ray Train worker, which cannot call
+    ``tune.report`` and returns the row for Ray Train to forward instead.
+    """
+
+    setup: TrialSetup
+    cfg: Config
+    trial_id: str
+    run_id: str
+    trial_dir: str
+    tracker: Any = None
+    validation: Any = None
+    timings: dict[str, float] = field(default_factory=lambda: {"train_s": 0.0, "eval_s": 0.0})
+    epoch_start: float = field(default_factory=time.time)
+
+    def __call__(self, epoch: int, metrics: dict[str, float], encoder: Any) -> dict[str, Any]:
+        """Validate ``encoder`` after ``epoch``; log to MLflow; the headline row for Tune."""
+        from asd.pipeline import evaluate_encoder
+
+        setup, cfg = self.setup, self.cfg
+        if self.tracker is None:
+            from asd.tracking import Tracker
+
+            self.tracker = Tracker(
+                setup.tracking_uri, setup.experiment, journal_dir=Path(setup.journal_dir)
+            )
+        if self.validation is None:
+            from asd.features import load_features
+
+            features = load_features(setup.features_path)
+            tune_rows = features.index["machine"].isin(list(setup.tune_machines)).to_numpy()
+            self.validation = features.subset(tune_rows.nonzero()[0])
+        if setup.epoch_hook:
+            load_epoch_hook(setup.epoch_hook)(self.trial_id, epoch, self.trial_dir)
+        self.timings["train_s"] += time.time() - self.epoch_start
+        eval_start = time.time()
+        last = epoch >= cfg.train.epochs
+        estimators = ("ml", "elliptic") if last else ("ml",)
+        work = Path(self.trial_dir) / "artifacts"
+        work.mkdir(parents=True, exist_ok=True)
+        out_dir = work / "evaluation" if last else None
+        evaluation = evaluate_encoder(
+            encoder,
+            self.validation,
+            cfg,
+            estimators=estimators,
+            out_dir=out_dir,
+            device=setup.device,
+        )
+        row = {f"train.{k}": float(v) for k, v in metrics.items() if _is_number(v)}
+        row[OBJECTIVE] = evaluation.by_estimator["ml"].summary["hmean"]
+        if last:
+            row.update(evaluation.metrics())
+            _log_final(self.tracker, self.run_id, evaluation, encoder, cfg, setup, work)
+        self.timings["eval_s"] += time.time() - eval_start
+        row.update({f"time.{k}": v for k, v in self.timings.items()})
+        self.tracker.log_metrics(self.run_id, row, step=epoch)
+        if last:
+            # Tune may stop this function inside the last report (ASHA's max_t): close now.
+            self.tracker.finish(self.run_id, status="FINISHED")
+        self.epoch_start = time.time()
+        # Tune gets the headline figures; per-machine tables live in MLflow only.
+        headline = {k: v for k, v in row.items() if k.count(".") <= 1}
+        return {**headline, "epoch": epoch, "mlflow_run_id": self.run_id}
 
 
 def _log_final(
