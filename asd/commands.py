@@ -24,7 +24,7 @@ def add_platform_commands(sub: Any) -> None:
     )
     sweep.add_argument("--ground-truth", type=Path, help="eval ground-truth CSV folder")
     sweep.add_argument("--workdir", type=Path, default=Path("asd-work"))
-    sweep.add_argument("--name", help="sweep name (default: the space's file name)")
+    sweep.add_argument("--name", help="sweep name (default: <space>-<date>-<time>)")
     sweep.add_argument(
         "--tracking-uri",
         default=os.environ.get("MLFLOW_TRACKING_URI"),

@@ -36,6 +36,7 @@ found again by its content hash.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import hashlib
 import importlib.metadata
@@ -49,6 +50,7 @@ import tempfile
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 import warnings
@@ -114,8 +116,15 @@ def _is_http(uri: str) -> bool:
 
 def _health_problem(uri: str, timeout_s: float) -> str | None:
     """Why ``<uri>/health`` does not answer 200 (``None`` when it does)."""
+    parts = urllib.parse.urlsplit(uri)
+    # urllib cannot take user:password@ in the host: send it as Basic auth instead.
+    bare = parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else ""))
+    request = urllib.request.Request(urllib.parse.urlunsplit(bare).rstrip("/") + "/health")
+    if parts.username is not None:
+        token = base64.b64encode(f"{parts.username}:{parts.password or ''}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
     try:
-        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s) as resp:
+        with urllib.request.urlopen(request, timeout=timeout_s) as resp:
             return None if resp.status == 200 else f"HTTP {resp.status}"
     except urllib.error.HTTPError as err:
         return f"HTTP {err.code}"
@@ -134,6 +143,15 @@ def _health_problem(uri: str, timeout_s: float) -> str | None:
         return err.strerror or type(err).__name__
 
 
+def redact_uri(uri: str) -> str:
+    """The URI with any password replaced by ``***``: safe for messages and logs."""
+    parts = urllib.parse.urlsplit(uri)
+    if parts.password is None:
+        return uri
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+
+
 def check_tracking(uri: str, timeout_s: float = 5.0) -> None:
     """Fail fast, in one line, when the tracking store cannot be used.
 
@@ -144,7 +162,8 @@ def check_tracking(uri: str, timeout_s: float = 5.0) -> None:
         problem = _health_problem(uri, timeout_s)
         if problem is not None:
             raise AsdError(
-                f"cannot reach MLflow at {uri} ({problem}): start the server or pass --tracking-uri"
+                f"cannot reach MLflow at {redact_uri(uri)} ({problem}): "
+                "start the server or pass --tracking-uri"
             )
         return
     db = _sqlite_path(uri)

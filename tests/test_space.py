@@ -84,3 +84,12 @@ def test_int_params_are_inclusive_in_tune():
     domain = space.to_tune()["augment.n_views"]
     assert (domain.lower, domain.upper) == (2, 5)
     assert space.max_epochs == space.base.train.epochs
+
+
+def test_exponent_numbers_without_a_dot_are_numbers():
+    # PyYAML reads 1e-3 as a string; a space must still treat it as a number.
+    import yaml
+
+    raw = yaml.safe_load("params:\n  train.lr: {loguniform: [1e-4, 1e-2]}\n")
+    space = parse_space(raw, name="x")
+    assert space.params[0].values == (1e-4, 1e-2)

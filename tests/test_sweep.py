@@ -237,3 +237,17 @@ def test_resume_after_a_killed_driver_keeps_finished_trials(tiny_data, space_fil
 def _result_lines(sweep_dir: Path, trial_id: str) -> int:
     (folder,) = glob.glob(str(sweep_dir / f"run_trial_{trial_id}_*"))
     return len(Path(folder, "result.json").read_text().splitlines())
+
+
+def test_default_names_are_new_per_run_and_resume_finds_the_latest(tmp_path):
+    from asd.sweep.runner import _default_name
+
+    with pytest.raises(AsdError, match="nothing to resume"):
+        _default_name("smoke", tmp_path, resume=True)
+    first = _default_name("smoke", tmp_path, resume=False)
+    assert first.startswith("smoke-")
+    (tmp_path / "smoke-20260101-000000").mkdir()
+    time.sleep(0.01)
+    (tmp_path / "smoke-20260102-000000").mkdir()
+    (tmp_path / "other-20260103-000000").mkdir()
+    assert _default_name("smoke", tmp_path, resume=True) == "smoke-20260102-000000"

@@ -100,8 +100,8 @@ def run_sweep(settings: SweepSettings) -> SweepResult:
         load_epoch_hook(settings.epoch_hook)  # a typo fails here, not in every trial
     workdir = settings.workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    name = settings.name or space.name
     storage = Path(settings.storage_path or workdir / "ray_results").resolve()
+    name = settings.name or _default_name(space.name, storage, settings.resume)
     sweep_dir = storage / name
     if settings.resume and not sweep_dir.exists():
         raise AsdError(f"nothing to resume: no sweep '{name}' in {storage}")
@@ -261,6 +261,19 @@ def workers_per_trial(settings: SweepSettings) -> int:
             "one GPU, so give the same number (or leave --workers-per-trial out)"
         )
     return workers
+
+
+def _default_name(space_name: str, storage: Path, resume: bool) -> str:
+    """A new sweep: ``<space>-<time>``; ``--resume`` without a name: the latest of that space."""
+    if not resume:
+        return f"{space_name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    earlier = sorted(
+        (p for p in storage.glob(f"{space_name}-*") if p.is_dir()), key=lambda p: p.stat().st_mtime
+    )
+    if not earlier:
+        raise AsdError(f"nothing to resume: no sweep of space '{space_name}' in {storage}")
+    log.info("resuming the latest sweep of space '%s': %s", space_name, earlier[-1].name)
+    return earlier[-1].name
 
 
 def _init_ray(settings: SweepSettings) -> None:

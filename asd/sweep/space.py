@@ -158,6 +158,7 @@ def _parse_param(key: str, spec: Any, source: str) -> Param:
         raise AsdError(f"{where}: {kind} needs a non-empty list")
     if kind == "choice":
         return Param(key, kind, tuple(values))
+    values = [_number(v) for v in values]  # YAML reads 1e-3 (no dot) as a string
     if len(values) != 2 or not all(_is_number(v) for v in values):
         raise AsdError(f"{where}: {kind} needs [low, high] numbers, got {values}")
     low, high = values
@@ -197,6 +198,16 @@ def _check_corners(space: SearchSpace, source: str) -> None:
         except AsdError as exc:
             shown = ", ".join(f"{k}={v}" for k, v in sampled.items())
             raise AsdError(f"{source}: impossible combination ({shown}): {exc}") from None
+
+
+def _number(value: Any) -> Any:
+    """``"1e-3"`` -> 0.001; anything else unchanged (and rejected later if not a number)."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
 
 
 def _is_number(value: Any) -> bool:
