@@ -18,7 +18,7 @@ install: $(BIN)/.installed
 
 # The README demo: a smoke sweep with in-process Ray, a local MLflow store and synthetic data.
 demo: install
-	$(BIN)/asd sweep --space search_spaces/smoke.yaml --name demo-$$(date +%Y%m%d-%H%M%S) --promote
+	$(BIN)/asd sweep --space search_spaces/smoke.yaml --promote
 	@echo "browse it: $(BIN)/mlflow ui --backend-store-uri sqlite:///$$(pwd)/asd-work/mlflow.db"
 
 # The detector alone: synthesise, train, evaluate with both estimators.
