@@ -118,7 +118,8 @@ def _health_problem(uri: str, timeout_s: float) -> str | None:
     """Why ``<uri>/health`` does not answer 200 (``None`` when it does)."""
     parts = urllib.parse.urlsplit(uri)
     # urllib cannot take user:password@ in the host: send it as Basic auth instead.
-    bare = parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else ""))
+    host = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
+    bare = parts._replace(netloc=host)
     request = urllib.request.Request(urllib.parse.urlunsplit(bare).rstrip("/") + "/health")
     if parts.username is not None:
         token = base64.b64encode(f"{parts.username}:{parts.password or ''}".encode()).decode()

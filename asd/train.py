@@ -244,7 +244,7 @@ def train(
     encoder.to(device)
     if channels_last:
         encoder.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    fused = {"fused": True} if on_cuda else {}  # one kernel for the whole update on the GPU
+    fused: dict[str, Any] = {"fused": True} if on_cuda else {}  # one kernel per update on GPU
     optimizer = torch.optim.Adam(
         encoder.parameters(), lr=t.lr, weight_decay=t.weight_decay, **fused
     )
