@@ -180,7 +180,7 @@ class MahalanobisScorer(BaseEstimator):
         if not reason:
             reason = _singular(est.covariance_)
         if reason:
-            log.warning("%s: %s; using LedoitWolf shrinkage", name, reason)
+            _warn_once(f"{name}: {reason}; using LedoitWolf shrinkage")
             est = LedoitWolf().fit(z)
             if not np.trace(est.covariance_) > 0:
                 raise AsdError(f"{name}: all {n} normal train embeddings are identical")
@@ -336,3 +336,13 @@ def write_submission(
             )
             paths.append(path)
     return paths
+
+
+_WARNED: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    """A fallback note once per process: a sweep refits every epoch and would repeat it."""
+    if message not in _WARNED:
+        _WARNED.add(message)
+        log.warning(message)
