@@ -1275,6 +1275,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Local defaults, as the CLI sets them: no Ray token auth, no MLflow telemetry.
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     args = parse_args(argv)
     from asd.train import resolve_device
 
