@@ -107,6 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="mean-logmel: the untrained reference (clip-mean log-mel + Mahalanobis)",
     )
     evaluate.add_argument("--estimator", choices=["ml", "elliptic", "both"], default="both")
+    evaluate.add_argument(
+        "--embed-from",
+        choices=["backbone", "projection"],
+        help="score on this vector instead of the encoder's own choice (same weights)",
+    )
     evaluate.add_argument("--out", type=Path, help="folder for CSVs and plots")
     evaluate.add_argument("--tracking-uri", help="MLflow URI for models:/ encoders")
     evaluate.add_argument("--device", default="auto")
@@ -279,7 +284,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     else:
         if not args.encoder:
             raise AsdError("--encoder is required (or --embedding mean-logmel)")
-        encoder, cfg, _ = resolve_encoder(args.encoder, args.tracking_uri)
+        encoder, cfg, _ = resolve_encoder(args.encoder, args.tracking_uri, args.workdir)
+        if args.embed_from:
+            cfg = cfg.with_overrides({"encoder.embed_from": args.embed_from})
+            encoder.cfg = cfg.encoder
         features = load_feature_set(args, cfg.features)
         evaluation = evaluate_encoder(
             encoder,
@@ -311,7 +319,7 @@ def cmd_score(args: argparse.Namespace) -> int:
             paths.append(item)
         else:
             raise AsdError(f"{item} does not exist")
-    encoder, cfg, _ = resolve_encoder(args.encoder, args.tracking_uri)
+    encoder, cfg, _ = resolve_encoder(args.encoder, args.tracking_uri, args.workdir)
     args.machines = [args.machine]
     features = load_feature_set(args, cfg.features)
     table = score_new_clips(
@@ -324,7 +332,9 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
-def resolve_encoder(spec: str, tracking_uri: str | None) -> tuple[Any, Any, dict[str, Any]]:
+def resolve_encoder(
+    spec: str, tracking_uri: str | None, workdir: Path = DEFAULT_WORKDIR
+) -> tuple[Any, Any, dict[str, Any]]:
     """Load an encoder from a file, a run folder, or the MLflow registry (``models:/``)."""
     from asd.encoder import load_encoder
 
@@ -339,7 +349,7 @@ def resolve_encoder(spec: str, tracking_uri: str | None) -> tuple[Any, Any, dict
             raise AsdError(
                 f"{spec}: expected models:/<name>@<alias>, e.g. models:/asd-encoder@champion"
             )
-        path = download_champion(uri, name, DEFAULT_WORKDIR / "models" / name / alias, alias=alias)
+        path = download_champion(uri, name, Path(workdir) / "models" / name / alias, alias=alias)
     else:
         path = Path(spec)
         if path.is_dir():

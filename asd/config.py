@@ -84,8 +84,12 @@ class EncoderConfig:
     """Output size of the projection head (the contrastive space)."""
     head_hidden_dim: int = 512
     """Hidden width of the projection head."""
-    embed_from: str = "projection"
-    """Which vector scoring uses: 'projection' (128-d head output) or 'backbone' (512-d)."""
+    embed_from: str = "backbone"
+    """Which vector scoring uses: 'backbone' (512-d, before the head) or 'projection' (128-d).
+
+    The head is trained to be invariant to the augmentations and discards detail anomalies
+    live in; on the synthetic set the backbone scored 67.6 % vs 57.4 % (same weights).
+    """
 
 
 @dataclass(frozen=True)

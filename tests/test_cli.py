@@ -236,3 +236,34 @@ def test_score_rejects_missing_files(data, trained, tmp_path, capsys):
     )
     assert code == 2
     assert "nope.wav does not exist" in capsys.readouterr().err
+
+
+def test_evaluate_can_score_on_either_vector_of_the_same_weights(data, trained, tmp_path):
+    import pandas as pd
+
+    work, run = trained
+    scores = {}
+    for where in ("backbone", "projection"):
+        out = tmp_path / where
+        code = main(
+            [
+                "evaluate",
+                "--data",
+                str(data),
+                "--workdir",
+                str(work),
+                "--encoder",
+                str(run),
+                "--estimator",
+                "ml",
+                "--embed-from",
+                where,
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        assert code == 0
+        scores[where] = pd.read_csv(out / "ml" / "scores.csv")["anomaly_score"].to_numpy()
+    assert len(scores["backbone"]) == len(scores["projection"])
+    assert not (scores["backbone"] == scores["projection"]).all()

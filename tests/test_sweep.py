@@ -251,3 +251,30 @@ def test_default_names_are_new_per_run_and_resume_finds_the_latest(tmp_path):
     (tmp_path / "smoke-20260102-000000").mkdir()
     (tmp_path / "other-20260103-000000").mkdir()
     assert _default_name("smoke", tmp_path, resume=True) == "smoke-20260102-000000"
+
+
+def test_the_champion_is_used_by_evaluate(finished_sweep, tiny_data, capsys):
+    from asd.cli import main
+
+    settings, _ = finished_sweep
+    _, uri = _client(settings.workdir)
+    code = main(
+        [
+            "evaluate",
+            "--data",
+            str(tiny_data),
+            "--workdir",
+            str(settings.workdir),
+            "--encoder",
+            "models:/asd-encoder@champion",
+            "--tracking-uri",
+            uri,
+            "--estimator",
+            "ml",
+            "--quiet",
+        ]
+    )
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "encoder models:/asd-encoder@champion" in out and "official score" in out
+    assert (settings.workdir / "models" / "asd-encoder" / "champion").is_dir()
