@@ -30,7 +30,12 @@ def logged(tmp_path_factory):
     sweep = tracker.start_sweep("sweep", {})
     trial = tracker.start_trial(sweep, "trial", {})
     cfg = Config().with_overrides(
-        {"encoder.embedding_dim": 8, "encoder.head_hidden_dim": 16, "features.n_mels": N_MELS}
+        {
+            "encoder.embedding_dim": 8,
+            "encoder.head_hidden_dim": 16,
+            "encoder.embed_from": "projection",
+            "features.n_mels": N_MELS,
+        }
     )
     torch.manual_seed(0)
     encoder = Encoder(cfg.encoder, N_MELS)
