@@ -27,6 +27,7 @@ detector-demo: install
 	$(BIN)/asd train --data asd-work/synthetic --preset smoke --out asd-work/runs/detector-demo
 	$(BIN)/asd evaluate --data asd-work/synthetic --encoder asd-work/runs/detector-demo \
 		--estimator both --out asd-work/runs/detector-demo/evaluation
+	$(BIN)/asd evaluate --data asd-work/synthetic --embedding mean-logmel
 
 lint: install
 	$(BIN)/ruff check asd tests benchmarks jobs
