@@ -147,10 +147,12 @@ def _health_problem(uri: str, timeout_s: float) -> str | None:
 def redact_uri(uri: str) -> str:
     """The URI with any password replaced by ``***``: safe for messages and logs."""
     parts = urllib.parse.urlsplit(uri)
-    if parts.password is None:
+    if parts.username is None:
         return uri
     host = parts.netloc.rsplit("@", 1)[-1]
-    return urllib.parse.urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+    # user:password@ keeps the user; a lone token@ is the secret itself
+    userinfo = f"{parts.username}:***" if parts.password is not None else "***"
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{userinfo}@{host}"))
 
 
 def check_tracking(uri: str, timeout_s: float = 5.0) -> None:

@@ -209,3 +209,12 @@ def test_environment_secrets_are_not_read_by_the_package():
         assert key not in source, key
     assert "os.environ.copy()" not in source and "dict(os.environ)" not in source
     assert os.environ.get("AWS_SECRET_ACCESS_KEY") not in SECRETS.values()
+
+
+def test_redact_uri_masks_passwords_and_lone_tokens():
+    from asd.tracking import redact_uri
+
+    assert redact_uri("http://alice:s3cret@host:5000/x") == "http://alice:***@host:5000/x"
+    assert redact_uri("https://t0ken@host") == "https://***@host"
+    assert redact_uri("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
+    assert redact_uri("sqlite:////tmp/mlflow.db") == "sqlite:////tmp/mlflow.db"

@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -419,6 +419,7 @@ def _register(
 ) -> None:
     """Log the winner as an MLflow model, register it, and promote it when asked."""
     from asd.registry import promote, register_encoder
+    from asd.tracking import redact_uri
 
     scores = result.holdout_scores or result.tune_scores
     estimator = max(("ml", "elliptic"), key=lambda e: scores.get(f"{e}.hmean", float("-inf")))
@@ -428,7 +429,7 @@ def _register(
         # MLflow went down: the encoder waits in the journal and the registry cannot be reached.
         # Finish the sweep (every result is kept) and say how to register later.
         result.deferred = (
-            f"MLflow at {_redact(tracker.tracking_uri)} was unreachable, so the winner is not "
+            f"MLflow at {redact_uri(tracker.tracking_uri)} was unreachable, so the winner is not "
             f"registered yet: run `asd sync --name {result.name}`, then "
             f"`asd sweep --name {result.name} --resume` to register it"
             + (" (with --promote to promote it)" if settings.promote else "")
@@ -501,19 +502,3 @@ def format_summary(result: SweepResult) -> str:
             f"wall {result.wall_s:.0f}s, training {result.train_s:.0f}s summed over trials"
         )
     return "\n".join(lines)
-
-
-def _redact(uri: str) -> str:
-    """A URI without the password of its ``user:password@`` part (safe to print and log)."""
-    scheme, sep, rest = uri.partition("://")
-    userinfo, at, host = rest.partition("@")
-    if not sep or not at or "/" in userinfo:
-        return uri
-    return f"{scheme}://{userinfo.partition(':')[0]}:***@{host}"
-
-
-def settings_to_json(settings: SweepSettings) -> str:
-    """Settings as JSON (paths as strings), saved beside the sweep for `--resume`."""
-    return json.dumps(
-        {k: str(v) if isinstance(v, Path) else v for k, v in asdict(settings).items()}
-    )
