@@ -53,6 +53,18 @@ def _need(results: pd.DataFrame, columns: tuple[str, ...]) -> None:
         raise AsdError("plot: results have no rows")
 
 
+def _machine_panels(results: pd.DataFrame) -> tuple[Any, list[tuple[Any, str, Any, Any, Any]]]:
+    """A figure with one panel per machine, and per panel (ax, machine, rows, labels, scores)."""
+    machines = sorted(results["machine"].astype(str).unique())
+    fig, axes = _figure(len(machines))
+    panels = []
+    for ax, machine in zip(axes, machines, strict=True):
+        part = results[results["machine"].astype(str) == machine]
+        y = anomaly_labels(part["label"])
+        panels.append((ax, machine, part, y, part["anomaly_score"].to_numpy(dtype=float)))
+    return fig, panels
+
+
 def roc_curves(results: pd.DataFrame, path: str | Path) -> Path:
     """ROC curves per machine: source and target normals, each against all anomalies.
 
@@ -61,12 +73,8 @@ def roc_curves(results: pd.DataFrame, path: str | Path) -> Path:
     from sklearn.metrics import roc_auc_score, roc_curve
 
     _need(results, ("machine", "domain", "label", "anomaly_score"))
-    machines = sorted(results["machine"].astype(str).unique())
-    fig, axes = _figure(len(machines))
-    for ax, machine in zip(axes, machines, strict=True):
-        part = results[results["machine"].astype(str) == machine]
-        y = anomaly_labels(part["label"])
-        s = part["anomaly_score"].to_numpy(dtype=float)
+    fig, panels = _machine_panels(results)
+    for ax, machine, part, y, s in panels:
         domain = part["domain"].astype(str).to_numpy()
         ax.axvspan(0, 0.1, color="0.9", label="pAUC range")
         ax.plot([0, 1], [0, 1], color="0.6", lw=0.8, ls=":")
@@ -98,12 +106,8 @@ def score_histograms(
     ``(machine, section)``) or else from a ``threshold`` column of ``results``.
     """
     _need(results, ("machine", "label", "anomaly_score"))
-    machines = sorted(results["machine"].astype(str).unique())
-    fig, axes = _figure(len(machines))
-    for ax, machine in zip(axes, machines, strict=True):
-        part = results[results["machine"].astype(str) == machine]
-        y = anomaly_labels(part["label"])
-        s = part["anomaly_score"].to_numpy(dtype=float)
+    fig, panels = _machine_panels(results)
+    for ax, machine, part, y, s in panels:
         bins = np.histogram_bin_edges(s, bins=30)
         ax.hist(s[y == 0], bins=bins, alpha=0.6, color=_COLOURS["normal"], label="normal")
         ax.hist(s[y == 1], bins=bins, alpha=0.6, color="tab:red", label="anomaly")

@@ -83,6 +83,14 @@ def trained(data, tmp_path_factory):
     return work, run
 
 
+def evaluate(data, work, run, *flags):
+    """`asd evaluate` of the trained encoder on the tiny set; returns the exit code."""
+    return main(
+        ["evaluate", "--data", str(data), "--workdir", str(work), "--encoder", str(run),
+         "--quiet", *flags]
+    )  # fmt: skip
+
+
 def test_train_saves_encoder_config_and_history(trained):
     _, run = trained
     assert (run / "encoder.pt").stat().st_size > 0
@@ -94,22 +102,7 @@ def test_train_saves_encoder_config_and_history(trained):
 def test_evaluate_prints_both_estimators_and_writes_submission(data, trained, tmp_path, capsys):
     work, run = trained
     out = tmp_path / "eval"
-    code = main(
-        [
-            "evaluate",
-            "--data",
-            str(data),
-            "--workdir",
-            str(work),
-            "--encoder",
-            str(run),
-            "--estimator",
-            "both",
-            "--out",
-            str(out),
-            "--quiet",
-        ]
-    )
+    code = evaluate(data, work, run, "--estimator", "both", "--out", str(out))
     assert code == 0
     printed = capsys.readouterr().out
     assert "estimator ml (EmpiricalCovariance)" in printed
@@ -167,25 +160,7 @@ def test_score_new_clips_agrees_with_evaluate(data, trained, tmp_path):
     import pandas as pd
 
     work, run = trained
-    assert (
-        main(
-            [
-                "evaluate",
-                "--data",
-                str(data),
-                "--workdir",
-                str(work),
-                "--encoder",
-                str(run),
-                "--estimator",
-                "ml",
-                "--out",
-                str(tmp_path / "eval"),
-                "--quiet",
-            ]
-        )
-        == 0
-    )
+    assert evaluate(data, work, run, "--estimator", "ml", "--out", str(tmp_path / "eval")) == 0
     evaluated = pd.read_csv(tmp_path / "eval" / "ml" / "scores.csv")
     evaluated = evaluated[evaluated["machine"] == "fan"].set_index("clip")["anomaly_score"]
     out = tmp_path / "scored.csv"
@@ -245,24 +220,8 @@ def test_evaluate_can_score_on_either_vector_of_the_same_weights(data, trained, 
     scores = {}
     for where in ("backbone", "projection"):
         out = tmp_path / where
-        code = main(
-            [
-                "evaluate",
-                "--data",
-                str(data),
-                "--workdir",
-                str(work),
-                "--encoder",
-                str(run),
-                "--estimator",
-                "ml",
-                "--embed-from",
-                where,
-                "--out",
-                str(out),
-                "--quiet",
-            ]
-        )
+        flags = ("--estimator", "ml", "--embed-from", where, "--out", str(out))
+        code = evaluate(data, work, run, *flags)
         assert code == 0
         scores[where] = pd.read_csv(out / "ml" / "scores.csv")["anomaly_score"].to_numpy()
     assert len(scores["backbone"]) == len(scores["projection"])
