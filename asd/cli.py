@@ -164,7 +164,7 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> Any:
     """The preset, then --config, then --set, each validated."""
-    from asd.config import Config, preset
+    from asd.config import preset
 
     cfg = preset(args.preset)
     if args.config:
@@ -178,7 +178,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
         if not sep:
             raise AsdError(f"--set {item!r}: expected KEY=VALUE")
         overrides[key] = _parse_value(value)
-    return cfg.with_overrides(overrides) if overrides else Config.from_flat(cfg.to_flat())
+    return cfg.with_overrides(overrides)  # validates, also with no overrides
 
 
 def _parse_value(text: str) -> Any:

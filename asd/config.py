@@ -231,7 +231,7 @@ class Config:
             (t.crop_frames >= 8, "train.crop_frames must be at least 8"),
             (s.estimator in ESTIMATORS, f"scoring.estimator must be one of {ESTIMATORS}"),
             (
-                s.domain_strategy in ("min", "pooled"),
+                s.domain_strategy in DOMAIN_STRATEGIES,
                 "scoring.domain_strategy must be 'min' or 'pooled'",
             ),
             (0 < s.threshold_quantile < 1, "scoring.threshold_quantile must be in (0, 1)"),
@@ -256,6 +256,9 @@ RECIPES = ("pitch_up", "pitch_down", "noise", "mask_short", "mask_long")
 
 ESTIMATORS = ("ml", "elliptic")
 """Covariance estimators: maximum likelihood and the robust elliptic envelope."""
+
+DOMAIN_STRATEGIES = ("min", "pooled")
+"""'min': shared covariance, nearest domain centre; 'pooled': one Gaussian per section."""
 
 
 def _coerce(key: str, value: Any, hint: Any) -> Any:

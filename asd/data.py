@@ -206,9 +206,12 @@ def _lookup_truth(
     domain = domains.get(path.name) if domains else None
     if labels is not None and label is None:
         raise AsdError(f"{path.name} is missing from the ground truth of {machine}")
-    if label is None and ("warn-truth", machine) not in _warned:
-        _warned.add(("warn-truth", machine))
-        log.warning("no ground truth for %s section %02d: labels stay 'unknown'", machine, section)
+    if label is None:
+        _note(
+            "warn-truth",
+            machine,
+            f"no ground truth for {machine} section {section:02d}: labels stay 'unknown'",
+        )
     return domain or "unknown", label or "unknown"
 
 
@@ -272,6 +275,11 @@ def _note(kind: str, path: str | Path, message: str) -> None:
     if key not in _warned:
         _warned.add(key)
         log.warning(message)
+
+
+def normal_train_mask(index: pd.DataFrame) -> np.ndarray:
+    """Rows an encoder, a scorer and feature statistics may learn from: normal train clips."""
+    return ((index["split"] == "train") & (index["label"] == "normal")).to_numpy()
 
 
 def fingerprint(index: pd.DataFrame) -> str:

@@ -113,7 +113,7 @@ class LogMel(nn.Module):
 def _normal_train_mask(index: pd.DataFrame) -> np.ndarray:
     """Rows the normalisation stats come from: normal train clips, else every clip."""
     if {"split", "label"} <= set(index.columns):
-        mask = ((index["split"] == "train") & (index["label"] == "normal")).to_numpy()
+        mask = data.normal_train_mask(index)
         if mask.any():
             return mask
     return np.ones(len(index), dtype=bool)

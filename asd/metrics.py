@@ -94,7 +94,11 @@ def official_score(results: pd.DataFrame) -> dict[str, float]:
     ``pauc``: each the *harmonic* mean of that metric over sections (the evaluator's summary
     row). ``n_sections``: how many sections went in.
     """
-    table = section_scores(results)
+    return summarize(section_scores(results))
+
+
+def summarize(table: pd.DataFrame) -> dict[str, float]:
+    """:func:`official_score` from a ready :func:`section_scores` table (no AUC recomputed)."""
     out = {"hmean": harmonic_mean(table[list(METRICS)].to_numpy().ravel())}
     for metric in METRICS:
         out[metric] = harmonic_mean(table[metric])

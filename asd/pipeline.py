@@ -15,8 +15,10 @@ import numpy as np
 import pandas as pd
 
 from asd.config import ESTIMATORS, Config
+from asd.data import normal_train_mask
 from asd.errors import AsdError
 from asd.features import FeatureSet
+from asd.metrics import METRICS
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +33,7 @@ class EstimatorResult:
     results: pd.DataFrame
     """One row per test clip: META_COLUMNS + anomaly_score, decision, threshold."""
     table: pd.DataFrame
-    """One row per (machine, section) with labels: auc_source, auc_target, pauc, hmean."""
+    """One row per (machine, section) with labels: auc_source, auc_target, pauc, n_clips."""
     summary: dict[str, float]
     """Official score: hmean over every machine and section, plus mean AUCs and pAUC."""
     fallbacks: dict[str, str] = field(default_factory=dict)
@@ -51,15 +53,10 @@ class Evaluation:
                 flat[f"{prefix}{name}.{key}"] = float(value)
             for _, row in res.table.iterrows():
                 tag = f"{row['machine']}.s{int(row['section']):02d}"
-                for key in ("auc_source", "auc_target", "pauc", "hmean"):
-                    if key in row and pd.notna(row[key]):
+                for key in METRICS:
+                    if pd.notna(row[key]):
                         flat[f"{prefix}{name}.{tag}.{key}"] = float(row[key])
         return flat
-
-
-def normal_train_mask(index: pd.DataFrame) -> np.ndarray:
-    """Rows an encoder and a scorer may learn from: normal clips of the train split."""
-    return ((index["split"] == "train") & (index["label"] == "normal")).to_numpy()
 
 
 def labelled_test_mask(index: pd.DataFrame) -> np.ndarray:
@@ -114,7 +111,7 @@ def evaluate_embeddings(
     ``machines`` restricts scoring to those machine types (the tuning group of a sweep);
     with ``out_dir``, the DCASE submission CSVs go to ``out_dir/<estimator>/``.
     """
-    from asd.metrics import official_score, section_scores
+    from asd.metrics import section_scores, summarize
     from asd.scoring import MahalanobisScorer, write_submission
 
     if len(embeddings) != len(index):
@@ -149,7 +146,7 @@ def evaluate_embeddings(
         scored = results.loc[labelled[test_rows]]
         if len(scored):
             table = section_scores(scored)
-            summary = official_score(scored)
+            summary = summarize(table)
         else:
             table, summary = pd.DataFrame(), {}
         by_estimator[estimator] = EstimatorResult(
@@ -267,8 +264,7 @@ def score_new_clips(
             "label": "unknown",
         }
     )
-    new_set = FeatureSet.from_arrays(mels, meta, cfg.features)
-    new_set.mean, new_set.std = features.mean, features.std
+    new_set = FeatureSet.from_arrays(mels, meta, cfg.features)  # the encoder normalises
     scoring = cfg.with_overrides({"scoring.estimator": estimator}).scoring
     scorer = MahalanobisScorer.from_config(scoring).fit(
         embed_clips(encoder, train_set, device=device), train_set.index

@@ -25,15 +25,11 @@ import pandas as pd
 from sklearn.base import BaseEstimator
 from sklearn.covariance import EllipticEnvelope, EmpiricalCovariance, LedoitWolf
 
-from asd.config import ScoringConfig
+from asd.config import DOMAIN_STRATEGIES, ESTIMATORS, ScoringConfig
 from asd.errors import AsdError
 
 log = logging.getLogger(__name__)
 
-ESTIMATORS = ("ml", "elliptic")
-"""'ml': maximum-likelihood covariance; 'elliptic': robust MCD (EllipticEnvelope)."""
-DOMAIN_STRATEGIES = ("min", "pooled")
-"""'min': shared covariance, nearest domain centre; 'pooled': one Gaussian per section."""
 
 _SINGULAR_RTOL = 1e-10
 """A covariance whose smallest eigenvalue is below this times its largest counts as singular."""
