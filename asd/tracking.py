@@ -698,7 +698,7 @@ class Tracker:
                 raise
             if _is_unavailable(err):
                 raise AsdError(
-                    f"lost MLflow at {self.tracking_uri} during {entry['op']} "
+                    f"lost MLflow at {redact_uri(self.tracking_uri)} during {entry['op']} "
                     f"({_one_line(err)}): pass a journal folder to keep training through outages"
                 ) from err
             raise AsdError(f"MLflow refused {entry['op']}: {_one_line(err)}") from err
@@ -718,8 +718,8 @@ class Tracker:
         problem = _health_problem(self.tracking_uri, self.probe_timeout_s)
         if problem is not None and self.journal_file is None:
             raise AsdError(
-                f"lost MLflow at {self.tracking_uri} ({problem}): start the server, or pass "
-                "a journal folder to keep training through outages"
+                f"lost MLflow at {redact_uri(self.tracking_uri)} ({problem}): start the server, "
+                "or pass a journal folder to keep training through outages"
             )
         return problem is None
 
@@ -751,7 +751,7 @@ class Tracker:
                 if not self._pending:
                     log.warning(
                         "MLflow at %s unavailable: journalling to %s; replay with sync_journal",
-                        self.tracking_uri,
+                        redact_uri(self.tracking_uri),
                         self.journal_file,
                     )
                 _keep_blobs(self.journal_file, entry)  # type: ignore[arg-type]
@@ -819,7 +819,7 @@ def sync_journal(journal_dir: Path, tracking_uri: str) -> SyncReport:
         except Exception as err:
             if _is_unavailable(err):
                 raise AsdError(
-                    f"lost MLflow at {tracking_uri} while replaying {path.name} "
+                    f"lost MLflow at {redact_uri(tracking_uri)} while replaying {path.name} "
                     f"#{entry['seq']} ({_one_line(err)}): run the sync again later"
                 ) from err
             log.warning("journal: MLflow refused %s #%d: %s", entry["op"], entry["seq"], err)

@@ -7,6 +7,7 @@
 Flags are those of `asd sweep`. The data path, the tracking URI and the work folder may come
 from the environment instead (ASD_DATA, MLFLOW_TRACKING_URI, ASD_WORKDIR): the job's working
 directory is a temporary upload, so the work folder defaults to ~/asd-work on the head node.
+(`asd sweep` itself reads MLFLOW_TRACKING_URI when no --tracking-uri is given.)
 The job checks MLflow and the data before any training and fails at once if either is missing.
 """
 
@@ -26,8 +27,6 @@ def job_argv(argv: list[str], env: dict[str, str]) -> list[str]:
     args = ["sweep", *argv]
     if "--data" not in argv and env.get("ASD_DATA"):
         args += ["--data", env["ASD_DATA"]]
-    if "--tracking-uri" not in argv and env.get("MLFLOW_TRACKING_URI"):
-        args += ["--tracking-uri", env["MLFLOW_TRACKING_URI"]]
     if "--workdir" not in argv:
         args += ["--workdir", env.get("ASD_WORKDIR", str(Path.home() / "asd-work"))]
     return args

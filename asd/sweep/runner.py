@@ -98,6 +98,7 @@ def run_sweep(settings: SweepSettings) -> SweepResult:
     space = load_space(settings.space)
     if settings.epoch_hook:
         load_epoch_hook(settings.epoch_hook)  # a typo fails here, not in every trial
+    workers = workers_per_trial(settings)  # a bad GPU/worker pair fails before any work
     workdir = settings.workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     storage = Path(settings.storage_path or workdir / "ray_results").resolve()
@@ -143,7 +144,7 @@ def run_sweep(settings: SweepSettings) -> SweepResult:
         journal_dir=str(workdir / "journal" / name),
         device=settings.device,
         epoch_hook=settings.epoch_hook,
-        workers_per_trial=workers_per_trial(settings),
+        workers_per_trial=workers,
         use_gpu=settings.gpus_per_trial > 0,
         cpus_per_worker=settings.cpus_per_trial,
     )
@@ -155,7 +156,6 @@ def run_sweep(settings: SweepSettings) -> SweepResult:
         summary=summary,
         best_trial_id=None,
         best_run_id=None,
-        wall_s=time.monotonic() - start,
         train_s=float(summary.get("train_s", pd.Series(dtype=float)).sum()),
     )
     _finalise_runs(tracker, summary)
@@ -386,9 +386,7 @@ def _finalise_runs(tracker: Any, summary: pd.DataFrame) -> None:
         run_id = row.get("mlflow_run_id")
         if not isinstance(run_id, str):
             continue
-        if row["status"] == "finished":
-            tracker.finish(run_id, status="FINISHED")
-        elif row["status"] == "stopped_early":
+        if row["status"] == "stopped_early":
             tracker.set_tags(run_id, {"asd.status": "stopped_early_by_asha"})
             tracker.finish(run_id, status="KILLED")
         elif row["status"] == "error":

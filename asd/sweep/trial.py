@@ -72,7 +72,7 @@ def run_trial(params: dict[str, Any], setup: TrialSetup) -> None:
 
     from asd.features import load_features
     from asd.pipeline import train_encoder
-    from asd.tracking import Tracker
+    from asd.tracking import TAG_SWEEP, Tracker
 
     cfg = setup.base_config.with_overrides(params)
     context = tune.get_context()
@@ -87,7 +87,7 @@ def run_trial(params: dict[str, Any], setup: TrialSetup) -> None:
         trial_id,
         params=cfg.to_flat(),
         tags={
-            "asd.sweep_id": setup.sweep_id,
+            TAG_SWEEP: setup.sweep_id,
             "asd.data_fingerprint": setup.data_fingerprint,
             "asd.tune_machines": ",".join(setup.tune_machines),
         },
