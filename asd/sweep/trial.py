@@ -78,8 +78,7 @@ def run_trial(params: dict[str, Any], setup: TrialSetup) -> None:
     context = tune.get_context()
     trial_id = context.get_trial_id()
     features = load_features(setup.features_path)
-    tune_rows = features.index["machine"].isin(list(setup.tune_machines)).to_numpy()
-    validation = features.subset(tune_rows.nonzero()[0])
+    validation = _validation(features, setup.tune_machines)
 
     tracker = Tracker(setup.tracking_uri, setup.experiment, journal_dir=Path(setup.journal_dir))
     run_id = tracker.start_trial(
@@ -99,8 +98,6 @@ def run_trial(params: dict[str, Any], setup: TrialSetup) -> None:
     ckpt_dir = scratch / "checkpoints"
     ckpt_dir.mkdir()
     trial_dir = Path(context.get_trial_dir())
-    work = trial_dir / "artifacts"
-    work.mkdir(parents=True, exist_ok=True)
     restored = tune.get_checkpoint()
     if restored is not None:
         with restored.as_directory() as folder:
@@ -135,10 +132,9 @@ def run_trial(params: dict[str, Any], setup: TrialSetup) -> None:
                 resume_from=ckpt_dir if restored is not None else None,
             )
         else:
-            train_rows = features.index["split"].eq("train").to_numpy()
-            train_encoder(
+            train_encoder(  # it picks the normal train clips itself
                 cfg,
-                features.subset(train_rows.nonzero()[0]),
+                features,
                 device=setup.device,
                 report=report,
                 checkpoint_dir=ckpt_dir,
@@ -186,9 +182,7 @@ class EpochReport:
         if self.validation is None:
             from asd.features import load_features
 
-            features = load_features(setup.features_path)
-            tune_rows = features.index["machine"].isin(list(setup.tune_machines)).to_numpy()
-            self.validation = features.subset(tune_rows.nonzero()[0])
+            self.validation = _validation(load_features(setup.features_path), setup.tune_machines)
         if setup.epoch_hook:
             load_epoch_hook(setup.epoch_hook)(self.trial_id, epoch, self.trial_dir)
         self.timings["train_s"] += time.time() - self.epoch_start
@@ -249,6 +243,11 @@ def _log_final(
     tracker.log_artifact(run_id, encoder_path, artifact_path="encoder")
     winner = max(evaluation.by_estimator.values(), key=lambda r: r.summary["hmean"])
     tracker.set_tags(run_id, {"asd.best_estimator": winner.estimator})
+
+
+def _validation(features: Any, machines: tuple[str, ...]) -> Any:
+    """The clips of the tuned machine types: what every epoch is validated on."""
+    return features.subset(features.index["machine"].isin(list(machines)).to_numpy().nonzero()[0])
 
 
 def _is_number(value: Any) -> bool:
