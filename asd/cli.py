@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_sub = data.add_subparsers(metavar="ACTION")
     synth = data_sub.add_parser("synth", help="write a synthetic data set in the DCASE layout")
     synth.add_argument("--out", type=Path, required=True, help="folder to write")
-    synth.add_argument("--machines", nargs="+", help="machine types (default: the 7 dev types)")
+    synth.add_argument("--machines", nargs="+", action="extend", help="machine types (default: the 7 dev types)")
     synth.add_argument("--train-source", type=int, help="normal source train clips per machine")
     synth.add_argument("--train-target", type=int, help="normal target train clips per machine")
     synth.add_argument(
@@ -91,6 +91,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(train)
     _add_config_args(train)
     train.add_argument("--out", type=Path, help="run folder (default: <workdir>/runs/<time>)")
+    again = train.add_mutually_exclusive_group()
+    again.add_argument(
+        "--resume", action="store_true", help="continue the run in --out (same config and data)"
+    )
+    again.add_argument(
+        "--overwrite", action="store_true", help="replace whatever run --out holds"
+    )
     train.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     train.set_defaults(func=cmd_train)
 
@@ -139,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", type=Path, required=True, help="folder holding dev_data/")
-    p.add_argument("--machines", nargs="+", help="only these machine types")
+    p.add_argument("--machines", nargs="+", action="extend", help="only these machine types")
     p.add_argument("--ground-truth", type=Path, help="eval ground-truth CSV folder")
     p.add_argument(
         "--workdir",
@@ -156,6 +163,7 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--set",
         nargs="+",
+        action="extend",
         default=[],
         metavar="KEY=VALUE",
         help="overrides, e.g. loss.temperature=0.1 train.epochs=5",
@@ -235,29 +243,36 @@ def cmd_train(args: argparse.Namespace) -> int:
     """Train an encoder and save it with its config and history."""
     import pandas as pd
 
-    from asd.data import fingerprint
+    from asd.data import fingerprint, index_dataset
     from asd.encoder import save_encoder
+    from asd.features import extract_features
+    from asd.fingerprint import STORE_NAME
     from asd.pipeline import train_encoder
+    from asd.runfolder import run_folder
 
     cfg = config_from_args(args)
-    features = load_feature_set(args, cfg.features)
     out = args.out or Path(args.workdir) / "runs" / time.strftime("%Y%m%d-%H%M%S")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(cfg.to_flat(), indent=2))
-    start = time.monotonic()
-    result = train_encoder(
-        cfg,
-        features,
-        device=args.device,
-        checkpoint_dir=out / "checkpoints",
-        progress=not args.quiet,
-    )
-    extra = {"data_fingerprint": fingerprint(features.index), "code_version": _code_version()}
-    save_encoder(result.encoder, out / "encoder.pt", cfg, extra)
-    pd.DataFrame(result.history).to_csv(out / "history.csv", index=False)
+    index = index_dataset(args.data, machines=args.machines, ground_truth=args.ground_truth)
+    cache = Path(args.workdir) / "features"
+    data_fp = fingerprint(index, cache / STORE_NAME)
+    mode = "resume" if args.resume else "overwrite" if args.overwrite else "auto"
+    with run_folder(out, cfg.to_flat(), data_fp, mode) as resume:
+        features = extract_features(index, cfg.features, cache, progress=not args.quiet)
+        start = time.monotonic()
+        result = train_encoder(
+            cfg,
+            features,
+            device=args.device,
+            checkpoint_dir=out / "checkpoints",
+            progress=not args.quiet,
+            resume=resume,
+        )
+        extra = {"data_fingerprint": data_fp, "code_version": _code_version()}
+        save_encoder(result.encoder, out / "encoder.pt", cfg, extra)
+        pd.DataFrame(result.history).to_csv(out / "history.csv", index=False)
     print(
-        f"trained {len(result.history)} epochs in {time.monotonic() - start:.0f}s; "
-        f"encoder saved to {out / 'encoder.pt'}"
+        f"{'resumed, ' if resume else ''}trained {len(result.history)} epochs in "
+        f"{time.monotonic() - start:.0f}s; encoder saved to {out / 'encoder.pt'}"
     )
     return 0
 

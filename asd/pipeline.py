@@ -75,6 +75,7 @@ def train_encoder(
     report: Callable[[int, dict[str, float], Any], None] | None = None,
     checkpoint_dir: Path | None = None,
     progress: bool = True,
+    resume: bool = True,
 ) -> Any:
     """Train the contrastive encoder on the normal training clips of ``features``."""
     from asd.train import train
@@ -94,6 +95,7 @@ def train_encoder(
         device=device,
         report=report,
         checkpoint_dir=checkpoint_dir,
+        resume=resume,
         progress=progress,
     )
 

@@ -7,6 +7,7 @@ Odd but usable audio (stereo, another rate, short, long, silent) works, with a l
 where something was changed.
 """
 
+import json
 import logging
 import shutil
 import socket
@@ -240,3 +241,70 @@ def test_credentials_in_a_tracking_uri_never_reach_the_terminal(pristine, tmp_pa
             "--workdir", str(tmp_path / "work"), "--tracking-uri", uri]  # fmt: skip
     err = _fails(capsys, argv, "cannot reach MLflow", "alice:***@127.0.0.1")
     assert "s3cret" not in err
+
+
+# --------------------------------------------------------------------------- run folders
+
+
+def _train(data, tmp_path, out, *extra):
+    return [
+        "train", "--preset", "smoke", "--set", "train.epochs=1", "--data", str(data),
+        "--workdir", str(tmp_path / "work"), "--out", str(out), "--quiet", *extra,
+    ]  # fmt: skip
+
+
+def _snapshot(folder):
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file() and p.name != ".lock"}
+
+
+def test_train_onto_a_run_of_other_data_or_config_is_refused_before_writing(
+    data, tmp_path, capsys
+):
+    run = tmp_path / "run"
+    _works(capsys, _train(data, tmp_path, run))
+    before = _snapshot(run)
+    _rewrite(data, lambda w, r: (0.5 * w, r))  # same names and sizes, other bytes
+    _fails(capsys, _train(data, tmp_path, run), run, "trained on other data", "--overwrite")
+    _fails(capsys, _train(data, tmp_path, run, "--resume"), "other data")
+    _fails(capsys, _train(data, tmp_path, run, "--set", "loss.temperature=0.2"),
+           "config differs in loss.temperature")  # fmt: skip
+    assert _snapshot(run) == before, "nothing in the run folder was touched"
+    out = _works(capsys, _train(data, tmp_path, run, "--overwrite"))
+    assert "resumed" not in out
+    saved = json.loads((run / "run.json").read_text())
+    assert saved["data_fingerprint"] != json.loads(before["run.json"])["data_fingerprint"]
+
+
+def test_train_resumes_only_the_same_run_and_resume_needs_one(data, tmp_path, capsys):
+    run = tmp_path / "run"
+    _fails(capsys, _train(data, tmp_path, run, "--resume"), "nothing to resume", run)
+    _works(capsys, _train(data, tmp_path, run))
+    out = _works(capsys, _train(data, tmp_path, run, "--resume"))
+    assert out.startswith("resumed")
+
+
+def test_every_set_applies_on_every_subcommand():
+    from asd.cli import build_parser, config_from_args
+
+    args = build_parser().parse_args(
+        ["train", "--data", "d", "--set", "train.epochs=1", "--set", "loss.temperature=0.2",
+         "--machines", "fan", "--machines", "slider"]
+    )  # fmt: skip
+    cfg = config_from_args(args)
+    assert (cfg.train.epochs, cfg.loss.temperature) == (1, 0.2)
+    assert args.machines == ["fan", "slider"]
+    sweep = build_parser().parse_args(
+        ["sweep", "--tune-machines", "fan", "--tune-machines", "slider",
+         "--holdout-machines", "valve", "--holdout-machines", "gearbox"]
+    )  # fmt: skip
+    assert sweep.tune_machines == ["fan", "slider"]
+    assert sweep.holdout_machines == ["valve", "gearbox"]
+
+
+def test_a_second_train_into_a_folder_in_use_is_refused(data, tmp_path, capsys):
+    from asd.runfolder import run_folder
+
+    run = tmp_path / "run"
+    with run_folder(run, {"x": 1}, "fp"):  # another `asd train` holds it
+        _fails(capsys, _train(data, tmp_path, run), run, "in use by another asd train")
+    assert json.loads((run / "run.json").read_text())["config"] == {"x": 1}
