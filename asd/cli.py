@@ -72,7 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     data_sub = data.add_subparsers(metavar="ACTION")
     synth = data_sub.add_parser("synth", help="write a synthetic data set in the DCASE layout")
     synth.add_argument("--out", type=Path, required=True, help="folder to write")
-    synth.add_argument("--machines", nargs="+", action="extend", help="machine types (default: the 7 dev types)")
+    synth.add_argument(
+        "--machines", nargs="+", action="extend", help="machine types (default: the 7 dev types)"
+    )
     synth.add_argument("--train-source", type=int, help="normal source train clips per machine")
     synth.add_argument("--train-target", type=int, help="normal target train clips per machine")
     synth.add_argument(
@@ -95,9 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     again.add_argument(
         "--resume", action="store_true", help="continue the run in --out (same config and data)"
     )
-    again.add_argument(
-        "--overwrite", action="store_true", help="replace whatever run --out holds"
-    )
+    again.add_argument("--overwrite", action="store_true", help="replace whatever run --out holds")
     train.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     train.set_defaults(func=cmd_train)
 

@@ -46,9 +46,15 @@ def add_platform_commands(sub: Any) -> None:
         help="data-parallel Ray Train workers per trial (default: --gpus-per-trial when > 1)",
     )
     sweep.add_argument("--max-failures", type=int, default=1, help="retries of a failed trial")
-    sweep.add_argument("--tune-machines", nargs="+", action="extend", help="machine types the search optimises")
     sweep.add_argument(
-        "--holdout-machines", nargs="+", action="extend", default=[], help="machine types only the winner sees"
+        "--tune-machines", nargs="+", action="extend", help="machine types the search optimises"
+    )
+    sweep.add_argument(
+        "--holdout-machines",
+        nargs="+",
+        action="extend",
+        default=[],
+        help="machine types only the winner sees",
     )
     sweep.add_argument("--resume", action="store_true", help="continue an interrupted sweep")
     sweep.add_argument("--promote", action="store_true", help="promote the winner if it is better")

@@ -106,4 +106,3 @@ def content_fingerprint(index: pd.DataFrame, store: Path | None = None) -> str:
         p = Path(path)
         h.update(f"{p.parent.parent.name}/{p.parent.name}/{p.name}:{digest}\n".encode())
     return h.hexdigest()[:16]
-

@@ -151,7 +151,7 @@ def test_the_cache_index_is_never_unpickled(data, tmp_path):
     json.loads((folder / "index.json").read_text())  # plain data
     marker = tmp_path / "pwned"
     # A pickle that would create `marker` if anything loaded it.
-    payload = (b"cos\nsystem\n(S'touch " + str(marker).encode() + b"'\ntR.")
+    payload = b"cos\nsystem\n(S'touch " + str(marker).encode() + b"'\ntR."
     (folder / "index.pkl").write_bytes(payload)
     extract_features(index, CFG, cache, progress=False)
     assert not marker.exists()

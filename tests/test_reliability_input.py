@@ -257,9 +257,7 @@ def _snapshot(folder):
     return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file() and p.name != ".lock"}
 
 
-def test_train_onto_a_run_of_other_data_or_config_is_refused_before_writing(
-    data, tmp_path, capsys
-):
+def test_train_onto_a_run_of_other_data_or_config_is_refused_before_writing(data, tmp_path, capsys):
     run = tmp_path / "run"
     _works(capsys, _train(data, tmp_path, run))
     before = _snapshot(run)
