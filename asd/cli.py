@@ -219,7 +219,8 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
         "seconds": args.seconds,
     }
     start = time.monotonic()
-    root = synthesize(args.out, seed=args.seed, **{k: v for k, v in options.items() if v})
+    given = {k: v for k, v in options.items() if v is not None}  # an explicit 0 means 0
+    root = synthesize(args.out, seed=args.seed, **given)
     print(f"wrote a synthetic DCASE 2023 tree to {root} in {time.monotonic() - start:.1f}s")
     return 0
 

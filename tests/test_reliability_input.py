@@ -306,3 +306,39 @@ def test_a_second_train_into_a_folder_in_use_is_refused(data, tmp_path, capsys):
     with run_folder(run, {"x": 1}, "fp"):  # another `asd train` holds it
         _fails(capsys, _train(data, tmp_path, run), run, "in use by another asd train")
     assert json.loads((run / "run.json").read_text())["config"] == {"x": 1}
+
+
+# --------------------------------------------------------------------------- impossible settings
+
+
+@pytest.mark.parametrize(
+    ("setting", "needle"),
+    [
+        ("loss.temperature=Infinity", "loss.temperature must be a finite number"),
+        ("train.lr=NaN", "train.lr must be a finite number"),
+        ("train.lr_min=0.9", "train.lr_min must be between 0 and train.lr"),
+        ("train.grad_clip=-1", "train.grad_clip must be >= 0"),
+        ("encoder.head_hidden_dim=0", "encoder.head_hidden_dim must be positive"),
+        ("features.f_max=12000", "features.f_max must not exceed Nyquist"),
+    ],
+)
+def test_settings_that_validate_but_cannot_work_are_refused(
+    data, tmp_path, capsys, setting, needle
+):
+    _fails(capsys, _train(data, tmp_path, tmp_path / "run", "--set", setting), needle)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_hop_longer_than_a_clip_names_the_setting_and_the_clip(data, tmp_path, capsys):
+    run = tmp_path / "run"
+    argv = _train(data, tmp_path, run, "--set", "features.hop_length=20000")
+    _fails(capsys, argv, "features.hop_length=20000", "longer than clip", ".wav")
+
+
+def test_synth_takes_an_explicit_zero_as_zero(tmp_path, capsys):
+    out = tmp_path / "synth"
+    base = ["data", "synth", "--out", str(out), "--machines", "fan", "--train-source", "2",
+            "--test-per-domain", "1", "--seconds", "0.2"]  # fmt: skip
+    _works(capsys, [*base, "--train-target", "0"])
+    assert not list((out / "dev_data/raw/fan/train").glob("*_target_*"))
+    _fails(capsys, [*base[:-2], "--seconds", "0", "--out", str(tmp_path / "x")], "seconds > 0")
