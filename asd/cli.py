@@ -356,10 +356,12 @@ def resolve_encoder(
 
     if spec.startswith("models:/"):
         from asd.registry import download_champion
+        from asd.tracking_uri import check_tracking_uri
 
         uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
         if not uri:
             raise AsdError(f"{spec} needs --tracking-uri (or MLFLOW_TRACKING_URI)")
+        check_tracking_uri(uri, must_exist=True)
         name, sep, alias = spec.removeprefix("models:/").partition("@")
         if not sep or not name or not alias:
             raise AsdError(
