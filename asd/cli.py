@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -280,7 +281,27 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Score the test clips with one or both estimators; print tables and the official score."""
-    from asd.config import ESTIMATORS, Config
+    from asd.config import ESTIMATORS
+    from asd.staging import publish, tmp_folder
+
+    estimators = ESTIMATORS if args.estimator == "both" else (args.estimator,)
+    if args.out is not None and args.out.exists() and not args.out.is_dir():
+        raise AsdError(f"--out {args.out} is a file: evaluate writes a folder")
+    final_out, args.out = args.out, args.out and tmp_folder(args.out.parent, args.out.name)
+    try:
+        code = _evaluate(args, estimators)
+        if final_out is not None:
+            publish(args.out, final_out)
+            print(f"submission CSVs, scores and plots written to {final_out}")
+        return code
+    finally:
+        if args.out is not None and args.out.exists():
+            shutil.rmtree(args.out, ignore_errors=True)  # a failed run publishes nothing
+
+
+def _evaluate(args: argparse.Namespace, estimators: tuple[str, ...]) -> int:
+    """cmd_evaluate's work, with ``args.out`` (if any) the staging folder."""
+    from asd.config import Config
     from asd.pipeline import (
         evaluate_embeddings,
         evaluate_encoder,
@@ -288,7 +309,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         save_evaluation,
     )
 
-    estimators = ESTIMATORS if args.estimator == "both" else (args.estimator,)
     start = time.monotonic()
     if args.embedding == "mean-logmel":
         cfg = Config()
@@ -319,18 +339,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(f"evaluated in {time.monotonic() - start:.1f}s")
     if args.out:
         save_evaluation(evaluation, args.out)
-        print(f"submission CSVs, scores and plots written to {args.out}")
     return 0
 
 
 def cmd_score(args: argparse.Namespace) -> int:
     """Score new clips of one machine type; scorer fitted on its normal training clips."""
-    from asd.pipeline import score_new_clips
+    from asd.pipeline import other_machine_notes, score_new_clips
 
+    if args.out is not None and args.out.is_dir():
+        raise AsdError(f"--out {args.out} is a folder: give a file name for the scores CSV")
     paths: list[Path] = []
     for item in args.files:
         if item.is_dir():
-            paths += sorted(item.glob("*.wav"))
+            paths += sorted(p for p in item.iterdir() if p.suffix.lower() == ".wav")
         elif item.is_file():
             paths.append(item)
         else:
@@ -343,7 +364,10 @@ def cmd_score(args: argparse.Namespace) -> int:
     )
     print(table.to_string(index=False))
     print(f"{int(table['decision'].sum())} of {len(table)} clips flagged as anomalous")
+    for note in other_machine_notes(table, args.machine):
+        log.warning(note)
     if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
         table.to_csv(args.out, index=False)
     return 0
 

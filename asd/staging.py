@@ -59,3 +59,20 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True  # someone else's process: alive
     return True
+
+
+def publish(tmp: Path, target: Path) -> None:
+    """Move everything in ``tmp`` into ``target`` (replacing same-named entries), drop ``tmp``.
+
+    Used for outputs a failed command must not leave half written: they are made in ``tmp``
+    and published only once the whole command succeeded.
+    """
+    target.mkdir(parents=True, exist_ok=True)
+    for entry in tmp.iterdir():
+        dest = target / entry.name
+        if dest.is_dir() and not dest.is_symlink():
+            shutil.rmtree(dest)
+        elif dest.exists() or dest.is_symlink():
+            dest.unlink()
+        os.replace(entry, dest)
+    tmp.rmdir()

@@ -106,7 +106,9 @@ def load_space(path: str | Path) -> SearchSpace:
     try:
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise AsdError(f"search space {path} is not UTF-8 text ({exc.reason} at byte {exc.start})")
+        raise AsdError(
+            f"search space {path} is not UTF-8 text ({exc.reason} at byte {exc.start})"
+        ) from None
     try:
         raw = yaml.load(text, Loader=_unique_key_loader())  # a SafeLoader subclass
     except yaml.YAMLError as exc:
