@@ -391,3 +391,137 @@ def test_promote_and_models_uris_need_an_existing_store(tmp_path, capsys):
             "--data", str(tmp_path), "--workdir", str(tmp_path / "work")]  # fmt: skip
     _fails(capsys, argv, "no MLflow store", missing)
     assert not missing.exists()
+
+
+# --------------------------------------------------------------------------- odd files in the tree
+
+
+def test_a_broken_symlink_clip_names_the_file(data, capsys):
+    link = _clip(data).with_name(CLIP.replace("0000", "0099"))
+    link.symlink_to(data / "nowhere.wav")
+    _fails(capsys, ["data", "index", "--data", str(data)], "broken link", link)
+
+
+def test_a_folder_named_like_a_clip_names_it(data, capsys):
+    folder = _clip(data).with_name(CLIP.replace("0000", "0099"))
+    folder.mkdir()
+    _fails(capsys, ["data", "index", "--data", str(data)], folder, "is not a file")
+
+
+def test_upper_case_wav_files_are_clips_too(data, tmp_path, capsys):
+    from asd.data import index_dataset
+
+    before = len(index_dataset(data))
+    _clip(data).rename(_clip(data).with_suffix(".WAV"))
+    index = index_dataset(data)
+    assert len(index) == before and index["clip"].str.endswith(".WAV").sum() == 1
+    assert "official score" in _works(capsys, _evaluate(data, tmp_path))
+
+
+def test_a_train_clip_in_the_test_folder_is_refused(data, capsys):
+    moved = data / "dev_data/raw/fan/test" / CLIP.replace("0000", "0099")
+    shutil.copy(_clip(data), moved)
+    _fails(capsys, ["data", "index", "--data", str(data)], "train clip in a test folder", moved)
+
+
+def test_the_same_clip_name_in_train_and_test_is_refused(data, capsys):
+    fan = data / "dev_data/raw/fan"
+    wave, rate = sf.read(_clip(data))
+    for split in ("train", "test"):
+        sf.write(fan / split / "section_00_0001.wav", wave, rate)
+    _fails(capsys, ["data", "index", "--data", str(data)], "section_00_0001.wav", "in both")
+
+
+# --------------------------------------------------------------------------- odd samples
+
+
+def test_nan_samples_are_refused_at_read_time_naming_the_file(data, tmp_path, capsys):
+    wave, rate = sf.read(_clip(data), dtype="float32")
+    wave[100] = np.nan
+    wave[200] = np.inf
+    sf.write(_clip(data), wave, rate, subtype="FLOAT")
+    _fails(capsys, _evaluate(data, tmp_path), _clip(data), "2 NaN or infinite samples")
+
+
+@pytest.mark.parametrize(
+    ("make", "needle"),
+    [
+        (lambda w, r: (w[:200], 1), "header sample rate 1 Hz makes it 200 s long"),
+        (lambda w, r: (np.full_like(w, 0.25), r), "constant (DC-only) signal"),
+        (lambda w, r: (w * 1.0e6, r), "samples reach"),
+    ],
+)
+def test_implausible_clips_are_read_with_a_warning_naming_the_file(tmp_path, caplog, make, needle):
+    from asd.data import read_wav
+
+    wave = np.sin(np.arange(16000) / 7.0).astype(np.float32) * 0.1
+    new_wave, rate = make(wave, 16000)
+    path = tmp_path / "odd.wav"
+    sf.write(path, new_wave, rate, subtype="FLOAT")
+    with caplog.at_level(logging.WARNING, logger="asd"):
+        read_wav(path, 16000)
+    assert any(needle in r.message and str(path) in r.message for r in caplog.records), [
+        r.message for r in caplog.records
+    ]
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def test_a_failed_evaluate_leaves_no_outputs(data, tmp_path, capsys):
+    for wav in (data / "dev_data/raw/fan/test").glob("*anomaly*.wav"):
+        wav.unlink()  # fan section 00 has no anomalies: no AUC
+    out = tmp_path / "out"
+    code = main([*_evaluate(data, tmp_path), "--out", str(out)])
+    capsys.readouterr()
+    assert code == 2
+    assert not out.exists() and not list(tmp_path.glob(".tmp-*")), list(tmp_path.iterdir())
+
+
+def test_evaluate_out_writes_every_file_on_success(data, tmp_path, capsys):
+    out = tmp_path / "out"
+    _works(capsys, [*_evaluate(data, tmp_path), "--out", str(out)])
+    assert (out / "ml" / "scores.csv").is_file() and not list(tmp_path.glob(".tmp-*"))
+
+
+@pytest.fixture(scope="module")
+def encoder(pristine, tmp_path_factory):
+    run = tmp_path_factory.mktemp("encoder")
+    argv = ["train", "--preset", "smoke", "--set", "train.epochs=1", "--data", str(pristine),
+            "--workdir", str(run / "work"), "--out", str(run / "run"), "--quiet"]  # fmt: skip
+    assert main(argv) == 0
+    return run / "run"
+
+
+def _score(pristine, encoder, tmp_path, files, *extra):
+    return ["score", *map(str, files), "--encoder", str(encoder), "--machine", "fan",
+            "--data", str(pristine), "--workdir", str(tmp_path / "work"), "--quiet",
+            *extra]  # fmt: skip
+
+
+def test_score_out_that_is_a_folder_is_refused_before_the_work(pristine, encoder, tmp_path,
+                                                                capsys, monkeypatch):  # fmt: skip
+    import asd.pipeline
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("scored before checking --out")
+
+    monkeypatch.setattr(asd.pipeline, "score_new_clips", no_work)
+    clips = pristine / "dev_data/raw/fan/test"
+    argv = _score(pristine, encoder, tmp_path, [clips], "--out", str(tmp_path))
+    _fails(capsys, argv, "--out", str(tmp_path), "is a folder")
+
+
+def test_scoring_another_machine_types_clips_warns(pristine, encoder, tmp_path, capsys, caplog):
+    slider = pristine / "dev_data/raw/slider/test"
+    with caplog.at_level(logging.WARNING, logger="asd"):
+        _works(capsys, _score(pristine, encoder, tmp_path, [slider]))
+    messages = [r.message for r in caplog.records]
+    assert any("folders of machine type slider" in m and "scored as fan" in m for m in messages)
+    neutral = tmp_path / "incoming"
+    shutil.copytree(slider, neutral)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="asd"):
+        out = _works(capsys, _score(pristine, encoder, tmp_path, [neutral]))
+    assert f"{len(list(neutral.iterdir()))} of" in out
+    assert any("are they fan clips" in r.message for r in caplog.records), (out, messages)
