@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -198,3 +199,12 @@ def test_an_extraction_killed_with_sigterm_leaves_nothing_behind(tmp_path):
     assert list(cache.glob(".tmp-*")), "the killed writer left its folder (the fault)"
     extract_features(index_dataset(data), FeatureConfig(n_mels=32), cache, progress=False)
     assert not list(cache.glob(".tmp-*"))
+
+
+def test_the_cache_hit_benchmark_runs_at_toy_size(capsys):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from benchmarks import cache as bench
+
+    assert bench.main(["--clips", "8", "--seconds", "0.5", "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "| cache hit (index + stat + store + load) |" in out
