@@ -147,10 +147,13 @@ class MarginHead(nn.Module):
 
     def forward(self, x: Tensor, labels: Tensor) -> Tensor:
         """Cross-entropy of the margin softmax; AdaCos updates its scale in training mode."""
-        if self.kind == "adacos" and self.training:
-            new = adacos_scale(x, self.centres, labels, float(self.scale), self.subclusters)
-            self.scale.fill_(new)
-        return F.cross_entropy(self.logits(x, labels), labels)
+        # float32 even under bf16 autocast: acos near |cos| = 1 and a scale of 30 need it
+        with torch.autocast(x.device.type, enabled=False):
+            x = x.float()
+            if self.kind == "adacos" and self.training:
+                new = adacos_scale(x, self.centres, labels, float(self.scale), self.subclusters)
+                self.scale.fill_(new)
+            return F.cross_entropy(self.logits(x, labels), labels)
 
 
 class EncoderWithHead(nn.Module):
