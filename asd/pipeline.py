@@ -78,6 +78,7 @@ def train_encoder(
     resume: bool = True,
 ) -> Any:
     """Train the contrastive encoder on the normal training clips of ``features``."""
+    from asd.margin import class_labels
     from asd.train import train
 
     positions = np.flatnonzero(normal_train_mask(features.index))
@@ -86,6 +87,9 @@ def train_encoder(
             f"only {len(positions)} normal training clips found: the encoder needs at least 2"
         )
     clips, lengths = features.padded(positions)
+    labels = None
+    if cfg.loss.aux_weight > 0:  # the auxiliary head learns the training clips' name labels
+        labels = class_labels(features.index.iloc[positions])
     return train(
         cfg,
         clips,
@@ -97,6 +101,7 @@ def train_encoder(
         checkpoint_dir=checkpoint_dir,
         resume=resume,
         progress=progress,
+        labels=labels,
     )
 
 
