@@ -380,7 +380,7 @@ def resolve_encoder(
 
     if spec.startswith("models:/"):
         from asd.registry import download_champion
-        from asd.tracking_uri import check_tracking_uri
+        from asd.tracking.uri import check_tracking_uri
 
         uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
         if not uri:

@@ -124,7 +124,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def _tracking_uri(args: argparse.Namespace) -> str:
     """The store promote and sync read: it must exist (MLflow would create an empty one)."""
     from asd.tracking import default_tracking_uri
-    from asd.tracking_uri import check_tracking_uri
+    from asd.tracking.uri import check_tracking_uri
 
     uri = args.tracking_uri or default_tracking_uri(Path(args.workdir).resolve())
     check_tracking_uri(uri, must_exist=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from asd.errors import AsdError
-from asd.tracking_uri import check_tracking_uri
+from asd.tracking.uri import check_tracking_uri
 
 if TYPE_CHECKING:
     from asd.sweep.runner import SweepSettings
