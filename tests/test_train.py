@@ -221,7 +221,8 @@ def test_steps_per_epoch_drop_last_keeps_one_batch_shape():
 
 def test_compiled_training_matches_eager_within_bf16_tolerance(full_run, data):
     """torch.compile (aot_eager: the traced forward/backward graphs, no codegen) on CPU."""
-    compiled = run(tiny_config(**{"train.compile": "on", "train.compile_backend": "aot_eager"}), data)
+    cfg = tiny_config(**{"train.compile": "on", "train.compile_backend": "aot_eager"})
+    compiled = run(cfg, data)
     eager = full_run[0]
     assert [h["epoch"] for h in compiled.history] == [1, 2]
     for got, want in zip(compiled.history, eager.history, strict=True):
