@@ -73,9 +73,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return torch.device(device)
 
 
-def steps_per_epoch(
-    n_clips: int, batch_size: int, world: int = 1, drop_last: bool = False
-) -> int:
+def steps_per_epoch(n_clips: int, batch_size: int, world: int = 1, drop_last: bool = False) -> int:
     """ceil(N / batch_size), minus a final batch of one clip (it has no negatives).
 
     Data parallel over ``world`` ranks, a final batch of fewer than ``world`` clips is
