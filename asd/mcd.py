@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from sklearn.covariance import EllipticEnvelope
 
-_RANK_RTOL = 1e-10
-"""Singular values below this times the largest count as zero (the clips' span)."""
+_RANK_RTOL = 1e-12
+"""Variances below this times the largest count as zero (outside the clips' span)."""
 
 
 @dataclass(frozen=True)
@@ -40,8 +40,10 @@ class McdSearch:
     """Random h-subsets that start C-steps (the median start is added to these)."""
     n_best: int = 3
     """Starts kept after two C-steps and iterated to convergence."""
-    max_steps: int = 50
+    max_steps: int = 30
     """C-steps at most per kept start (each step never raises the determinant)."""
+    tol: float = 1e-3
+    """Stop when no kept start's log-determinant fell by more than this (nats) in a step."""
 
 
 def support_size(n: int, d: int, support_fraction: float | None) -> int:
@@ -51,30 +53,42 @@ def support_size(n: int, d: int, support_fraction: float | None) -> int:
     return min(n, int(support_fraction * n))
 
 
-def whitened_span(x: np.ndarray) -> np.ndarray:
-    """(n, d) -> (n, r): the clips whitened in the span they occupy.
+def whitened_span(x: np.ndarray) -> tuple[np.ndarray, bool]:
+    """(n, d) -> ((n, r) clips whitened in the span they occupy, whether r = d).
 
-    Centred, rotated onto their principal axes and scaled to unit variance; ``r`` is the
-    rank of the centred clips (``r = d`` for full-rank data).
+    Full rank: ``L^-1 (x - mean)`` with ``L L^T`` the clips' covariance (one Cholesky, far
+    cheaper than an SVD at 1,000 x 512). Otherwise the clips are rotated onto the ``r``
+    principal axes they occupy and scaled to unit variance. Either way the covariance of
+    the result is the identity; the estimates themselves come from the original clips.
     """
-    centred = x - x.mean(axis=0)
-    u, s, _ = np.linalg.svd(centred, full_matrices=False)  # u (n, k), s (k,)
-    r = int((s > _RANK_RTOL * s[0]).sum()) if s.size and s[0] > 0 else 0
-    return u[:, :r] * math.sqrt(max(len(x) - 1, 1))  # (n, r), identity covariance
+    xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64))
+    centred = xt - xt.mean(dim=0)  # (n, d)
+    cov = centred.T @ centred / max(len(x) - 1, 1)  # (d, d)
+    chol, info = torch.linalg.cholesky_ex(cov)
+    diag = torch.diagonal(chol).square()
+    if int(info) == 0 and float(diag.min()) > _RANK_RTOL * float(torch.diagonal(cov).max()):
+        return torch.linalg.solve_triangular(chol, centred.T, upper=False).T.numpy(), True
+    eigval, eigvec = torch.linalg.eigh(cov)  # ascending (d,), (d, d)
+    keep = eigval > _RANK_RTOL * max(float(eigval[-1]), 0.0)
+    if not bool(keep.any()):
+        return np.zeros((len(x), 0)), False
+    return (centred @ eigvec[:, keep] / eigval[keep].sqrt()).numpy(), False
 
 
 def c_steps(
-    y: torch.Tensor, support: torch.Tensor, h: int, steps: int
+    y: torch.Tensor, support: torch.Tensor, h: int, steps: int, tol: float = 0.0
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Concentration steps on a batch of candidate supports.
 
     y (n, r) clips; support (k, h) clip positions of k candidates. Each step fits the mean
     and covariance of a candidate's ``h`` clips and keeps the ``h`` clips nearest to it in
     Mahalanobis distance, which never increases the covariance's determinant. Returns the
-    supports after ``steps`` steps (or when none changed) and their log-determinants (k,).
+    supports after ``steps`` steps (or once no log-determinant falls by more than ``tol``)
+    and the log-determinants (k,) of the supports' covariances.
     """
     logdet = torch.full((support.shape[0],), math.inf, dtype=y.dtype, device=y.device)
     for _ in range(steps):
+        previous = logdet
         chosen = y[support]  # (k, h, r)
         mean = chosen.mean(dim=1, keepdim=True)  # (k, 1, r)
         centred = chosen - mean  # (k, h, r)
@@ -83,6 +97,8 @@ def c_steps(
         if bool((info > 0).any()):
             raise np.linalg.LinAlgError("an MCD candidate covariance is singular")
         logdet = 2 * torch.log(torch.diagonal(chol, dim1=1, dim2=2)).sum(dim=1)  # (k,)
+        if bool((previous - logdet <= tol).all()):
+            break  # converged: the supports fitted in this step are the previous step's result
         diff = (y[None] - mean).transpose(1, 2)  # (k, r, n)
         z = torch.linalg.solve_triangular(chol, diff, upper=False)  # (k, r, n) = L^-1 (y - mu)
         dist = z.square().sum(dim=1)  # (k, n) squared Mahalanobis distances
@@ -98,20 +114,24 @@ def fast_mcd(
     support_fraction: float | None = None,
     random_state: int | None = None,
     search: McdSearch | None = None,
+    whitened: np.ndarray | None = None,
 ) -> np.ndarray:
     """The boolean support (n,) of the MCD subset of ``x`` (n, d), found by FastMCD.
 
-    Raises ``ValueError`` when the subset would hold no more clips than the span has
-    dimensions (its covariance would be singular).
+    ``whitened``: :func:`whitened_span` of ``x`` when the caller has it already. Raises
+    ``ValueError`` when the subset would hold no more clips than the span has dimensions
+    (its covariance would be singular).
     """
     search = search or McdSearch()
     n, d = x.shape
-    y_np = whitened_span(x)
+    y_np = whitened_span(x)[0] if whitened is None else whitened
     r = y_np.shape[1]
     h = support_size(n, d, support_fraction)
     if h <= r:
         raise ValueError(f"MCD support of {h} clips cannot fit {r} dimensions")
-    y = torch.from_numpy(y_np)  # float64: the final choice must not hinge on rounding
+    # float32 search on whitened clips (well conditioned); the chosen support's estimates
+    # are then computed in float64 by the caller, as scikit-learn does
+    y = torch.from_numpy(y_np).float()
     rng = np.random.default_rng(random_state)
     starts = [np.sort(rng.permutation(n)[:h]) for _ in range(search.n_starts)]
     median_dist = np.abs(y_np - np.median(y_np, axis=0)).sum(axis=1)  # robust start
@@ -119,7 +139,7 @@ def fast_mcd(
     support = torch.from_numpy(np.stack(starts))  # (k, h)
     support, logdet = c_steps(y, support, h, steps=2)
     keep = torch.argsort(logdet)[: search.n_best]
-    support, logdet = c_steps(y, support[keep], h, steps=search.max_steps)
+    support, logdet = c_steps(y, support[keep], h, search.max_steps, search.tol)
     best = support[int(torch.argmin(logdet))].numpy()
     mask = np.zeros(n, dtype=bool)
     mask[best] = True
@@ -144,7 +164,7 @@ class FastEllipticEnvelope(EllipticEnvelope):
         random_state: int | None = None,
         n_starts: int = 10,
         n_best: int = 3,
-        max_steps: int = 50,
+        max_steps: int = 30,
     ) -> None:
         super().__init__(
             store_precision=store_precision,
@@ -164,25 +184,48 @@ class FastEllipticEnvelope(EllipticEnvelope):
         if self.assume_centered:
             raise ValueError("FastEllipticEnvelope does not support assume_centered=True")
         x = np.asarray(X, dtype=np.float64)
-        n, d = x.shape
-        if np.linalg.matrix_rank(np.cov(x, rowvar=False).reshape(d, d)) < d:
+        whitened, full_rank = whitened_span(x)
+        if not full_rank:
             warnings.warn(
                 "The covariance matrix associated to your dataset is not full rank",
                 RuntimeWarning,
                 stacklevel=2,
             )
         search = McdSearch(self.n_starts, self.n_best, self.max_steps)
-        support = fast_mcd(x, self.support_fraction, self.random_state, search)
+        support = fast_mcd(x, self.support_fraction, self.random_state, search, whitened)
         # from here on: scikit-learn's MinCovDet.fit, correct_covariance, reweight_covariance
         self.raw_location_ = x[support].mean(axis=0)
         self.raw_covariance_ = self._nonrobust_covariance(x[support], assume_centered=False)
         self.raw_support_ = support
         self.location_ = self.raw_location_
         self.support_ = support
-        centred = x - self.raw_location_
-        precision = np.linalg.pinv(self.raw_covariance_, hermitian=True)
-        self.dist_ = np.sum(centred @ precision * centred, axis=1)
+        self.dist_ = _squared_distances(x - self.raw_location_, self.raw_covariance_)
         self.correct_covariance(x)
         self.reweight_covariance(x)
         self.offset_ = np.percentile(-self.dist_, 100.0 * self.contamination)
         return self
+
+    def _set_covariance(self, covariance: np.ndarray) -> None:
+        """Set ``covariance_`` and its inverse ``precision_`` from a Cholesky factor.
+
+        scikit-learn uses ``pinvh``: the same matrix for a positive definite covariance,
+        several times slower.
+        """
+        self.covariance_ = covariance
+        try:
+            chol = np.linalg.cholesky(covariance)
+        except np.linalg.LinAlgError:
+            super()._set_covariance(covariance)
+            return
+        inv_chol = np.linalg.solve(chol, np.eye(len(covariance)))  # L^-1
+        self.precision_ = inv_chol.T @ inv_chol
+
+
+def _squared_distances(centred: np.ndarray, cov: np.ndarray) -> np.ndarray:
+    """(n,) squared Mahalanobis distances of centred clips (n, d) under ``cov`` (d, d)."""
+    try:
+        chol = np.linalg.cholesky(cov)
+    except np.linalg.LinAlgError:  # singular: scikit-learn's pseudo-inverse
+        return np.sum(centred @ np.linalg.pinv(cov, hermitian=True) * centred, axis=1)
+    z = np.linalg.solve(chol, centred.T)  # (d, n) = L^-1 x
+    return np.sum(z * z, axis=0)

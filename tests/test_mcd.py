@@ -71,8 +71,11 @@ def test_more_starts_never_worsen_the_determinant_and_seed_is_reproducible():
 def test_whitened_span_drops_dimensions_the_clips_do_not_occupy():
     rng = np.random.default_rng(4)
     x = rng.standard_normal((50, 3)) @ rng.standard_normal((3, 8))  # rank 3 in 8 dims
-    y = whitened_span(x)
-    assert y.shape == (50, 3)
+    y, full_rank = whitened_span(x)
+    assert y.shape == (50, 3) and not full_rank
+    np.testing.assert_allclose(np.cov(y, rowvar=False), np.eye(3), atol=1e-8)
+    y, full_rank = whitened_span(x[:, :3])
+    assert full_rank
     np.testing.assert_allclose(np.cov(y, rowvar=False), np.eye(3), atol=1e-8)
 
 
