@@ -25,7 +25,7 @@ import platform
 import sys
 import time
 import traceback
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -188,6 +188,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="GPU train() samples/s for the projection when no GPU is here "
         f"(default: the H100's {H100_TRAIN_SAMPLES_PER_S:,.0f}, measured by an earlier session)",
     )
+    p.add_argument(
+        "--sklearn-mcd-sections",
+        type=int,
+        default=None,
+        help="sections of the DCASE-size elliptic fit to time with scikit-learn's "
+        "EllipticEnvelope (minutes each on a small CPU; 0 skips it; default 1)",
+    )
     p.add_argument("--mode", default=None, choices=("full", "quick", "toy"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     unknown = [s for s in args.sections.split(",") if s not in SECTIONS]
@@ -206,9 +213,12 @@ def main(argv: list[str] | None = None) -> int:
         print("benchmark: --device cuda but CUDA is not available", file=sys.stderr)
         return 2
     mode = args.mode or ("quick" if args.quick else "full")
+    sizes = sizes_for(mode, device)
+    if args.sklearn_mcd_sections is not None:
+        sizes = replace(sizes, sklearn_mcd_sections=max(0, args.sklearn_mcd_sections))
     bench = Bench(
         device=device,
-        sizes=sizes_for(mode, device),
+        sizes=sizes,
         compile_cpu=args.compile,
         gpu_samples_per_s=args.gpu_samples_per_s,
     )

@@ -78,6 +78,8 @@ def dcase_elliptic_rows(bench: Bench) -> list[Row]:
             f"MahalanobisScorer('elliptic') on all {s.mcd_sections} sections; target <= 60 s",
         )
     ]
+    if s.sklearn_mcd_sections < 1:
+        return rows
     ref_s, fast_one, rho = 0.0, 0.0, []
     for k in range(s.sklearn_mcd_sections):
         rows_k = meta["machine"].to_numpy() == machines[k]
