@@ -3,7 +3,7 @@
 ``asd.train.train`` trains data parallel when torch.distributed is initialised with more
 than one rank (its module docstring says how the global batch is split and why the update
 equals one process's); these helpers hold the collective parts, kept apart so the loop
-reads top to bottom.
+reads top to bottom (``asd.encoder.plain_batchnorm`` undoes SyncBatchNorm).
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch import nn
 
 from asd.contrastive import gather_with_grad
 from asd.errors import AsdError
@@ -64,23 +63,3 @@ def check_same_start(start_epoch: int, device: torch.device) -> None:
             f"data-parallel ranks would resume from epochs {-int(ends[1])}..{int(ends[0])}: "
             "give every rank the same checkpoint"
         )
-
-
-def plain_batchnorm(module: nn.Module) -> None:
-    """Undo ``convert_sync_batchnorm`` in place (same parameters and buffers)."""
-    for name, child in module.named_children():
-        if isinstance(child, nn.SyncBatchNorm):
-            bn = nn.BatchNorm2d(
-                child.num_features,
-                child.eps,
-                child.momentum,
-                child.affine,
-                child.track_running_stats,
-            )
-            bn.weight, bn.bias = child.weight, child.bias
-            bn.running_mean, bn.running_var = child.running_mean, child.running_var
-            bn.num_batches_tracked = child.num_batches_tracked
-            bn.train(child.training)
-            setattr(module, name, bn)
-        else:
-            plain_batchnorm(child)

@@ -37,16 +37,10 @@ from asd.augment import make_views
 from asd.compilation import compile_enabled
 from asd.config import Config
 from asd.contrastive import nt_xent
-from asd.distributed import (
-    check_same_start,
-    gather_shards,
-    plain_batchnorm,
-    rank_seed,
-    shard_sizes,
-    world_rank,
-)
-from asd.encoder import Encoder
+from asd.distributed import check_same_start, gather_shards, rank_seed, shard_sizes, world_rank
+from asd.encoder import Encoder, plain_batchnorm
 from asd.errors import AsdError
+from asd.margin import ClassLabels, EncoderWithHead, make_head
 
 Report = Callable[[int, dict[str, float], Encoder], None]
 """``report(epoch, metrics, encoder)``: called after every epoch (1-based), on every rank
@@ -154,11 +148,12 @@ def make_batch(
     aug_generator: torch.Generator,
     rank: int = 0,
     world: int = 1,
-) -> tuple[torch.Tensor, list[int] | None]:
+) -> tuple[torch.Tensor, list[int] | None, torch.Tensor]:
     """Crops of the chosen clips and their views: ``(B, V, n_mels, crop)``, V = 1 + n_views.
 
-    Data parallel, only this rank's shard of the global batch is augmented, and the shard
-    sizes come back for :func:`train_step`'s all-gather (None when not parallel).
+    Also returns the shard sizes for :func:`train_step`'s all-gather (None when not
+    parallel) and the positions (B,) of the clips in ``x``: data parallel, only this rank's
+    shard of the global batch is cut and augmented.
     """
     x = random_crops(clips, valid, positions, cfg.train.crop_frames, generator).float()
     sizes = None
@@ -166,8 +161,9 @@ def make_batch(
         sizes = shard_sizes(x.shape[0], world)
         first = sum(sizes[:rank])
         x = x[first : first + sizes[rank]]  # (B_rank, M, T) this rank's shard
+        positions = positions[first : first + sizes[rank]]
     views = make_views(x, cfg.augment, cfg.features, aug_generator)  # (B, n_views, M, T)
-    return torch.cat([x[:, None], views], dim=1), sizes  # (B, V, M, T)
+    return torch.cat([x[:, None], views], dim=1), sizes, positions  # (B, V, M, T)
 
 
 def train_step(
@@ -178,26 +174,37 @@ def train_step(
     autocast: contextlib.AbstractContextManager[Any],
     sizes: list[int] | None = None,
     loss_scale: float = 1.0,
-) -> torch.Tensor:
-    """One optimisation step on a batch ``x`` (B, V, M, T); returns the detached loss.
+    labels: torch.Tensor | None = None,
+    clip_params: list[nn.Parameter] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One optimisation step on a batch ``x`` (B, V, M, T): (NT-Xent loss, aux loss or None).
 
-    ``model`` is the encoder as trained (maybe compiled or DDP-wrapped); with ``sizes`` the
-    embeddings of every rank are gathered so NT-Xent sees the global batch. The learning
-    rate schedule is the caller's.
+    ``model`` is the encoder as trained (maybe with its margin head, compiled or
+    DDP-wrapped); with ``labels`` (B,) it is an ``EncoderWithHead`` and every view carries its
+    clip's class. With ``sizes`` the embeddings of every rank are gathered so NT-Xent sees
+    the global batch. ``train.grad_clip`` clips ``clip_params`` (default: all the optimiser
+    holds). The learning rate schedule is the caller's. Both losses come back detached.
     """
+    aux = None
     with autocast:
-        z = model(x.flatten(0, 1))  # (B*V, D)
+        if labels is None:
+            z = model(x.flatten(0, 1))  # (B*V, D)
+        else:
+            z, aux = model(x.flatten(0, 1), labels.repeat_interleave(x.shape[1]))  # y (B*V,)
     z = z.view(x.shape[0], x.shape[1], -1)  # (B, V, D)
     if sizes is not None:
         z = gather_shards(z, sizes)  # (global B, V, D): every negative of the batch
     loss = nt_xent(z, cfg.loss.temperature)
+    total = loss * loss_scale  # the aux loss is local: DDP's average is the global one
+    if aux is not None:
+        total = total + cfg.loss.aux_weight * aux
     optimizer.zero_grad(set_to_none=True)
-    (loss * loss_scale).backward()
+    total.backward()
     if cfg.train.grad_clip > 0:
-        params = [p for group in optimizer.param_groups for p in group["params"]]
+        params = clip_params or [p for group in optimizer.param_groups for p in group["params"]]
         torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
     optimizer.step()
-    return loss.detach()
+    return loss.detach(), None if aux is None else aux.detach()
 
 
 def train(
@@ -211,6 +218,7 @@ def train(
     checkpoint_dir: str | Path | None = None,
     resume: bool = True,
     progress: bool = True,
+    labels: ClassLabels | None = None,
 ) -> TrainResult:
     """Train an encoder on normal clips (N, n_mels, L) dB with valid ``lengths`` (N,).
 
@@ -218,6 +226,7 @@ def train(
     ``checkpoint_dir`` the state is saved after every epoch to ``last.pt`` and, with
     ``resume``, a run picks up after the last saved epoch with the same result as an
     uninterrupted one (on CPU). Raises AsdError on bad inputs and on a non-finite loss.
+    ``labels`` (:func:`asd.margin.class_labels`) feed the head ``loss.aux_weight`` adds.
 
     Under torch.distributed with more than one rank it trains data parallel (module
     docstring): every rank passes the same clips, on CUDA ``device`` should be the rank's
@@ -274,6 +283,7 @@ def train(
     torch.manual_seed(t.seed)
     encoder = Encoder(cfg.encoder, cfg.features.n_mels)
     encoder.set_normalization(mean, std)
+    head, labels_t = make_head(cfg, encoder, labels, n_clips, device)  # None for the paper
     if parallel and on_cuda:
         # BN statistics of the global batch, as one process has them; swaps the BN children
         # in place and shares their parameters, so ``encoder`` stays the module to save
@@ -282,9 +292,9 @@ def train(
     if channels_last:
         encoder.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     fused: dict[str, Any] = {"fused": True} if on_cuda else {}  # one kernel per update on GPU
-    optimizer = torch.optim.Adam(
-        encoder.parameters(), lr=t.lr, weight_decay=t.weight_decay, **fused
-    )
+    params = list(encoder.parameters()) + (list(head.parameters()) if head else [])
+    optimizer = torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay, **fused)
+    encoder_params = list(encoder.parameters())  # what train.grad_clip clips
     scheduler = make_scheduler(optimizer, cfg)
     generator = torch.Generator(device=device)
     generator.manual_seed(t.seed)  # batches, crops and augmentation: one stream
@@ -298,18 +308,20 @@ def train(
     if ckpt_path is not None and resume and ckpt_path.is_file():
         state = _load_checkpoint(ckpt_path, cfg, device)
         encoder.load_state_dict(state["model"])
+        if head is not None:
+            head.load_state_dict(state["head"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         generator.set_state(state["generator"])
         history = list(state["history"])
         start_epoch = int(state["epoch"]) + 1
 
-    model: nn.Module = encoder
+    model: nn.Module = encoder if head is None else EncoderWithHead(encoder, head)
     if parallel:
         check_same_start(start_epoch, device)
         # DDP broadcasts rank 0's weights and buffers now and averages gradients in backward
         model = nn.parallel.DistributedDataParallel(
-            encoder, device_ids=[device.index] if on_cuda else None
+            model, device_ids=[device.index] if on_cuda else None
         )
     if compiled:
         # forward and backward of the encoder as generated kernels; the augmentation (random
@@ -324,13 +336,18 @@ def train(
         if parallel:
             aug_generator.manual_seed(rank_seed(t.seed, rank, epoch))
         order = torch.randperm(n_clips, generator=generator, device=device)
-        step_losses = []
+        step_losses, aux_losses = [], []
         for step in range(n_steps):
             positions = order[step * batch : (step + 1) * batch]  # (B,) the global batch
-            x, sizes = make_batch(
+            x, sizes, local = make_batch(
                 clips_t, valid, positions, cfg, generator, aug_generator, rank, world
             )
-            loss = train_step(model, optimizer, x, cfg, autocast, sizes, loss_scale)
+            y = None if head is None else labels_t[local]  # (B,) classes of this shard
+            loss, aux = train_step(
+                model, optimizer, x, cfg, autocast, sizes, loss_scale, y, encoder_params
+            )
+            if aux is not None:
+                aux_losses.append(aux)
             lr = optimizer.param_groups[0]["lr"]  # the rate this step used
             global_step = (epoch - 1) * n_steps + step + 1
             scheduler.step(schedule_time(global_step, n_steps, cfg))
@@ -339,6 +356,8 @@ def train(
         # one host sync per epoch: the GPU never waits on a per-step .item()
         losses = torch.stack(step_losses)
         finite = torch.isfinite(losses)
+        if aux_losses:
+            finite &= torch.isfinite(torch.stack(aux_losses))
         if not bool(finite.all()):
             bad_step = int((~finite).nonzero()[0, 0]) + 1
             raise AsdError(
@@ -354,10 +373,12 @@ def train(
             "seconds": seconds,
             "samples_per_s": n_steps * batch * n_copies / seconds,
         }
+        if aux_losses:
+            metrics["aux_loss"] = float(torch.stack(aux_losses).mean())
         history.append(metrics)
         if ckpt_path is not None and rank == 0:
             _save_checkpoint(
-                ckpt_path, encoder, optimizer, scheduler, generator, epoch, history, cfg
+                ckpt_path, encoder, optimizer, scheduler, generator, epoch, history, cfg, head
             )
         if progress and rank == 0:
             print(
@@ -391,6 +412,7 @@ def _save_checkpoint(
     epoch: int,
     history: list[dict[str, float]],
     cfg: Config,
+    head: nn.Module | None = None,
 ) -> None:
     """Write tmp then rename: a crash mid-write never leaves a broken ``last.pt``."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -403,6 +425,8 @@ def _save_checkpoint(
         "history": history,
         "config": cfg.to_json(),
     }
+    if head is not None:  # the auxiliary head resumes with its centres (and AdaCos scale)
+        state["head"] = head.state_dict()
     tmp = path.with_name(path.name + ".tmp")
     torch.save(state, tmp)
     os.replace(tmp, path)

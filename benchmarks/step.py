@@ -49,7 +49,7 @@ def step_closures(
         return train_batch(clips, valid, positions, cfg, generator, generator)[0]  # (B, V, M, T)
 
     def step() -> None:
-        train_step(encoder, optimizer, make_batch(), cfg, autocast)
+        train_step(encoder, optimizer, make_batch(), cfg, autocast)  # (loss, None)
 
     return make_batch, step
 
