@@ -142,6 +142,10 @@ class TrainConfig:
     """channels_last memory format on CUDA (ignored on CPU)."""
     grad_clip: float = 0.0
     """Clip the gradient norm to this value; 0 disables clipping."""
+    compile: str = "auto"
+    """torch.compile the encoder's step: 'auto' (on CUDA only), 'on' or 'off'."""
+    compile_backend: str = "inductor"
+    """torch.compile backend: 'inductor' (generated kernels); 'aot_eager' traces only."""
 
 
 @dataclass(frozen=True)

@@ -93,6 +93,10 @@ class SweepResult:
     """Why the winner was not registered now (MLflow was down: run `asd sync`, then resume)."""
     wall_s: float = 0.0
     train_s: float = 0.0
+    phases: dict[str, float] = field(default_factory=dict)
+    """Seconds per phase of this call: ``setup`` (space, data, features, parent run), ``tune``
+    (the trials, with Ray/Tune/MLflow in them), ``finalise`` (summary, closing runs), and
+    ``holdout``/``register`` when the winner was scored and registered."""
 
 
 def run_sweep(settings: SweepSettings) -> SweepResult:
@@ -163,12 +167,16 @@ def run_sweep(settings: SweepSettings) -> SweepResult:
         workers_per_trial=workers,
         use_gpu=settings.gpus_per_trial > 0,
         cpus_per_worker=settings.cpus_per_trial,
+        compile_cache=str(workdir / "compile-cache"),
     )
+    phases = {"setup": time.monotonic() - start}
+    mark = time.monotonic()
     try:
         results = _tune(space, settings, setup, storage, name, sweep_dir)
     except BaseException:
         tracker.finish(parent, status="FAILED")  # a refused or broken sweep is never RUNNING
         raise
+    phases["tune"], mark = time.monotonic() - mark, time.monotonic()
     summary = summarise(results)
     result = SweepResult(
         name=name,
@@ -177,6 +185,7 @@ def run_sweep(settings: SweepSettings) -> SweepResult:
         best_trial_id=None,
         best_run_id=None,
         train_s=float(summary.get("train_s", pd.Series(dtype=float)).sum()),
+        phases=phases,
     )
     _finalise_runs(tracker, summary)
     finished = summary[summary["status"] == "finished"]
@@ -187,10 +196,14 @@ def run_sweep(settings: SweepSettings) -> SweepResult:
             k: float(best[k]) for k in ("ml.hmean", "elliptic.hmean") if k in best
         }
         encoder_path = Path(best["trial_dir"]) / "artifacts" / "encoder.pt"
+        phases["finalise"], mark = time.monotonic() - mark, time.monotonic()
         if holdout:
             result.holdout_scores = _score_holdout(encoder_path, features, holdout, settings)
+            phases["holdout"], mark = time.monotonic() - mark, time.monotonic()
         _register(tracker, result, encoder_path, settings, data_fp, tune_machines, holdout)
+        phases["register"], mark = time.monotonic() - mark, time.monotonic()
     _log_summary(tracker, parent, result, space)
+    phases["finalise"] = phases.get("finalise", 0.0) + time.monotonic() - mark
     result.wall_s = time.monotonic() - start
     tracker.log_metrics(parent, {"sweep.wall_s": result.wall_s, "sweep.train_s": result.train_s})
     tracker.finish(parent, status="FINISHED")
@@ -255,6 +268,9 @@ def _tune(
                 scheduler=scheduler,
                 num_samples=settings.num_samples or space.sweep.get("num_samples", 8),
                 max_concurrent_trials=max_concurrent or 1,
+                # one warm worker process runs trial after trial: torch, MLflow and the
+                # compile cache are loaded once per worker, not once per trial
+                reuse_actors=True,
             ),
             run_config=tune.RunConfig(
                 name=name,
