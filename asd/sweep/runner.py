@@ -103,6 +103,7 @@ def run_sweep(settings: SweepSettings) -> SweepResult:
     """Run (or resume) a sweep end to end and return its summary."""
     from asd.data import fingerprint, index_dataset
     from asd.features import extract_features
+    from asd.fingerprint import STORE_NAME
     from asd.tracking import Tracker, check_tracking, default_tracking_uri
 
     start = time.monotonic()
@@ -135,7 +136,7 @@ def run_sweep(settings: SweepSettings) -> SweepResult:
     index = index_dataset(data_root, ground_truth=settings.ground_truth)
     tune_machines, holdout = _machine_groups(index, settings)
     features = extract_features(index, space.base.features, workdir / "features")
-    data_fp = fingerprint(index)
+    data_fp = fingerprint(index, workdir / "features" / STORE_NAME)  # a stat per clip
 
     if not settings.resume:
         remember_space(storage, name, settings.space)
