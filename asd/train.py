@@ -443,7 +443,7 @@ def _load_checkpoint(path: Path, cfg: Config, device: torch.device) -> dict[str,
         diff = sorted(k for k, v in cfg.to_flat().items() if saved.get(k) != v)
         raise AsdError(
             f"checkpoint {path} was written for another config (differs in "
-            f"{', '.join(diff) or 'format'}): remove it or train with resume=False"
+            f"{', '.join(diff) or 'format'}): train with --overwrite to start again"
         )
     state["generator"] = state["generator"].cpu()
     return state

@@ -19,6 +19,13 @@ from typing import Any
 import pandas as pd
 
 from asd.errors import AsdError
+from asd.sweep.checks import (
+    check_name,
+    check_resources,
+    check_same_space,
+    check_settings,
+    remember_space,
+)
 from asd.sweep.space import SearchSpace, load_space
 from asd.sweep.trial import OBJECTIVE, TrialSetup, load_epoch_hook, run_trial
 
@@ -99,6 +106,7 @@ def run_sweep(settings: SweepSettings) -> SweepResult:
     from asd.tracking import Tracker, check_tracking, default_tracking_uri
 
     start = time.monotonic()
+    check_settings(settings)
     space = load_space(settings.space)
     if settings.epoch_hook:
         load_epoch_hook(settings.epoch_hook)  # a typo fails here, not in every trial
@@ -107,6 +115,7 @@ def run_sweep(settings: SweepSettings) -> SweepResult:
     workdir.mkdir(parents=True, exist_ok=True)
     storage = Path(settings.storage_path or workdir / "ray_results").resolve()
     name = settings.name or _default_name(space.name, storage, settings.resume)
+    check_name(name)
     sweep_dir = storage / name
     if settings.resume and not sweep_dir.exists():
         raise AsdError(f"nothing to resume: no sweep '{name}' in {storage}")
@@ -115,8 +124,12 @@ def run_sweep(settings: SweepSettings) -> SweepResult:
             f"sweep '{name}' already exists in {storage}: pass --resume to continue it "
             "or --name to start another"
         )
+    if settings.resume:
+        check_same_space(storage, name, settings.space)
     tracking_uri = settings.tracking_uri or default_tracking_uri(workdir)
     check_tracking(tracking_uri)
+    _init_ray(settings)
+    check_resources(settings, workers)  # a trial no node can hold would stay PENDING forever
 
     data_root = settings.data or _synthetic_data(workdir)
     index = index_dataset(data_root, ground_truth=settings.ground_truth)
@@ -124,6 +137,8 @@ def run_sweep(settings: SweepSettings) -> SweepResult:
     features = extract_features(index, space.base.features, workdir / "features")
     data_fp = fingerprint(index)
 
+    if not settings.resume:
+        remember_space(storage, name, settings.space)
     tracker = Tracker(tracking_uri, settings.experiment, journal_dir=workdir / "journal" / name)
     parent = tracker.start_sweep(
         name,
@@ -155,7 +170,11 @@ def run_sweep(settings: SweepSettings) -> SweepResult:
     )
     phases = {"setup": time.monotonic() - start}
     mark = time.monotonic()
-    results = _tune(space, settings, setup, storage, name, sweep_dir)
+    try:
+        results = _tune(space, settings, setup, storage, name, sweep_dir)
+    except BaseException:
+        tracker.finish(parent, status="FAILED")  # a refused or broken sweep is never RUNNING
+        raise
     phases["tune"], mark = time.monotonic() - mark, time.monotonic()
     summary = summarise(results)
     result = SweepResult(
