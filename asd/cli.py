@@ -10,14 +10,13 @@ import argparse
 import json
 import logging
 import os
-import re
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from asd.errors import AsdError
+from asd.errors import AsdError, redact
 
 log = logging.getLogger("asd")
 
@@ -50,14 +49,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("asd: interrupted", file=sys.stderr)
         return 130
-
-
-_CREDENTIALS = re.compile(r"(\w+://[^/\s:@]+):[^/\s@]+@")
-
-
-def redact(text: str) -> str:
-    """``scheme://user:password@host`` -> ``scheme://user:***@host``: errors never show secrets."""
-    return _CREDENTIALS.sub(r"\1:***@", text)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -751,7 +751,7 @@ def section_scoring(bench: Bench) -> list[Row]:
         scorer = MahalanobisScorer(estimator=estimator).fit(emb, meta)
         fit_s = time.perf_counter() - start
         start = time.perf_counter()
-        scorer.score(emb, meta)
+        scorer.score_samples(emb, meta)
         score_s = time.perf_counter() - start
         note = f"{n:,} x {d} embeddings, {len(machines)} machine types ({per} each)"
         if estimator == "elliptic" and per <= 500 < DCASE_TRAIN_CLIPS:

@@ -21,8 +21,6 @@ from asd.tracking.uri import (
     check_tracking,
     default_tracking_uri,
     is_unavailable,
-    one_line,
-    redact_uri,
     sqlite_path,
 )
 
@@ -40,8 +38,6 @@ __all__ = [
     "check_tracking",
     "default_tracking_uri",
     "is_unavailable",
-    "one_line",
-    "redact_uri",
     "sqlite_path",
     "sync_journal",
 ]

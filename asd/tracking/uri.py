@@ -1,4 +1,4 @@
-"""Tracking URIs: the default store, password redaction, and a one-line health check."""
+"""Tracking URIs: the default store, the store kinds, and a one-line health check."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 from mlflow.exceptions import MlflowException
 
-from asd.errors import AsdError
+from asd.errors import AsdError, redact
 
 
 def default_tracking_uri(workdir: Path) -> str:
@@ -30,17 +30,6 @@ def sqlite_path(uri: str) -> Path | None:
 def is_http(uri: str) -> bool:
     """True for a tracking server (``http(s)://``), which has a ``/health`` endpoint."""
     return uri.startswith(("http://", "https://"))
-
-
-def redact_uri(uri: str) -> str:
-    """The URI with any password replaced by ``***``: safe for messages and logs."""
-    parts = urllib.parse.urlsplit(uri)
-    if parts.username is None:
-        return uri
-    host = parts.netloc.rsplit("@", 1)[-1]
-    # user:password@ keeps the user; a lone token@ is the secret itself
-    userinfo = f"{parts.username}:***" if parts.password is not None else "***"
-    return urllib.parse.urlunsplit(parts._replace(netloc=f"{userinfo}@{host}"))
 
 
 def health_problem(uri: str, timeout_s: float) -> str | None:
@@ -83,7 +72,7 @@ def check_tracking(uri: str, timeout_s: float = 5.0) -> None:
         problem = health_problem(uri, timeout_s)
         if problem is not None:
             raise AsdError(
-                f"cannot reach MLflow at {redact_uri(uri)} ({problem}): "
+                f"cannot reach MLflow at {redact(uri)} ({problem}): "
                 "start the server or pass --tracking-uri"
             )
         return
@@ -114,9 +103,3 @@ def is_unavailable(err: BaseException) -> bool:
             return True
         return err.get_http_status_code() in (502, 503, 504)
     return False
-
-
-def one_line(err: BaseException) -> str:
-    """The first line of an error's message (at most 300 characters), or its type's name."""
-    text = str(err).strip().splitlines()
-    return text[0][:300] if text else type(err).__name__
