@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -90,6 +91,11 @@ class EncoderConfig:
     The head is trained to be invariant to the augmentations and discards detail anomalies
     live in; on the synthetic set the backbone scored 67.6 % vs 57.4 % (same weights).
     """
+    width: int = 64
+    """Channels of the first ResNet stage (64 = ResNet-18); the stages use 1, 2, 4, 8 times it."""
+    pool: str = "avg"
+    """Backbone pooling: 'avg' (paper, over time and frequency), 'freq' (over time only,
+    keeping 4 frequency bands), 'meanstd' (mean and standard deviation over time)."""
 
 
 @dataclass(frozen=True)
@@ -98,6 +104,16 @@ class LossConfig:
 
     temperature: float = 0.05
     """Softmax temperature tau (the paper: 0.05)."""
+    aux_weight: float = 0.0
+    """Weight of the margin softmax on the name labels (0 = NT-Xent alone, the paper)."""
+    aux_head: str = "arcface"
+    """Auxiliary head: 'arcface' (fixed scale, additive angular margin) or 'adacos'."""
+    aux_margin: float = 0.5
+    """ArcFace's additive angular margin in radians (ignored by AdaCos)."""
+    aux_scale: float = 30.0
+    """ArcFace's logit scale (AdaCos adapts its own)."""
+    aux_subclusters: int = 1
+    """Centres per class (sub-cluster AdaCos uses 16; 1 = one centre per class)."""
 
 
 @dataclass(frozen=True)
@@ -126,6 +142,10 @@ class TrainConfig:
     """channels_last memory format on CUDA (ignored on CPU)."""
     grad_clip: float = 0.0
     """Clip the gradient norm to this value; 0 disables clipping."""
+    compile: str = "auto"
+    """torch.compile the encoder's step: 'auto' (on CUDA only), 'on' or 'off'."""
+    compile_backend: str = "inductor"
+    """torch.compile backend: 'inductor' (generated kernels); 'aot_eager' traces only."""
 
 
 @dataclass(frozen=True)
@@ -200,6 +220,13 @@ class Config:
             (self.features.n_mels > 0, "features.n_mels must be positive"),
             (self.features.hop_length > 0, "features.hop_length must be positive"),
             (self.features.f_max > self.features.f_min, "features.f_max must exceed f_min"),
+            (
+                self.features.f_max <= self.features.sample_rate / 2,
+                "features.f_max must not exceed Nyquist (features.sample_rate / 2)",
+            ),
+            (self.encoder.head_hidden_dim > 0, "encoder.head_hidden_dim must be positive"),
+            (0 <= t.lr_min <= t.lr, "train.lr_min must be between 0 and train.lr"),
+            (t.grad_clip >= 0, "train.grad_clip must be >= 0 (0 disables clipping)"),
             (a.n_views >= 1, "augment.n_views must be at least 1"),
             (len(a.recipes) >= 1, "augment.recipes must not be empty"),
             (
@@ -223,7 +250,17 @@ class Config:
                 self.encoder.embed_from in ("projection", "backbone"),
                 "encoder.embed_from must be 'projection' or 'backbone'",
             ),
+            (self.encoder.width >= 4, "encoder.width must be at least 4"),
+            (self.encoder.pool in POOLS, f"encoder.pool must be one of {', '.join(POOLS)}"),
             (self.loss.temperature > 0, "loss.temperature must be positive"),
+            (self.loss.aux_weight >= 0, "loss.aux_weight must be >= 0"),
+            (
+                self.loss.aux_head in AUX_HEADS,
+                f"loss.aux_head must be one of {', '.join(AUX_HEADS)}",
+            ),
+            (0 <= self.loss.aux_margin < 1.5, "loss.aux_margin must be in [0, 1.5) radians"),
+            (self.loss.aux_scale > 0, "loss.aux_scale must be positive"),
+            (self.loss.aux_subclusters >= 1, "loss.aux_subclusters must be at least 1"),
             (t.epochs >= 1, "train.epochs must be at least 1"),
             (t.batch_size >= 2, "train.batch_size must be at least 2 (negatives are needed)"),
             (t.lr > 0, "train.lr must be positive"),
@@ -237,6 +274,9 @@ class Config:
             (0 < s.threshold_quantile < 1, "scoring.threshold_quantile must be in (0, 1)"),
             (0 <= s.support_fraction <= 1, "scoring.support_fraction must be in [0, 1]"),
         ]
+        for key, value in self.to_flat().items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise AsdError(f"{key} must be a finite number, got {value}")
         for ok, message in checks:
             if not ok:
                 raise AsdError(message)
@@ -256,6 +296,12 @@ RECIPES = ("pitch_up", "pitch_down", "noise", "mask_short", "mask_long")
 
 ESTIMATORS = ("ml", "elliptic")
 """Covariance estimators: maximum likelihood and the robust elliptic envelope."""
+
+POOLS = ("avg", "freq", "meanstd")
+"""Backbone poolings: global average, time average keeping frequency bands, time mean+std."""
+
+AUX_HEADS = ("arcface", "adacos")
+"""Margin softmax heads of the auxiliary name-label task."""
 
 DOMAIN_STRATEGIES = ("min", "pooled")
 """'min': shared covariance, nearest domain centre; 'pooled': one Gaussian per section."""

@@ -211,3 +211,82 @@ def test_bad_inputs_raise():
         train(cfg, clips[:, :5], lengths, mean, std, device="cpu", progress=False)
     with pytest.raises(AsdError, match="at least 2 clips"):
         train(cfg, clips[:1], lengths[:1], mean, std, device="cpu", progress=False)
+
+
+def test_steps_per_epoch_drop_last_keeps_one_batch_shape():
+    assert steps_per_epoch(14, 6, drop_last=True) == 2  # the 2-clip batch would recompile
+    assert steps_per_epoch(12, 6, drop_last=True) == 2
+    assert steps_per_epoch(4, 6, drop_last=True) == 1  # fewer clips than a batch: one step
+
+
+def test_compiled_training_matches_eager_within_bf16_tolerance(full_run, data):
+    """torch.compile (aot_eager: the traced forward/backward graphs, no codegen) on CPU."""
+    cfg = tiny_config(**{"train.compile": "on", "train.compile_backend": "aot_eager"})
+    compiled = run(cfg, data)
+    eager = full_run[0]
+    assert [h["epoch"] for h in compiled.history] == [1, 2]
+    for got, want in zip(compiled.history, eager.history, strict=True):
+        assert got["loss"] == pytest.approx(want["loss"], rel=1e-2)
+        assert got["lr"] == pytest.approx(want["lr"], rel=1e-6)
+    for (name, got), want in zip(
+        compiled.encoder.state_dict().items(), eager.encoder.state_dict().values(), strict=True
+    ):
+        torch.testing.assert_close(got, want, rtol=1.6e-2, atol=1e-2, msg=name)  # bf16 eps
+    # the compiled encoder is the plain module (saved and embedded as usual)
+    assert type(compiled.encoder).__name__ == "Encoder"
+
+
+def test_compiled_training_never_recompiles_for_a_short_last_batch(monkeypatch):
+    """8 clips in batches of 3: eager runs 3 steps (the last of 2 clips), compiled runs 2."""
+    monkeypatch.setattr(torch._dynamo.config, "error_on_recompile", True)
+    data = tiny_clips(n=8)
+    cfg = tiny_config(
+        **{"train.compile": "on", "train.compile_backend": "eager", "train.epochs": 2}
+    )
+    torch._dynamo.reset()
+    result = run(cfg, data)
+    assert result.epochs_run == 2  # a recompile (new batch shape, or eval/train) would raise
+    batch_samples = 3 * (1 + cfg.augment.n_views)
+    first = result.history[0]
+    assert first["samples_per_s"] * first["seconds"] == pytest.approx(2 * batch_samples)
+
+
+def test_bad_compile_setting_names_it(data):
+    with pytest.raises(AsdError, match="train.compile"):
+        run(tiny_config(**{"train.compile": "yes"}), data)
+
+
+def tiny_labels(n=6):
+    from asd.margin import ClassLabels
+
+    return ClassLabels(np.arange(n, dtype=np.int64) % 2, ("even", "odd"))
+
+
+def test_class_labels_change_nothing_while_aux_weight_is_zero(full_run, data):
+    """The paper stays exactly reproducible: labels alone add no parameter and no draw."""
+    with_labels = run(tiny_config(), data, labels=tiny_labels())
+    assert losses(with_labels.history) == losses(full_run[0].history)
+    for k, v in full_run[0].encoder.state_dict().items():
+        torch.testing.assert_close(with_labels.encoder.state_dict()[k], v, rtol=0, atol=0)
+    assert with_labels.encoder.classes == ()
+
+
+@pytest.mark.parametrize("head", ["arcface", "adacos"])
+def test_aux_head_trains_resumes_and_names_its_classes(tmp_path, data, head):
+    cfg = tiny_config(**{"loss.aux_weight": 1.0, "loss.aux_head": head, "encoder.width": 8})
+    full = run(cfg, data, labels=tiny_labels())
+    assert full.encoder.classes == ("even", "odd")
+    assert all(math.isfinite(h["aux_loss"]) for h in full.history)
+
+    def stop_after_first(epoch, metrics, encoder):
+        if epoch == 1:
+            raise KeyboardInterrupt("preempted")
+
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, data, labels=tiny_labels(), checkpoint_dir=tmp_path, report=stop_after_first)
+    assert "centres" in torch.load(tmp_path / "last.pt", weights_only=True)["head"]
+    resumed = run(cfg, data, labels=tiny_labels(), checkpoint_dir=tmp_path)
+    assert [h["aux_loss"] for h in resumed.history] == [h["aux_loss"] for h in full.history]
+    assert losses(resumed.history) == losses(full.history)
+    with pytest.raises(AsdError, match="needs class labels"):
+        run(cfg, data)
