@@ -7,6 +7,7 @@ Ray workers live in ``tests/faults.py``.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -56,6 +57,12 @@ def synth_tree(tmp_path_factory) -> Callable[..., Path]:
         return synthesize(tmp_path_factory.mktemp("dcase"), **{**TINY_TREE, **kwargs})
 
     return make
+
+
+@pytest.fixture
+def writable_copy(tmp_path) -> Callable[[Path], Path]:
+    """``writable_copy(root) -> copy``: a fresh copy of a shared tree that this test may damage."""
+    return lambda root: Path(shutil.copytree(root, tmp_path / "data"))
 
 
 @pytest.fixture(scope="session")

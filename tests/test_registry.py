@@ -8,6 +8,7 @@ import mlflow.pyfunc
 import numpy as np
 import pytest
 import torch
+from servers import free_port
 
 from asd import registry
 from asd.errors import AsdError
@@ -165,14 +166,10 @@ def test_download_without_champion_says_so(logged, tmp_path):
 
 
 def test_offline_encoder_is_logged_on_sync(logged, tmp_path):
-    import socket
-
     from asd.tracking import sync_journal
 
     uri, _, _, path = logged
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        down = f"http://127.0.0.1:{s.getsockname()[1]}"
+    down = f"http://127.0.0.1:{free_port()}"
     offline = Tracker(down, "registry-tests", journal_dir=tmp_path / "j", probe_timeout_s=0.5)
     run_id = offline.start_trial(logged[1].start_sweep("sweep", {}), "offline-trial", {})
     model_uri = offline.log_encoder(run_id, path)

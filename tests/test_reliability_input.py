@@ -32,10 +32,8 @@ def pristine(synth_tree):
 
 
 @pytest.fixture
-def data(pristine, tmp_path):
-    root = tmp_path / "data"
-    shutil.copytree(pristine, root)
-    return root
+def data(pristine, writable_copy):
+    return writable_copy(pristine)
 
 
 def _clip(root):
