@@ -95,7 +95,12 @@ class EncoderConfig:
     """Channels of the first ResNet stage (64 = ResNet-18); the stages use 1, 2, 4, 8 times it."""
     pool: str = "avg"
     """Backbone pooling: 'avg' (paper, over time and frequency), 'freq' (over time only,
-    keeping 4 frequency bands), 'meanstd' (mean and standard deviation over time)."""
+    keeping ``freq_bands`` frequency bands), 'meanstd' (mean and standard deviation over time)."""
+    freq_bands: int = 4
+    """Frequency bands ``pool='freq'`` keeps (a clip-mean spectrum needs ~16 on synth data)."""
+    freq_stride: int = 2
+    """Frequency stride of ResNet stages 2-4: 2 = ResNet-18 (n_mels/32 rows reach the pooling),
+    1 = stride in time only (n_mels/4 rows), so fine spectral detail survives."""
 
 
 @dataclass(frozen=True)
@@ -252,6 +257,8 @@ class Config:
             ),
             (self.encoder.width >= 4, "encoder.width must be at least 4"),
             (self.encoder.pool in POOLS, f"encoder.pool must be one of {', '.join(POOLS)}"),
+            (self.encoder.freq_bands >= 1, "encoder.freq_bands must be at least 1"),
+            (self.encoder.freq_stride in (1, 2), "encoder.freq_stride must be 1 or 2"),
             (self.loss.temperature > 0, "loss.temperature must be positive"),
             (self.loss.aux_weight >= 0, "loss.aux_weight must be >= 0"),
             (
