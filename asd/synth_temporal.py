@@ -140,11 +140,12 @@ TEMPORAL_SHARE = 0.5
 def draw_kinds(rng: np.random.Generator, machine: str, severity: Array) -> list[str | None]:
     """Per clip: the temporal kind it gets, or None (normal clips and spectral anomalies)."""
     kinds = MACHINE_KINDS.get(machine, ())
-    temporal = rng.uniform(0, 1, severity.shape[0]) < TEMPORAL_SHARE
-    picks = rng.integers(0, max(len(kinds), 1), severity.shape[0])
+    n = severity.shape[0]
+    temporal = np.asarray(rng.uniform(0, 1, n) < TEMPORAL_SHARE)
+    picks = np.asarray(rng.integers(0, max(len(kinds), 1), n))
     return [
-        kinds[int(p)] if kinds and sev > 0 and is_t else None
-        for sev, is_t, p in zip(severity[:, 0], temporal, picks, strict=True)
+        kinds[int(picks[i])] if kinds and severity[i, 0] > 0 and temporal[i] else None
+        for i in range(n)
     ]
 
 

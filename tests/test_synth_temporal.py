@@ -38,7 +38,12 @@ STATISTIC = {
 }
 
 
-MACHINE = {"irregular": "slider", "dropout": "gearbox", "rhythm": "bearing", "transients": "gearbox"}
+MACHINE = {
+    "irregular": "slider",
+    "dropout": "gearbox",
+    "rhythm": "bearing",
+    "transients": "gearbox",
+}
 """A machine type that gets each kind in the synth tree."""
 
 
@@ -67,8 +72,12 @@ def test_each_kind_keeps_energy_and_spectrum_and_grades_a_temporal_statistic(kin
         np.testing.assert_allclose(np.sqrt((out**2).mean(1)), np.sqrt((normal**2).mean(1)))
         seen = [_frame_db(x) for x in _with_noise(out)]
         stat = STATISTIC[kind]
-        change[severity] = np.mean([stat(b[1]) - stat(a[1]) for a, b in zip(base, seen)])
-        shift[severity] = np.mean([np.abs(b[0] - a[0]).mean() for a, b in zip(base, seen)])
+        change[severity] = np.mean(
+            [stat(b[1]) - stat(a[1]) for a, b in zip(base, seen, strict=True)]
+        )
+        shift[severity] = np.mean(
+            [np.abs(b[0] - a[0]).mean() for a, b in zip(base, seen, strict=True)]
+        )
     # The temporal statistic moves, more at higher severity ...
     assert 0 < change[0.3] < change[1.0]
     # ... while the clip-mean spectrum moves far less than the statistic does.
