@@ -18,6 +18,7 @@ prints ``n/a`` and why. Every figure comes from the project's own public functio
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
@@ -72,15 +73,16 @@ class Row:
 ROWS = (
     Row("reference-mean", "reference", "paper", {}, "clip mean", "mean"),
     Row("reference-mean-std", "reference", "paper", {}, "clip mean+std", "mean_std"),
-    Row("paper", "encoder", "paper", {}, "paper preset, epochs capped by --paper-epochs"),
+    Row("paper", "encoder", "paper", {}, "paper preset (--paper-epochs caps its 40 epochs)"),
     Row("quick", "encoder", "quick", {}, "the quick preset"),
-    Row("aux-head", "encoder", "quick", {"loss.aux_weight": 1.0}, "quick + ArcFace head"),
-    Row("fusion", "encoder", "quick", {"scoring.family": "fusion"}, "quick fused with ref"),
-    Row("width-32", "encoder", "quick", {"encoder.width": 32}, "quick at width 32"),
-    Row("width-64", "encoder", "quick", {"encoder.width": 64}, "quick at width 64"),
-    Row("pool-meanstd", "encoder", "quick", {"encoder.pool": "meanstd"}, "quick, mean+std pool"),
+    Row("fusion", "encoder", "quick", {"scoring.family": "fusion"}, "quick fused with reference"),
     Row("sweep-champion", "sweep", "quick", {}, "best of a small real asd sweep"),
+    Row("aux-head", "encoder", "quick", {"loss.aux_weight": 1.0}, "quick + ArcFace head"),
+    Row("pool-meanstd", "encoder", "quick", {"encoder.pool": "meanstd"}, "quick, mean+std pool"),
+    Row("pool-freq", "encoder", "quick", {"encoder.pool": "freq"}, "quick, frequency-band pool"),
+    Row("width-32", "encoder", "quick", {"encoder.width": 32}, "quick at width 32"),
 )
+"""In order of importance: a run cut short still has the references and the main detectors."""
 
 
 @dataclass
@@ -91,6 +93,8 @@ class Result:
     tuned: dict[str, float] = field(default_factory=dict)
     held_out: dict[str, float] = field(default_factory=dict)
     wall_s: float | None = None
+    cpu_s: float | None = None
+    """CPU seconds of this process (all its threads): comparable across a shared machine."""
     missing: str = ""
     detail: dict[str, Any] = field(default_factory=dict)
 
@@ -107,7 +111,6 @@ class Bench:
         self.root = _data(self.out, args)
         self.index = index_dataset(self.root)
         self._features: dict[str, FeatureSet] = {}
-        self._encoders: dict[str, tuple[Any, float]] = {}
 
     def features(self, cfg: Config) -> FeatureSet:
         """Log-mels for ``cfg.features`` (cached on disk by the project's own cache)."""
@@ -119,16 +122,31 @@ class Bench:
         return self._features[key]
 
     def encoder(self, cfg: Config) -> tuple[Any, float]:
-        """(encoder, training seconds) for ``cfg``; rows that differ only in scoring share one."""
-        flat = {k: v for k, v in cfg.to_flat().items() if not k.startswith("scoring.")}
-        key = json.dumps(flat, sort_keys=True)
-        if key not in self._encoders:
-            start = time.monotonic()
-            trained = pipeline.train_encoder(
-                cfg, self.features(cfg), device=self.args.device, progress=self.args.progress
-            )
-            self._encoders[key] = (trained.encoder, time.monotonic() - start)
-        return self._encoders[key]
+        """(encoder, training seconds) for ``cfg``; rows that differ only in scoring share one.
+
+        Trained encoders are kept in ``<out>/encoders/`` (the project's own encoder files),
+        keyed by the non-default, non-scoring settings, so a rerun only trains what is new.
+        """
+        from asd.encoder import load_encoder, save_encoder
+
+        defaults = Config().to_flat()
+        flat = {
+            k: v
+            for k, v in cfg.to_flat().items()
+            if not k.startswith("scoring.") and v != defaults.get(k)
+        }
+        blob = json.dumps([self.root.name, flat], sort_keys=True, default=str).encode()
+        path = self.out / "encoders" / f"{hashlib.sha256(blob).hexdigest()[:16]}.pt"
+        if path.is_file():
+            encoder, _, extra = load_encoder(path)
+            return encoder, float(extra.get("train_s", float("nan")))
+        start = time.monotonic()
+        trained = pipeline.train_encoder(
+            cfg, self.features(cfg), device=self.args.device, progress=self.args.progress
+        )
+        train_s = time.monotonic() - start
+        save_encoder(trained.encoder, path, cfg, extra={"train_s": train_s})
+        return trained.encoder, train_s
 
 
 def config_for(row: Row, args: argparse.Namespace) -> Config:
@@ -136,6 +154,11 @@ def config_for(row: Row, args: argparse.Namespace) -> Config:
     cfg = preset(row.base).with_overrides(row.overrides)
     if row.name == "paper" and args.paper_epochs:
         cfg = cfg.with_overrides({"train.epochs": args.paper_epochs})
+    if row.name == "paper" and args.device == "cpu" and not args.paper_on_cpu:
+        raise AsdError(
+            "the paper preset (ResNet-18, 10 s crops, 6 views, batch 48) takes hours per epoch "
+            "on a shared 2-core CPU: run on a GPU, or pass --paper-on-cpu"
+        )
     return cfg
 
 
@@ -184,7 +207,7 @@ def measure_encoder(bench: Bench, row: Row, cfg: Config) -> Result:
         companions = getattr(evaluation, "companions", {})
         for name, companion in companions.items():  # encoder alone / fusion beside each other
             result.detail[f"{group}.{name}"] = hmeans(companion)
-    result.wall_s = time.monotonic() - start + (train_s if "reused" not in result.detail else 0)
+    result.wall_s = time.monotonic() - start  # a shared encoder's training is not counted twice
     return result
 
 
@@ -234,7 +257,7 @@ def _space_yaml(args: argparse.Namespace) -> str:
         "sweep:",
         f"  num_samples: {args.sweep_trials}",
         "  max_concurrent_trials: 1",
-        "  grace_period: 100",
+        f"  grace_period: {preset('quick').train.epochs}",  # every trial trains to the end
         "  reduction_factor: 2",
     ]
     return "\n".join(lines) + "\n"
@@ -253,11 +276,16 @@ def run_row(bench: Bench, row: Row) -> Result:
         cfg = config_for(row, bench.args)
     except AsdError as exc:
         missing = ", ".join(k for k in row.overrides if k in str(exc)) or str(exc).splitlines()[0]
+        if row.name == "paper":
+            missing = str(exc)
         return Result(row, missing=f"n/a in this asd: {missing}")
+    cpu = time.process_time()
     try:
-        return MEASURE[row.kind](bench, row, cfg)
+        result = MEASURE[row.kind](bench, row, cfg)
     except ImportError as exc:
         return Result(row, missing=f"not installed: {exc}")
+    result.cpu_s = time.process_time() - cpu
+    return result
 
 
 # --------------------------------------------------------------------------- reporting
@@ -280,13 +308,14 @@ def _pct(value: float | None) -> str:
 def table(results: list[Result], scorers: list[str]) -> str:
     """The markdown table: hmean (%) per scorer for the tuned and the held-out group."""
     head = ["row"] + [f"tuned {s}" for s in scorers] + [f"held-out {s}" for s in scorers]
-    head += ["wall s", "note"]
+    head += ["wall s", "cpu s", "note"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
         cells = [r.row.name]
         for group in (r.tuned, r.held_out):
             cells += [_pct(group.get(s)) if not r.missing else "n/a" for s in scorers]
         cells.append("n/a" if r.wall_s is None else f"{r.wall_s:.0f}")
+        cells.append("n/a" if r.cpu_s is None else f"{r.cpu_s:.0f}")
         cells.append(r.missing or r.row.note)
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -310,7 +339,8 @@ def report(results: list[Result], args: argparse.Namespace, wall_s: float) -> st
         " spectral and temporal anomalies",
         f"tuned group: {', '.join(args.tuned)}; held-out group: {', '.join(args.held_out)}",
         f"machine: {machine()}",
-        f"total wall time: {wall_s:.0f} s",
+        f"total wall time: {wall_s:.0f} s (cpu s: this process's CPU time, all threads; a"
+        " sweep's Ray workers are not in it)",
         "",
         table(results, scorers),
     ]
@@ -347,7 +377,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tuned", nargs="+", default=list(TUNED))
     parser.add_argument("--held-out", nargs="+", default=list(HELD_OUT))
-    parser.add_argument("--paper-epochs", type=int, default=4, help="cap (0: the paper's 40)")
+    parser.add_argument("--paper-epochs", type=int, default=0, help="cap (0: the paper's 40)")
+    parser.add_argument("--paper-on-cpu", action="store_true", help="train the paper row on CPU")
     parser.add_argument("--sweep-trials", type=int, default=3)
     parser.add_argument(
         "--sweep-params",
@@ -371,7 +402,8 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"unknown rows: {', '.join(sorted(unknown))}")
     start = time.monotonic()
     bench = Bench(args)
-    results = []
+    results: list[Result] = []
+    path = out / f"quality-{args.size}-{time.strftime('%Y%m%d-%H%M%S')}.md"
     for row in (r for r in ROWS if r.name in wanted):
         print(f"[{time.monotonic() - start:6.0f} s] {row.name} ...", flush=True)
         result = run_row(bench, row)
@@ -381,10 +413,9 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         results.append(result)
-    text = report(results, args, time.monotonic() - start)
-    print(text)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    (out / f"quality-{args.size}-{stamp}.md").write_text(text + "\n")
+        # Written after every row: a run cut short still leaves every finished figure.
+        path.write_text(report(results, args, time.monotonic() - start) + "\n")
+    print(path.read_text())
     return 0
 
 
