@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib
 import json
 import logging
 import os
@@ -171,42 +172,60 @@ def hmeans(evaluation: Any) -> dict[str, float]:
     return {k: float(v) for k, v in out.items()}
 
 
+def _detector() -> Any:
+    """``asd.detector`` (families, fusion, references) where this asd has it, else None."""
+    try:
+        return importlib.import_module("asd.detector")
+    except ImportError:
+        return None
+
+
 def measure_reference(bench: Bench, row: Row, cfg: Config) -> Result:
     """An untrained clip statistic of the log-mel, scored like any embedding."""
     start = time.monotonic()
     features = bench.features(cfg)
-    statistic = row.statistic
-    embed = getattr(pipeline, "reference_embeddings", None)
-    if embed is not None:
-        embeddings = embed(features, statistic)
-    elif statistic == "mean":
-        embeddings = pipeline.mean_logmel_embeddings(features)
-    else:
-        return Result(row, missing=f"asd has no '{statistic}' reference yet")
+    detector = _detector()
+    if detector is None and row.statistic != "mean":
+        return Result(row, missing=f"n/a in this asd: the '{row.statistic}' reference")
     result = Result(row)
     for group, machines in (("tuned", bench.args.tuned), ("held_out", bench.args.held_out)):
-        evaluation = pipeline.evaluate_embeddings(
-            embeddings, features.index, cfg, machines=machines
-        )
+        if detector is not None:
+            ref_cfg = cfg.with_overrides({"scoring.reference": row.statistic})
+            evaluation = detector.evaluate_reference(features, ref_cfg, machines=machines)
+        else:
+            evaluation = pipeline.evaluate_embeddings(
+                pipeline.mean_logmel_embeddings(features), features.index, cfg, machines=machines
+            )
         setattr(result, group, hmeans(evaluation))
     result.wall_s = time.monotonic() - start
     return result
 
 
 def measure_encoder(bench: Bench, row: Row, cfg: Config) -> Result:
-    """Train (or reuse) the row's encoder on every machine's normal clips; score both groups."""
+    """Train (or reuse) the row's encoder on every machine's normal clips; score both groups.
+
+    With ``asd.detector``, the row's family (encoder alone or fused) fills the table and the
+    encoder alone, the reference and the fusion go to the details beside it.
+    """
     start = time.monotonic()
     encoder, train_s = bench.encoder(cfg)
     features = bench.features(cfg)
+    detector = _detector()
     result = Result(row, detail={"train_s": round(train_s, 1)})
     for group, machines in (("tuned", bench.args.tuned), ("held_out", bench.args.held_out)):
-        evaluation = pipeline.evaluate_encoder(
-            encoder, features, cfg, machines=machines, device=bench.args.device
-        )
+        if detector is not None:
+            evaluation = detector.evaluate_detector(
+                encoder, features, cfg, machines=machines, device=bench.args.device
+            )
+        else:
+            evaluation = pipeline.evaluate_encoder(
+                encoder, features, cfg, machines=machines, device=bench.args.device
+            )
         setattr(result, group, hmeans(evaluation))
-        companions = getattr(evaluation, "companions", {})
-        for name, companion in companions.items():  # encoder alone / fusion beside each other
-            result.detail[f"{group}.{name}"] = hmeans(companion)
+        for name, companion in getattr(evaluation, "companions", {}).items():
+            result.detail[f"{group}.{name}"] = {
+                k: round(100 * v, 1) for k, v in hmeans(companion).items()
+            }
     result.wall_s = time.monotonic() - start  # a shared encoder's training is not counted twice
     return result
 
@@ -218,7 +237,7 @@ def measure_sweep(bench: Bench, row: Row, cfg: Config) -> Result:
     start = time.monotonic()
     space = bench.out / "quality_space.yaml"
     space.write_text(_space_yaml(bench.args))
-    result_ = run_sweep(
+    swept = run_sweep(
         SweepSettings(
             space=space,
             data=bench.root,
@@ -232,19 +251,24 @@ def measure_sweep(bench: Bench, row: Row, cfg: Config) -> Result:
         )
     )
     result = Result(row, wall_s=time.monotonic() - start)
-    result.tuned = {
-        k.split(".")[0]: v for k, v in result_.tune_scores.items() if k.endswith("hmean")
-    }
-    result.held_out = {
-        k.split(".")[0]: v for k, v in result_.holdout_scores.items() if k.endswith(".hmean")
-    }
-    best = result_.summary
-    if result_.best_trial_id is not None:
-        chosen = best[best["trial_id"] == result_.best_trial_id].iloc[0]
-        result.detail["champion"] = {
-            k.removeprefix("config/"): chosen[k] for k in best.columns if k.startswith("config/")
+    for group, scores in (("tuned", swept.tune_scores), ("held_out", swept.holdout_scores)):
+        by_scorer = {
+            k.split(".")[0]: v
+            for k, v in scores.items()
+            if k.count(".") == 1 and k.endswith(".hmean")
         }
-    result.detail["trials"] = int(len(best))
+        setattr(result, group, by_scorer)
+        for key, value in scores.items():  # companions: reference.ml.hmean, encoder.ml.hmean
+            if key.count(".") == 2:
+                result.detail[f"{group}.{key}"] = round(100 * value, 1)
+    summary = swept.summary
+    if swept.best_trial_id is not None:
+        chosen = summary[summary["trial_id"] == swept.best_trial_id].iloc[0]
+        result.detail["champion"] = {
+            k.removeprefix("config/"): chosen[k] for k in summary.columns if k.startswith("config/")
+        }
+    result.detail["family"] = getattr(swept, "family", "encoder")
+    result.detail["trials"] = int(len(summary))
     return result
 
 
