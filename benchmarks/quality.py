@@ -275,13 +275,16 @@ def measure_sweep(bench: Bench, row: Row, cfg: Config) -> Result:
 def _space_yaml(args: argparse.Namespace) -> str:
     """The sweep's search space: the quick preset with its main levers searchable."""
     spec = json.loads(args.sweep_params)
-    lines = ["description: quality benchmark sweep", "base: quick", "params:"]
+    lines = ["description: quality benchmark sweep", "base: quick"]
+    if args.sweep_epochs:
+        lines += ["fixed:", f"  train.epochs: {args.sweep_epochs}"]
+    lines += ["params:"]
     lines += [f"  {key}: {json.dumps(value)}" for key, value in spec.items()]
     lines += [
         "sweep:",
         f"  num_samples: {args.sweep_trials}",
         "  max_concurrent_trials: 1",
-        f"  grace_period: {preset('quick').train.epochs}",  # every trial trains to the end
+        f"  grace_period: {args.sweep_epochs or preset('quick').train.epochs}",  # no early stop
         "  reduction_factor: 2",
     ]
     return "\n".join(lines) + "\n"
@@ -404,6 +407,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--paper-epochs", type=int, default=0, help="cap (0: the paper's 40)")
     parser.add_argument("--paper-on-cpu", action="store_true", help="train the paper row on CPU")
     parser.add_argument("--sweep-trials", type=int, default=3)
+    parser.add_argument("--sweep-epochs", type=int, default=0, help="0: the quick preset's")
     parser.add_argument(
         "--sweep-params",
         default='{"train.lr": {"loguniform": [3.0e-4, 3.0e-3]}, '
