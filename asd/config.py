@@ -339,6 +339,7 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
 
 
 QUICK: dict[str, Any] = {
+    "encoder.width": 16,
     "features.n_mels": 64,
     "train.epochs": 10,
     "train.batch_size": 32,
