@@ -19,6 +19,13 @@ from typing import Any
 import pandas as pd
 
 from asd.errors import AsdError
+from asd.sweep.checks import (
+    check_name,
+    check_resources,
+    check_same_space,
+    check_settings,
+    remember_space,
+)
 from asd.sweep.space import SearchSpace, load_space
 from asd.sweep.trial import OBJECTIVE, TrialSetup, load_epoch_hook, run_trial
 
@@ -86,6 +93,10 @@ class SweepResult:
     """Why the winner was not registered now (MLflow was down: run `asd sync`, then resume)."""
     wall_s: float = 0.0
     train_s: float = 0.0
+    phases: dict[str, float] = field(default_factory=dict)
+    """Seconds per phase of this call: ``setup`` (space, data, features, parent run), ``tune``
+    (the trials, with Ray/Tune/MLflow in them), ``finalise`` (summary, closing runs), and
+    ``holdout``/``register`` when the winner was scored and registered."""
 
 
 def run_sweep(settings: SweepSettings) -> SweepResult:
@@ -95,6 +106,7 @@ def run_sweep(settings: SweepSettings) -> SweepResult:
     from asd.tracking import Tracker, check_tracking, default_tracking_uri
 
     start = time.monotonic()
+    check_settings(settings)
     space = load_space(settings.space)
     if settings.epoch_hook:
         load_epoch_hook(settings.epoch_hook)  # a typo fails here, not in every trial
@@ -103,6 +115,7 @@ def run_sweep(settings: SweepSettings) -> SweepResult:
     workdir.mkdir(parents=True, exist_ok=True)
     storage = Path(settings.storage_path or workdir / "ray_results").resolve()
     name = settings.name or _default_name(space.name, storage, settings.resume)
+    check_name(name)
     sweep_dir = storage / name
     if settings.resume and not sweep_dir.exists():
         raise AsdError(f"nothing to resume: no sweep '{name}' in {storage}")
@@ -111,8 +124,12 @@ def run_sweep(settings: SweepSettings) -> SweepResult:
             f"sweep '{name}' already exists in {storage}: pass --resume to continue it "
             "or --name to start another"
         )
+    if settings.resume:
+        check_same_space(storage, name, settings.space)
     tracking_uri = settings.tracking_uri or default_tracking_uri(workdir)
     check_tracking(tracking_uri)
+    _init_ray(settings)
+    check_resources(settings, workers)  # a trial no node can hold would stay PENDING forever
 
     data_root = settings.data or _synthetic_data(workdir)
     index = index_dataset(data_root, ground_truth=settings.ground_truth)
@@ -120,6 +137,8 @@ def run_sweep(settings: SweepSettings) -> SweepResult:
     features = extract_features(index, space.base.features, workdir / "features")
     data_fp = fingerprint(index)
 
+    if not settings.resume:
+        remember_space(storage, name, settings.space)
     tracker = Tracker(tracking_uri, settings.experiment, journal_dir=workdir / "journal" / name)
     parent = tracker.start_sweep(
         name,
@@ -147,8 +166,16 @@ def run_sweep(settings: SweepSettings) -> SweepResult:
         workers_per_trial=workers,
         use_gpu=settings.gpus_per_trial > 0,
         cpus_per_worker=settings.cpus_per_trial,
+        compile_cache=str(workdir / "compile-cache"),
     )
-    results = _tune(space, settings, setup, storage, name, sweep_dir)
+    phases = {"setup": time.monotonic() - start}
+    mark = time.monotonic()
+    try:
+        results = _tune(space, settings, setup, storage, name, sweep_dir)
+    except BaseException:
+        tracker.finish(parent, status="FAILED")  # a refused or broken sweep is never RUNNING
+        raise
+    phases["tune"], mark = time.monotonic() - mark, time.monotonic()
     summary = summarise(results)
     result = SweepResult(
         name=name,
@@ -157,6 +184,7 @@ def run_sweep(settings: SweepSettings) -> SweepResult:
         best_trial_id=None,
         best_run_id=None,
         train_s=float(summary.get("train_s", pd.Series(dtype=float)).sum()),
+        phases=phases,
     )
     _finalise_runs(tracker, summary)
     finished = summary[summary["status"] == "finished"]
@@ -167,10 +195,14 @@ def run_sweep(settings: SweepSettings) -> SweepResult:
             k: float(best[k]) for k in ("ml.hmean", "elliptic.hmean") if k in best
         }
         encoder_path = Path(best["trial_dir"]) / "artifacts" / "encoder.pt"
+        phases["finalise"], mark = time.monotonic() - mark, time.monotonic()
         if holdout:
             result.holdout_scores = _score_holdout(encoder_path, features, holdout, settings)
+            phases["holdout"], mark = time.monotonic() - mark, time.monotonic()
         _register(tracker, result, encoder_path, settings, data_fp, tune_machines, holdout)
+        phases["register"], mark = time.monotonic() - mark, time.monotonic()
     _log_summary(tracker, parent, result, space)
+    phases["finalise"] = phases.get("finalise", 0.0) + time.monotonic() - mark
     result.wall_s = time.monotonic() - start
     tracker.log_metrics(parent, {"sweep.wall_s": result.wall_s, "sweep.train_s": result.train_s})
     tracker.finish(parent, status="FINISHED")
@@ -235,6 +267,9 @@ def _tune(
                 scheduler=scheduler,
                 num_samples=settings.num_samples or space.sweep.get("num_samples", 8),
                 max_concurrent_trials=max_concurrent or 1,
+                # one warm worker process runs trial after trial: torch, MLflow and the
+                # compile cache are loaded once per worker, not once per trial
+                reuse_actors=True,
             ),
             run_config=tune.RunConfig(
                 name=name,
