@@ -265,7 +265,7 @@ def measure_sweep(bench: Bench, row: Row, cfg: Config) -> Result:
     if swept.best_trial_id is not None:
         chosen = summary[summary["trial_id"] == swept.best_trial_id].iloc[0]
         result.detail["champion"] = {
-            k.removeprefix("config/"): chosen[k] for k in summary.columns if k.startswith("config/")
+            k.removeprefix("param."): chosen[k] for k in summary.columns if k.startswith("param.")
         }
     result.detail["family"] = getattr(swept, "family", "encoder")
     result.detail["trials"] = int(len(summary))
