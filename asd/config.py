@@ -360,6 +360,19 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
     raise AsdError(f"config key '{key}' has an unsupported type {hint}")
 
 
+QUICK: dict[str, Any] = {
+    "encoder.width": 16,
+    "features.n_mels": 64,
+    "train.epochs": 10,
+    "train.batch_size": 32,
+    "train.lr": 0.001,
+    "train.restarts": 0,
+    "train.crop_frames": 64,
+    "augment.n_views": 2,
+    "loss.temperature": 0.1,
+}
+"""The quick preset's settings (chosen by measurement: benchmarks/quality.py, README results)."""
+
 PRESETS: dict[str, Config] = {
     "paper": Config(),
     "smoke": Config().with_overrides(
@@ -372,8 +385,11 @@ PRESETS: dict[str, Config] = {
             "loss.temperature": 0.1,
         }
     ),
+    "quick": Config().with_overrides(QUICK),
 }
-"""Named starting points: 'paper' (the paper's defaults), 'smoke' (seconds on a CPU)."""
+"""Named starting points: 'paper' (the paper's defaults), 'smoke' (seconds on a CPU),
+'quick' (the best detector measured to train in <= 10 min on a 2-core CPU, 7 x 50 clips of 4 s;
+see the README's results for how it was chosen)."""
 
 
 def preset(name: str) -> Config:
