@@ -102,11 +102,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument(
         "--embedding",
-        choices=["encoder", "mean-logmel"],
+        choices=["encoder", "mean-logmel", "mean-std-logmel"],
         default="encoder",
-        help="mean-logmel: the untrained reference (clip-mean log-mel + Mahalanobis)",
+        help="mean-logmel / mean-std-logmel: the untrained reference alone (clip statistics of "
+        "the log-mel); with an encoder the reference is always scored beside it",
     )
-    evaluate.add_argument("--estimator", choices=["ml", "elliptic", "both"], default="both")
+    evaluate.add_argument(
+        "--reference",
+        choices=["mean", "mean_std"],
+        help="the reference statistic scored beside an encoder (default: its config's)",
+    )
+    evaluate.add_argument(
+        "--estimator",
+        choices=["ml", "elliptic", "knn", "both", "all"],
+        default="all",
+        help="scorer(s): both = ml and elliptic; all = ml, elliptic and knn",
+    )
     evaluate.add_argument(
         "--embed-from",
         choices=["backbone", "projection"],
@@ -263,24 +274,22 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    """Score the test clips with one or both estimators; print tables and the official score."""
-    from asd.config import ESTIMATORS, Config
-    from asd.pipeline import (
-        evaluate_embeddings,
-        evaluate_encoder,
-        mean_logmel_embeddings,
-        save_evaluation,
-    )
+    """Score the test clips with each scorer, the untrained reference beside an encoder."""
+    from asd.config import ESTIMATORS, SCORERS, Config
+    from asd.detector import evaluate_detector, format_versus
+    from asd.pipeline import save_evaluation
 
-    estimators = ESTIMATORS if args.estimator == "both" else (args.estimator,)
+    chosen = {"both": ESTIMATORS, "all": SCORERS}
+    estimators = chosen.get(args.estimator, (args.estimator,))
     start = time.monotonic()
-    if args.embedding == "mean-logmel":
-        cfg = Config()
-        features = load_feature_set(args, cfg.features)
-        evaluation = evaluate_embeddings(
-            mean_logmel_embeddings(features), features.index, cfg, estimators, out_dir=args.out
+    if args.embedding != "encoder":
+        statistic = "mean" if args.embedding == "mean-logmel" else "mean_std"
+        cfg = Config().with_overrides(
+            {"scoring.family": "reference", "scoring.reference": statistic}
         )
-        title = "reference: clip-mean log-mel + Mahalanobis"
+        features = load_feature_set(args, cfg.features)
+        evaluation = evaluate_detector(None, features, cfg, estimators, out_dir=args.out)
+        title = f"reference: clip-{statistic.replace('_', '+')} log-mel, untrained"
     else:
         if not args.encoder:
             raise AsdError("--encoder is required (or --embedding mean-logmel)")
@@ -288,8 +297,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if args.embed_from:
             cfg = cfg.with_overrides({"encoder.embed_from": args.embed_from})
             encoder.cfg = cfg.encoder
+        if args.reference:
+            cfg = cfg.with_overrides({"scoring.reference": args.reference})
         features = load_feature_set(args, cfg.features)
-        evaluation = evaluate_encoder(
+        evaluation = evaluate_detector(
             encoder,
             features,
             cfg,
@@ -298,8 +309,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             device=args.device,
             progress=not args.quiet,
         )
-        title = f"encoder {args.encoder}"
+        title = f"encoder {args.encoder} (detector family {cfg.scoring.family})"
     print(format_evaluation(evaluation, title))
+    if args.embedding == "encoder":
+        print(format_versus(evaluation))
     print(f"evaluated in {time.monotonic() - start:.1f}s")
     if args.out:
         save_evaluation(evaluation, args.out)
@@ -382,7 +395,8 @@ def format_evaluation(evaluation: Any, title: str) -> str:
 
 
 def _estimator_name(name: str) -> str:
-    return {"ml": "EmpiricalCovariance", "elliptic": "EllipticEnvelope"}.get(name, name)
+    names = {"ml": "EmpiricalCovariance", "elliptic": "EllipticEnvelope", "knn": "cosine kNN"}
+    return names.get(name, name)
 
 
 def _code_version() -> str:
