@@ -94,6 +94,30 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     train.set_defaults(func=cmd_train)
 
+    _add_evaluate_parser(sub)
+
+    score = sub.add_parser("score", help="score new wav files with an encoder (e.g. the champion)")
+    score.add_argument("files", nargs="+", type=Path, help="wav files or folders of them")
+    score.add_argument("--encoder", required=True, help="encoder.pt, a run folder or models:/...")
+    score.add_argument("--machine", required=True, help="machine type of the new clips")
+    score.add_argument("--section", type=int, default=0)
+    score.add_argument("--data", type=Path, required=True, help="data with its normal train clips")
+    score.add_argument("--estimator", choices=["ml", "elliptic"], default="ml")
+    score.add_argument("--tracking-uri", help="MLflow URI for models:/ encoders")
+    score.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
+    score.add_argument("--out", type=Path, help="write the scores as CSV here")
+    score.add_argument("--device", default="auto")
+    score.add_argument("--quiet", action="store_true")
+    score.set_defaults(func=cmd_score, machines=None, ground_truth=None)
+
+    from asd.commands import add_platform_commands
+
+    add_platform_commands(sub)
+    return parser
+
+
+def _add_evaluate_parser(sub: Any) -> None:
+    """`asd evaluate`: an encoder (with the untrained reference beside it) or the reference."""
     evaluate = sub.add_parser("evaluate", help="score test clips and print the official score")
     _add_data_args(evaluate)
     evaluate.add_argument(
@@ -127,25 +151,6 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--tracking-uri", help="MLflow URI for models:/ encoders")
     evaluate.add_argument("--device", default="auto")
     evaluate.set_defaults(func=cmd_evaluate)
-
-    score = sub.add_parser("score", help="score new wav files with an encoder (e.g. the champion)")
-    score.add_argument("files", nargs="+", type=Path, help="wav files or folders of them")
-    score.add_argument("--encoder", required=True, help="encoder.pt, a run folder or models:/...")
-    score.add_argument("--machine", required=True, help="machine type of the new clips")
-    score.add_argument("--section", type=int, default=0)
-    score.add_argument("--data", type=Path, required=True, help="data with its normal train clips")
-    score.add_argument("--estimator", choices=["ml", "elliptic"], default="ml")
-    score.add_argument("--tracking-uri", help="MLflow URI for models:/ encoders")
-    score.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
-    score.add_argument("--out", type=Path, help="write the scores as CSV here")
-    score.add_argument("--device", default="auto")
-    score.add_argument("--quiet", action="store_true")
-    score.set_defaults(func=cmd_score, machines=None, ground_truth=None)
-
-    from asd.commands import add_platform_commands
-
-    add_platform_commands(sub)
-    return parser
 
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
