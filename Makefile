@@ -6,7 +6,7 @@ export RAY_AUTH_MODE ?= disabled
 export MLFLOW_DISABLE_TELEMETRY ?= true
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install demo detector-demo test lint benchmark clean
+.PHONY: install demo detector-demo test lint benchmark benchmark-thresholds clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -38,6 +38,10 @@ test: install lint
 
 benchmark: install
 	$(BIN)/python benchmarks/run.py
+
+# Out-of-fold vs in-sample decision thresholds and the untrained references (no training).
+benchmark-thresholds: install
+	$(BIN)/python benchmarks/thresholds.py
 
 clean:
 	rm -rf asd-work .pytest_cache

@@ -102,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--machine", required=True, help="machine type of the new clips")
     score.add_argument("--section", type=int, default=0)
     score.add_argument("--data", type=Path, required=True, help="data with its normal train clips")
-    score.add_argument("--estimator", choices=["ml", "elliptic"], default="ml")
+    score.add_argument("--estimator", choices=["ml", "elliptic", "knn"], default="ml")
     score.add_argument("--tracking-uri", help="MLflow URI for models:/ encoders")
     score.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
     score.add_argument("--out", type=Path, help="write the scores as CSV here")

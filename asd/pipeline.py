@@ -291,8 +291,13 @@ def score_new_clips(
     from asd.data import read_wav
     from asd.embed import embed_clips
     from asd.features import log_mel
-    from asd.scoring import MahalanobisScorer
 
+    if cfg.scoring.family != "encoder":
+        log.warning(
+            "asd score uses the encoder alone: its '%s' detector family is applied by "
+            "`asd evaluate` only",
+            cfg.scoring.family,
+        )
     index = features.index
     fit_rows = normal_train_mask(index) & (index["machine"] == machine).to_numpy()
     fit_rows &= (index["section"] == section).to_numpy()
@@ -317,7 +322,7 @@ def score_new_clips(
     )
     new_set = FeatureSet.from_arrays(mels, meta, cfg.features)  # the encoder normalises
     scoring = cfg.with_overrides({"scoring.estimator": estimator}).scoring
-    scorer = MahalanobisScorer.from_config(scoring).fit(
+    scorer = make_scorer(scoring).fit(
         embed_clips(encoder, train_set, device=device), train_set.index
     )
     scores = scorer.score(embed_clips(encoder, new_set, device=device), meta)
