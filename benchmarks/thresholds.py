@@ -27,15 +27,17 @@ from asd.features import extract_features
 from asd.synth import DEV_MACHINES, synthesize
 
 
-def flag_rate(evaluation, scorer: str) -> float:
-    """Share of the labelled normal test clips whose decision is 1."""
+def flag_rate(evaluation, scorer: str, domain: str | None = None) -> float:
+    """Share of the labelled normal test clips (of ``domain``, or all) whose decision is 1."""
     results = evaluation.by_estimator[scorer].results
     normal = results["label"] == "normal"
+    if domain is not None:
+        normal &= results["domain"] == domain
     return float(results.loc[normal, "decision"].mean())
 
 
-def rows(features, quantile: float, folds: int) -> list[tuple[str, str, float, float, float]]:
-    """(statistic, scorer, hmean, in-sample flag rate, out-of-fold flag rate) per pair."""
+def rows(features, quantile: float, folds: int) -> list[tuple]:
+    """(statistic, scorer, hmean, flag rates: in-sample, out-of-fold, oof source, oof target)."""
     out = []
     for statistic in ("mean", "mean_std"):
         base = {"scoring.reference": statistic, "scoring.threshold_quantile": quantile}
@@ -54,6 +56,8 @@ def rows(features, quantile: float, folds: int) -> list[tuple[str, str, float, f
                     hmean,
                     flag_rate(by_folds[0], scorer),
                     flag_rate(by_folds[folds], scorer),
+                    flag_rate(by_folds[folds], scorer, "source"),
+                    flag_rate(by_folds[folds], scorer, "target"),
                 )
             )
     return out
@@ -93,12 +97,14 @@ def main(argv: list[str] | None = None) -> int:
         f"{index['machine'].nunique()} machine types)"
     )
     print(f"target share of normal test clips flagged: {100 * (1 - args.quantile):.0f} %")
-    print("| reference | scorer | hmean % | flagged, in-sample % | flagged, out-of-fold % |")
-    print("|---|---|---|---|---|")
-    for statistic, scorer, hmean, inside, oof in table:
-        print(
-            f"| {statistic} | {scorer} | {100 * hmean:.2f} | {100 * inside:.1f} | {100 * oof:.1f} |"
-        )
+    print(
+        "| reference | scorer | hmean % | flagged, in-sample % | flagged, out-of-fold % "
+        "| out-of-fold, source % | out-of-fold, target % |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for statistic, scorer, hmean, *rates in table:
+        shown = " | ".join(f"{100 * r:.1f}" for r in rates)
+        print(f"| {statistic} | {scorer} | {100 * hmean:.2f} | {shown} |")
     print(
         f"wall {time.monotonic() - start:.0f} s on {platform.processor() or platform.machine()}, "
         f"numpy {np.__version__}"

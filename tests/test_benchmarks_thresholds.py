@@ -19,5 +19,5 @@ def test_the_table_has_every_reference_and_scorer(tmp_path, capsys):
         for scorer in ("ml", "elliptic", "knn")
     ]
     for line in lines:
-        cells = [float(c) for c in line.split("|")[3:6]]
+        cells = [float(c) for c in line.split("|")[3:8]]
         assert all(0.0 <= c <= 100.0 for c in cells)
