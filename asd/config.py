@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -94,7 +95,12 @@ class EncoderConfig:
     """Channels of the first ResNet stage (64 = ResNet-18); the stages use 1, 2, 4, 8 times it."""
     pool: str = "avg"
     """Backbone pooling: 'avg' (paper, over time and frequency), 'freq' (over time only,
-    keeping 4 frequency bands), 'meanstd' (mean and standard deviation over time)."""
+    keeping ``freq_bands`` frequency bands), 'meanstd' (mean and standard deviation over time)."""
+    freq_bands: int = 4
+    """Frequency bands ``pool='freq'`` keeps (a clip-mean spectrum needs ~16 on synth data)."""
+    freq_stride: int = 2
+    """Frequency stride of ResNet stages 2-4: 2 = ResNet-18 (n_mels/32 rows reach the pooling),
+    1 = stride in time only (n_mels/4 rows), so fine spectral detail survives."""
 
 
 @dataclass(frozen=True)
@@ -141,6 +147,10 @@ class TrainConfig:
     """channels_last memory format on CUDA (ignored on CPU)."""
     grad_clip: float = 0.0
     """Clip the gradient norm to this value; 0 disables clipping."""
+    compile: str = "auto"
+    """torch.compile the encoder's step: 'auto' (on CUDA only), 'on' or 'off'."""
+    compile_backend: str = "inductor"
+    """torch.compile backend: 'inductor' (generated kernels); 'aot_eager' traces only."""
 
 
 @dataclass(frozen=True)
@@ -227,6 +237,13 @@ class Config:
             (self.features.n_mels > 0, "features.n_mels must be positive"),
             (self.features.hop_length > 0, "features.hop_length must be positive"),
             (self.features.f_max > self.features.f_min, "features.f_max must exceed f_min"),
+            (
+                self.features.f_max <= self.features.sample_rate / 2,
+                "features.f_max must not exceed Nyquist (features.sample_rate / 2)",
+            ),
+            (self.encoder.head_hidden_dim > 0, "encoder.head_hidden_dim must be positive"),
+            (0 <= t.lr_min <= t.lr, "train.lr_min must be between 0 and train.lr"),
+            (t.grad_clip >= 0, "train.grad_clip must be >= 0 (0 disables clipping)"),
             (a.n_views >= 1, "augment.n_views must be at least 1"),
             (len(a.recipes) >= 1, "augment.recipes must not be empty"),
             (
@@ -252,6 +269,8 @@ class Config:
             ),
             (self.encoder.width >= 4, "encoder.width must be at least 4"),
             (self.encoder.pool in POOLS, f"encoder.pool must be one of {', '.join(POOLS)}"),
+            (self.encoder.freq_bands >= 1, "encoder.freq_bands must be at least 1"),
+            (self.encoder.freq_stride in (1, 2), "encoder.freq_stride must be 1 or 2"),
             (self.loss.temperature > 0, "loss.temperature must be positive"),
             (self.loss.aux_weight >= 0, "loss.aux_weight must be >= 0"),
             (
@@ -268,6 +287,9 @@ class Config:
             (t.crop_frames >= 8, "train.crop_frames must be at least 8"),
             *_scoring_checks(self.scoring),
         ]
+        for key, value in self.to_flat().items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise AsdError(f"{key} must be a finite number, got {value}")
         for ok, message in checks:
             if not ok:
                 raise AsdError(message)
@@ -374,6 +396,19 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
     raise AsdError(f"config key '{key}' has an unsupported type {hint}")
 
 
+QUICK: dict[str, Any] = {
+    "encoder.width": 16,
+    "features.n_mels": 64,
+    "train.epochs": 10,
+    "train.batch_size": 32,
+    "train.lr": 0.001,
+    "train.restarts": 0,
+    "train.crop_frames": 64,
+    "augment.n_views": 2,
+    "loss.temperature": 0.1,
+}
+"""The quick preset's settings (chosen by measurement: benchmarks/quality.py, README results)."""
+
 PRESETS: dict[str, Config] = {
     "paper": Config(),
     "smoke": Config().with_overrides(
@@ -386,8 +421,11 @@ PRESETS: dict[str, Config] = {
             "loss.temperature": 0.1,
         }
     ),
+    "quick": Config().with_overrides(QUICK),
 }
-"""Named starting points: 'paper' (the paper's defaults), 'smoke' (seconds on a CPU)."""
+"""Named starting points: 'paper' (the paper's defaults), 'smoke' (seconds on a CPU),
+'quick' (the best detector measured to train in <= 10 min on a 2-core CPU, 7 x 50 clips of 4 s;
+see the README's results for how it was chosen)."""
 
 
 def preset(name: str) -> Config:

@@ -6,7 +6,7 @@ conditions). Per (machine, section) the normal train embeddings are kept as two 
 and target; a clip's score is the mean cosine distance to its ``k`` nearest clips in a bank,
 the smaller over the two banks (ten target clips are enough for neighbours, not a covariance).
 Same contract as :class:`asd.scoring.MahalanobisScorer`: settings in ``__init__``, ``fit``
-sets ``attr_`` and returns ``self``, ``score`` and ``decide`` per section.
+sets ``attr_`` and returns ``self``, ``score_samples``, ``predict`` and ``decide`` per section.
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ class KnnScorer(BaseEstimator):
         }
         return self
 
-    def score(self, embeddings: np.ndarray, meta: pd.DataFrame) -> np.ndarray:
+    def score_samples(self, embeddings: np.ndarray, meta: pd.DataFrame) -> np.ndarray:
         """Anomaly scores (N,): mean cosine distance to the k nearest, nearer domain bank."""
         if not hasattr(self, "banks_"):
             raise AsdError("KnnScorer is not fitted: call fit(embeddings, meta) first")
@@ -107,6 +107,10 @@ class KnnScorer(BaseEstimator):
             per_bank = [knn_distance(x[rows], bank, self.k) for bank in self.banks_[key].values()]
             scores[rows] = np.min(np.stack(per_bank), axis=0)
         return scores
+
+    def predict(self, embeddings: np.ndarray, meta: pd.DataFrame) -> np.ndarray:
+        """0/1 decisions (N,), 1 = anomalous (DCASE's ``decision_result`` convention)."""
+        return self.decide(self.score_samples(embeddings, meta), meta)
 
     def decide(self, scores: np.ndarray, meta: pd.DataFrame) -> np.ndarray:
         """0/1 decisions (N,): 1 where the score exceeds its section's threshold."""

@@ -32,7 +32,7 @@ class SectionScorer(Protocol):
         """Fit one model per (machine, section) on the normal train rows; return self."""
         ...
 
-    def score(self, embeddings: np.ndarray, meta: pd.DataFrame) -> np.ndarray:
+    def score_samples(self, embeddings: np.ndarray, meta: pd.DataFrame) -> np.ndarray:
         """(N,) anomaly scores, higher = more anomalous."""
         ...
 
@@ -64,7 +64,9 @@ def out_of_fold_scores(
     folds = min(folds, n)
     if folds < 2 or n < 3:
         log.warning("%d normal train clip(s): thresholds use in-sample scores", n)
-        return np.asarray(clone(scorer).set_params(threshold_folds=0).fit(x, meta).score(x, meta))
+        return np.asarray(
+            clone(scorer).set_params(threshold_folds=0).fit(x, meta).score_samples(x, meta)
+        )
     fold = fold_of(meta["domain"].astype(str).to_numpy(), folds, scorer.random_state)
     scores = np.empty(n)
     for f in range(folds):
@@ -73,7 +75,7 @@ def out_of_fold_scores(
             continue
         part = clone(scorer).set_params(threshold_folds=0)
         part.fit(x[~held], meta.loc[~held].reset_index(drop=True))
-        scores[held] = part.score(x[held], meta.loc[held].reset_index(drop=True))
+        scores[held] = part.score_samples(x[held], meta.loc[held].reset_index(drop=True))
     return scores
 
 
@@ -91,5 +93,5 @@ def section_train_scores(
         if scorer.threshold_folds:
             out[key] = out_of_fold_scores(scorer, x[rows], part, scorer.threshold_folds)
         else:
-            out[key] = np.asarray(scorer.score(x[rows], part))
+            out[key] = np.asarray(scorer.score_samples(x[rows], part))
     return out

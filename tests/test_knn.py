@@ -32,7 +32,7 @@ def test_scores_match_the_brute_force_oracle_nearer_domain(k):
     scorer = KnnScorer(k=k).fit(x, meta)
     test = rng.normal(loc=1.0, size=(15, 6))
     expected = [min(brute_force(q, src, k), brute_force(q, tgt, k)) for q in test]
-    np.testing.assert_allclose(scorer.score(test, _meta(["fan"] * 15, "source")), expected)
+    np.testing.assert_allclose(scorer.score_samples(test, _meta(["fan"] * 15, "source")), expected)
 
 
 def test_sections_are_scored_against_their_own_clips():
@@ -41,7 +41,7 @@ def test_sections_are_scored_against_their_own_clips():
     x = np.concatenate([fan, valve])
     scorer = KnnScorer(k=2).fit(x, _meta(["fan"] * 20 + ["valve"] * 20, "source"))
     q = rng.normal(size=(3, 4))
-    got = scorer.score(q, _meta(["valve"] * 3, "source"))
+    got = scorer.score_samples(q, _meta(["valve"] * 3, "source"))
     np.testing.assert_allclose(got, [brute_force(v, valve, 2) for v in q])
 
 
@@ -57,7 +57,7 @@ def test_distance_is_scale_invariant_and_anomalies_score_higher():
     normal = rng.normal(loc=[3, 0, 0, 0, 0], size=(30, 5))
     anomaly = rng.normal(loc=[0, 3, 0, 0, 0], size=(30, 5))
     m = _meta(["fan"] * 30, "source")
-    assert scorer.score(anomaly, m).mean() > scorer.score(normal, m).mean()
+    assert scorer.score_samples(anomaly, m).mean() > scorer.score_samples(normal, m).mean()
 
 
 def test_only_normal_train_rows_are_kept_and_config_is_read():
@@ -68,18 +68,18 @@ def test_only_normal_train_rows_are_kept_and_config_is_read():
     )
     scorer = KnnScorer.from_config(ScoringConfig(knn_k=4, threshold_folds=0)).fit(x, meta)
     assert scorer.k == 4 and len(scorer.banks_[("fan", 0)]["source"]) == 10
-    assert set(scorer.decide(scorer.score(x, meta), meta)) <= {0, 1}
+    assert set(scorer.decide(scorer.score_samples(x, meta), meta)) <= {0, 1}
 
 
 def test_clear_errors():
     x = np.ones((4, 3))
     meta = _meta(["fan"] * 4, "source")
     with pytest.raises(AsdError, match="not fitted"):
-        KnnScorer().score(x, meta)
+        KnnScorer().score_samples(x, meta)
     with pytest.raises(AsdError, match="all zeros"):
         KnnScorer().fit(np.zeros((4, 3)), meta)
     scorer = KnnScorer().fit(x + np.arange(4)[:, None], meta)
     with pytest.raises(AsdError, match="not seen"):
-        scorer.score(x, _meta(["valve"] * 4, "source"))
+        scorer.score_samples(x, _meta(["valve"] * 4, "source"))
     with pytest.raises(AsdError, match="knn_k"):
         KnnScorer(k=0).fit(x, meta)

@@ -12,49 +12,25 @@ from pathlib import Path
 import pytest
 
 from asd.errors import AsdError
-from asd.synth import synthesize
 
 pytestmark = pytest.mark.slow
 
-TINY_SPACE = """
-description: a sweep small enough for a test
-base: smoke
-fixed:
-  train.epochs: 2
-  train.batch_size: 6
-  train.crop_frames: 16
-  features.n_mels: 32
-  augment.n_views: 2
-params:
-  loss.temperature: {loguniform: [0.05, 0.5]}
-  train.lr: {loguniform: [3.0e-4, 3.0e-3]}
-sweep:
-  num_samples: 3
-  max_concurrent_trials: 2
-  grace_period: 2
-"""
+PARAMS = {
+    "loss.temperature": "{loguniform: [0.05, 0.5]}",
+    "train.lr": "{loguniform: [3.0e-4, 3.0e-3]}",
+}
 
 
 @pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    synthesize(
-        root,
-        machines=("fan", "slider", "valve"),
-        train_source=12,
-        train_target=2,
-        test_per_domain=4,
-        seconds=1.0,
-        seed=3,
+def tiny_data(synth_tree):
+    return synth_tree(
+        machines=("fan", "slider", "valve"), train_source=12, test_per_domain=4, seed=3
     )
-    return root
 
 
 @pytest.fixture(scope="module")
-def space_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("space") / "tiny.yaml"
-    path.write_text(TINY_SPACE)
-    return path
+def space_file(tiny_space, tmp_path_factory):
+    return tiny_space(tmp_path_factory.mktemp("space") / "tiny.yaml", PARAMS, num_samples=3)
 
 
 @pytest.fixture(scope="module")
@@ -293,17 +269,14 @@ def test_the_champion_is_used_by_evaluate(finished_sweep, tiny_data, capsys):
     assert (settings.workdir / "models" / "asd-encoder" / "champion").is_dir()
 
 
-REFERENCE_SPACE = TINY_SPACE.replace(
-    "  augment.n_views: 2\n", "  augment.n_views: 2\n  scoring.family: reference\n"
-).replace("num_samples: 3", "num_samples: 1")
-
-
-def test_a_reference_family_trial_trains_nothing_and_still_reports_each_epoch(tiny_data, tmp_path):
+def test_a_reference_family_trial_trains_nothing_and_still_reports_each_epoch(
+    tiny_data, tiny_space, tmp_path
+):
     from asd.sweep.runner import SweepSettings, run_sweep
     from asd.sweep.summary import format_summary
 
-    space = tmp_path / "reference.yaml"
-    space.write_text(REFERENCE_SPACE)
+    params = {**PARAMS, "scoring.family": "{choice: [reference]}"}
+    space = tiny_space(tmp_path / "reference.yaml", params, num_samples=1)
     settings = SweepSettings(
         space=space,
         data=tiny_data,

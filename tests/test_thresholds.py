@@ -36,7 +36,7 @@ def test_normal_test_clips_are_flagged_at_about_one_minus_quantile(make):
     rates = {}
     for folds in (0, 5):
         scorer = make(folds).fit(x, meta)
-        rates[folds] = scorer.decide(scorer.score(test, test_meta), test_meta).mean()
+        rates[folds] = scorer.decide(scorer.score_samples(test, test_meta), test_meta).mean()
     assert abs(rates[5] - 0.1) < 0.04, rates
     # In-sample thresholds sit too low (the model has seen its clips): many more flags.
     assert rates[0] > 0.15, rates
@@ -49,7 +49,7 @@ def test_train_scores_are_out_of_fold_and_thresholds_their_quantile():
     train = scorer.train_scores_[("fan", 0)]
     assert train.shape == (70,)
     assert scorer.thresholds_[("fan", 0)] == pytest.approx(np.quantile(train, 0.8))
-    in_sample = scorer.score(x, meta)
+    in_sample = scorer.score_samples(x, meta)
     assert train.mean() > in_sample.mean()  # unseen clips are farther
     again = MahalanobisScorer("ml", threshold_quantile=0.8, threshold_folds=4).fit(x, meta)
     np.testing.assert_array_equal(again.train_scores_[("fan", 0)], train)  # seeded folds
@@ -64,7 +64,7 @@ def test_out_of_fold_scores_equal_manual_refits():
     for f in range(3):
         held = fold == f
         ref = KnnScorer(k=2).fit(x[~held], meta[~held].reset_index(drop=True))
-        np.testing.assert_allclose(got[held], ref.score(x[held], meta[held]))
+        np.testing.assert_allclose(got[held], ref.score_samples(x[held], meta[held]))
 
 
 def test_folds_are_stratified_by_domain():

@@ -2,7 +2,7 @@
 
 Order of work, chosen so that nothing finished is lost and nothing slow starts before the
 cheap checks pass: validate the space, reach MLflow, index the data, extract features (once,
-cached), start or resume Tune, then summarise, score the winner on held-out machine types,
+cached), start or resume Tune, then trial_summary, score the winner on held-out machine types,
 register it, and optionally promote it.
 """
 
@@ -17,11 +17,18 @@ from typing import Any
 
 import pandas as pd
 
-from asd.config import Config
 from asd.errors import AsdError
+from asd.sweep.checks import (
+    check_name,
+    check_resources,
+    check_same_space,
+    check_settings,
+    remember_space,
+)
 from asd.sweep.space import SearchSpace, load_space
-from asd.sweep.summary import TRIAL_SCORES, SweepResult, finalise_runs, log_summary, summarise
+from asd.sweep.summary import TRIAL_SCORES, SweepResult, finalise_runs, log_summary, trial_summary
 from asd.sweep.trial import OBJECTIVE, TrialSetup, load_epoch_hook, run_trial
+from asd.sweep.winner import register, score_holdout, winner
 
 log = logging.getLogger(__name__)
 
@@ -74,32 +81,30 @@ def run_sweep(settings: SweepSettings) -> SweepResult:
     """Run (or resume) a sweep end to end and return its summary."""
     from asd.data import fingerprint, index_dataset
     from asd.features import extract_features
+    from asd.fingerprint import STORE_NAME
     from asd.tracking import Tracker
 
     start = time.monotonic()
+    check_settings(settings)
     space = load_space(settings.space)
     if settings.epoch_hook:
         load_epoch_hook(settings.epoch_hook)  # a typo fails here, not in every trial
     workers = workers_per_trial(settings)  # a bad GPU/worker pair fails before any work
-    workdir, storage, name, tracking_uri = _locate(settings, space)
+    workdir, storage, name, tracking_uri = _locate(settings, space, workers)
     data_root = settings.data or _synthetic_data(workdir)
     index = index_dataset(data_root, ground_truth=settings.ground_truth)
     tune_machines, holdout = _machine_groups(index, settings)
     features = extract_features(index, space.base.features, workdir / "features")
-    data_fp = fingerprint(index)
+    data_fp = fingerprint(index, workdir / "features" / STORE_NAME)  # a stat per clip
 
+    if not settings.resume:
+        remember_space(storage, name, settings.space)
     tracker = Tracker(tracking_uri, settings.experiment, journal_dir=workdir / "journal" / name)
-    parent = tracker.start_sweep(
-        name,
-        params={f"space.{p.key}": f"{p.kind}{list(p.values)}" for p in space.params},
-        tags={
-            "asd.space": str(settings.space),
-            "asd.data": str(data_root),
-            "asd.data_fingerprint": data_fp,
-            "asd.tune_machines": ",".join(tune_machines),
-            "asd.holdout_machines": ",".join(holdout),
-        },
-    )
+    tags = {"asd.space": str(settings.space), "asd.data": str(data_root)}
+    tags.update({"asd.data_fingerprint": data_fp, "asd.tune_machines": ",".join(tune_machines)})
+    tags["asd.holdout_machines"] = ",".join(holdout)
+    params = {f"space.{p.key}": f"{p.kind}{list(p.values)}" for p in space.params}
+    parent = tracker.start_sweep(name, params=params, tags=tags)
     setup = TrialSetup(
         base_config=space.base,
         features_path=str(features.path),
@@ -115,23 +120,38 @@ def run_sweep(settings: SweepSettings) -> SweepResult:
         workers_per_trial=workers,
         use_gpu=settings.gpus_per_trial > 0,
         cpus_per_worker=settings.cpus_per_trial,
+        compile_cache=str(workdir / "compile-cache"),
     )
-    results = _tune(space, settings, setup, storage, name, storage / name)
-    result = _conclude(tracker, setup, summarise(results), features, settings, space, holdout)
+    phases = {"setup": time.monotonic() - start}
+    mark = time.monotonic()
+    try:
+        results = _tune(space, settings, setup, storage, name, storage / name)
+    except BaseException:
+        tracker.finish(parent, status="FAILED")  # a refused or broken sweep is never RUNNING
+        raise
+    phases["tune"] = time.monotonic() - mark
+    result = _conclude(tracker, setup, trial_summary(results), features, settings, space, holdout)
+    result.phases = {**phases, **result.phases}
     result.wall_s = time.monotonic() - start
     tracker.log_metrics(parent, {"sweep.wall_s": result.wall_s, "sweep.train_s": result.train_s})
     tracker.finish(parent, status="FINISHED")
     return result
 
 
-def _locate(settings: SweepSettings, space: SearchSpace) -> tuple[Path, Path, str, str]:
-    """(workdir, Tune storage, sweep name, tracking URI), checked before any slow work."""
+def _locate(
+    settings: SweepSettings, space: SearchSpace, workers: int
+) -> tuple[Path, Path, str, str]:
+    """(workdir, Tune storage, sweep name, tracking URI), checked before any slow work.
+
+    It also starts (or joins) Ray and checks a trial fits on some node.
+    """
     from asd.tracking import check_tracking, default_tracking_uri
 
     workdir = settings.workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     storage = Path(settings.storage_path or workdir / "ray_results").resolve()
     name = settings.name or _default_name(space.name, storage, settings.resume)
+    check_name(name)
     sweep_dir = storage / name
     if settings.resume and not sweep_dir.exists():
         raise AsdError(f"nothing to resume: no sweep '{name}' in {storage}")
@@ -140,8 +160,12 @@ def _locate(settings: SweepSettings, space: SearchSpace) -> tuple[Path, Path, st
             f"sweep '{name}' already exists in {storage}: pass --resume to continue it "
             "or --name to start another"
         )
+    if settings.resume:
+        check_same_space(storage, name, settings.space)
     tracking_uri = settings.tracking_uri or default_tracking_uri(workdir)
     check_tracking(tracking_uri)
+    _init_ray(settings)
+    check_resources(settings, workers)  # a trial no node can hold would stay PENDING forever
     return workdir, storage, name, tracking_uri
 
 
@@ -154,7 +178,11 @@ def _conclude(
     space: SearchSpace,
     holdout: tuple[str, ...],
 ) -> SweepResult:
-    """Close the trials' runs; score the winner on held-out machine types; register it."""
+    """Close the trials' runs; score the winner on held-out machine types; register it.
+
+    ``result.phases`` gets ``finalise``, ``holdout`` and ``register`` seconds.
+    """
+    mark = time.monotonic()
     result = SweepResult(
         name=setup.sweep_id,
         parent_run_id=setup.parent_run_id,
@@ -168,11 +196,13 @@ def _conclude(
     if not finished.empty:
         best = finished.sort_values(OBJECTIVE, ascending=False).iloc[0]
         result.best_trial_id, result.best_run_id = best["trial_id"], best["mlflow_run_id"]
-        encoder, cfg, encoder_path = _winner(Path(best["trial_dir"]) / "artifacts", space)
+        encoder, cfg, encoder_path = winner(Path(best["trial_dir"]) / "artifacts")
         result.family, result.scorer = cfg.scoring.family, cfg.scoring.estimator
         result.tune_scores = {k: float(best[k]) for k in TRIAL_SCORES if pd.notna(best.get(k))}
+        result.phases["finalise"], mark = time.monotonic() - mark, time.monotonic()
         if holdout:
-            result.holdout_scores = _score_holdout(encoder, cfg, features, holdout, settings)
+            result.holdout_scores = score_holdout(encoder, cfg, features, holdout, settings)
+            result.phases["holdout"], mark = time.monotonic() - mark, time.monotonic()
         if encoder_path is None:
             result.note = (
                 f"the winner is the untrained reference ({cfg.scoring.reference} log-mel, "
@@ -180,7 +210,7 @@ def _conclude(
                 "through `asd evaluate --embedding mean-logmel` (or mean-std-logmel)"
             )
         else:
-            _register(
+            register(
                 tracker,
                 result,
                 encoder_path,
@@ -189,22 +219,10 @@ def _conclude(
                 setup.tune_machines,
                 holdout,
             )
+            result.phases["register"], mark = time.monotonic() - mark, time.monotonic()
     log_summary(tracker, setup.parent_run_id, result, space)
+    result.phases["finalise"] = result.phases.get("finalise", 0.0) + time.monotonic() - mark
     return result
-
-
-def _winner(artifacts: Path, space: SearchSpace) -> tuple[Any, Config, Path | None]:
-    """(encoder or None, config, encoder file or None) of the best trial's detector."""
-    from asd.encoder import load_encoder
-
-    encoder_path = artifacts / "encoder.pt"
-    if encoder_path.is_file():
-        encoder, cfg, _ = load_encoder(encoder_path)
-        return encoder, cfg, encoder_path
-    config_path = artifacts / "config.json"
-    if not config_path.is_file():
-        raise AsdError(f"the best trial left neither encoder.pt nor config.json in {artifacts}")
-    return None, Config.from_json(config_path.read_text()), None
 
 
 def _tune(
@@ -265,6 +283,9 @@ def _tune(
                 scheduler=scheduler,
                 num_samples=settings.num_samples or space.sweep.get("num_samples", 8),
                 max_concurrent_trials=max_concurrent or 1,
+                # one warm worker process runs trial after trial: torch, MLflow and the
+                # compile cache are loaded once per worker, not once per trial
+                reuse_actors=True,
             ),
             run_config=tune.RunConfig(
                 name=name,
@@ -355,68 +376,3 @@ def _machine_groups(
     if not tune_group:
         raise AsdError("no machine types left to tune on (check --holdout-machines)")
     return tune_group, holdout
-
-
-def _score_holdout(
-    encoder: Any, cfg: Config, features: Any, holdout: tuple[str, ...], settings: SweepSettings
-) -> dict[str, float]:
-    """Score the winner (and the reference beside it) on machine types the search never saw."""
-    from asd.detector import evaluate_detector
-
-    evaluation = evaluate_detector(encoder, features, cfg, machines=holdout, device=settings.device)
-    flat = evaluation.metrics()
-    return {k: v for k, v in flat.items() if k in TRIAL_SCORES}
-
-
-def _register(
-    tracker: Any,
-    result: SweepResult,
-    encoder_path: Path,
-    settings: SweepSettings,
-    data_fp: str,
-    tune_machines: tuple[str, ...],
-    holdout: tuple[str, ...],
-) -> None:
-    """Log the winner as an MLflow model, register it, and promote it when asked."""
-    from asd.registry import promote, register_encoder
-    from asd.tracking import redact_uri
-
-    scores = result.holdout_scores or result.tune_scores
-    estimator = result.scorer  # the scorer it was tuned with, not one picked on held-out data
-    metric = ("holdout" if result.holdout_scores else "tune") + ".hmean"
-    model_uri = tracker.log_encoder(result.best_run_id, encoder_path)
-    if model_uri.startswith("models:/pending-"):
-        # MLflow went down: the encoder waits in the journal and the registry cannot be reached.
-        # Finish the sweep (every result is kept) and say how to register later.
-        result.deferred = (
-            f"MLflow at {redact_uri(tracker.tracking_uri)} was unreachable, so the winner is not "
-            f"registered yet: run `asd sync --name {result.name}`, then "
-            f"`asd sweep --name {result.name} --resume` to register it"
-            + (" (with --promote to promote it)" if settings.promote else "")
-        )
-        log.warning(result.deferred)
-        return
-    result.model_version = register_encoder(
-        tracker.tracking_uri,
-        model_uri,
-        settings.model_name,
-        tags={
-            "metric": metric,
-            "metric_value": f"{scores[f'{estimator}.hmean']:.6f}",
-            "estimator": estimator,
-            "data_fingerprint": f"{data_fp}:{','.join(tune_machines)}|{','.join(holdout)}",
-            "sweep_id": result.name,
-            "trial_id": str(result.best_trial_id),
-            "family": result.family,
-            **_reference_tags(scores, estimator),
-        },
-    )
-    if settings.promote:
-        decision = promote(tracker.tracking_uri, settings.model_name, result.model_version)
-        result.promotion = decision.reason
-
-
-def _reference_tags(scores: dict[str, float], estimator: str) -> dict[str, str]:
-    """The untrained reference's score on the same group and scorer (for `asd promote`)."""
-    key = f"reference.{estimator}.hmean"
-    return {"reference_metric_value": f"{scores[key]:.6f}"} if key in scores else {}

@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from asd.config import SCORERS
+from asd.errors import one_line
 from asd.sweep.space import SearchSpace
 from asd.sweep.trial import OBJECTIVE
 
@@ -49,9 +50,13 @@ class SweepResult:
     """Why the winner was not registered now (MLflow was down: run `asd sync`, then resume)."""
     wall_s: float = 0.0
     train_s: float = 0.0
+    phases: dict[str, float] = field(default_factory=dict)
+    """Seconds per phase of this call: ``setup`` (space, data, features, parent run), ``tune``
+    (the trials, with Ray/Tune/MLflow in them), ``finalise`` (summary, closing runs), and
+    ``holdout``/``register`` when the winner was scored and registered."""
 
 
-def summarise(results: Any) -> pd.DataFrame:
+def trial_summary(results: Any) -> pd.DataFrame:
     """One row per trial: status, family, params, objective, every scorer's hmean, reference."""
     rows = []
     for res in results:
@@ -69,7 +74,7 @@ def summarise(results: Any) -> pd.DataFrame:
             "train_s": metrics.get("time.train_s", 0.0),
             "mlflow_run_id": metrics.get("mlflow_run_id"),
             "trial_dir": res.path,
-            "error": _error_line(res.error) if res.error else "",
+            "error": one_line(res.error, last=True) if res.error else "",
         }
         row.update({f"param.{k}": v for k, v in (res.config or _params(res.path)).items()})
         rows.append(row)
@@ -96,15 +101,6 @@ def _params(path: str) -> dict[str, Any]:
         return dict(json.loads((Path(path) / "params.json").read_text()))
     except (OSError, ValueError, TypeError):
         return {}
-
-
-def _error_line(error: BaseException) -> str:
-    """The root cause: the last line of a (remote) traceback, e.g. ``AsdError: loss became NaN``.
-
-    The first line of a Ray task error only names the worker (``ray::ImplicitFunc.train()``).
-    """
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return (lines[-1] if lines else type(error).__name__)[:300]
 
 
 def reference_metrics(result: SweepResult) -> dict[str, float]:
