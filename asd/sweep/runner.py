@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from asd.errors import AsdError
+from asd.errors import AsdError, one_line, redact
 from asd.sweep.checks import (
     check_name,
     check_resources,
@@ -177,7 +177,7 @@ def run_sweep(settings: SweepSettings) -> SweepResult:
         tracker.finish(parent, status="FAILED")  # a refused or broken sweep is never RUNNING
         raise
     phases["tune"], mark = time.monotonic() - mark, time.monotonic()
-    summary = summarise(results)
+    summary = trial_summary(results)
     result = SweepResult(
         name=name,
         parent_run_id=parent,
@@ -363,7 +363,7 @@ def _machine_groups(
     return tune_group, holdout
 
 
-def summarise(results: Any) -> pd.DataFrame:
+def trial_summary(results: Any) -> pd.DataFrame:
     """One row per trial: status, sampled params, the objective and both estimators' hmean."""
     rows = []
     for res in results:
@@ -378,7 +378,7 @@ def summarise(results: Any) -> pd.DataFrame:
             "train_s": metrics.get("time.train_s", 0.0),
             "mlflow_run_id": metrics.get("mlflow_run_id"),
             "trial_dir": res.path,
-            "error": _error_line(res.error) if res.error else "",
+            "error": one_line(res.error, last=True) if res.error else "",
         }
         row.update({f"param.{k}": v for k, v in (res.config or _params(res.path)).items()})
         rows.append(row)
@@ -405,15 +405,6 @@ def _params(path: str) -> dict[str, Any]:
         return dict(json.loads((Path(path) / "params.json").read_text()))
     except (OSError, ValueError, TypeError):
         return {}
-
-
-def _error_line(error: BaseException) -> str:
-    """The root cause: the last line of a (remote) traceback, e.g. ``AsdError: loss became NaN``.
-
-    The first line of a Ray task error only names the worker (``ray::ImplicitFunc.train()``).
-    """
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return (lines[-1] if lines else type(error).__name__)[:300]
 
 
 def _finalise_runs(tracker: Any, summary: pd.DataFrame) -> None:
@@ -453,7 +444,6 @@ def _register(
 ) -> None:
     """Log the winner as an MLflow model, register it, and promote it when asked."""
     from asd.registry import promote, register_encoder
-    from asd.tracking import redact_uri
 
     scores = result.holdout_scores or result.tune_scores
     estimator = max(("ml", "elliptic"), key=lambda e: scores.get(f"{e}.hmean", float("-inf")))
@@ -463,7 +453,7 @@ def _register(
         # MLflow went down: the encoder waits in the journal and the registry cannot be reached.
         # Finish the sweep (every result is kept) and say how to register later.
         result.deferred = (
-            f"MLflow at {redact_uri(tracker.tracking_uri)} was unreachable, so the winner is not "
+            f"MLflow at {redact(tracker.tracking_uri)} was unreachable, so the winner is not "
             f"registered yet: run `asd sync --name {result.name}`, then "
             f"`asd sweep --name {result.name} --resume` to register it"
             + (" (with --promote to promote it)" if settings.promote else "")
