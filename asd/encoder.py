@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from asd.config import Config, EncoderConfig
-from asd.errors import AsdError
+from asd.errors import AsdError, one_line
 
 BACKBONE_DIM = 512
 """Width of the ResNet-18 feature vector after global average pooling."""
@@ -128,7 +128,6 @@ class Encoder(nn.Module):
         x = self.layers(x)  # (B, 8w, n_mels/32 (n_mels/4 with freq_stride 1), T/32)
         return pool_features(x, self.cfg.pool, self.cfg.freq_bands)
 
-
     def _channels_last(self) -> bool:
         """Whether ``.to(memory_format=channels_last)`` was applied (a w x w conv tells)."""
         block = cast(BasicBlock, cast(nn.Sequential, self.layers[1])[0])
@@ -227,7 +226,8 @@ def load_encoder(
         encoder.load_state_dict(state["state_dict"])
         encoder.classes = tuple(str(c) for c in state.get("classes", []))
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise AsdError(f"encoder file {path} is incomplete or inconsistent: {first_line}") from err
+        raise AsdError(
+            f"encoder file {path} is incomplete or inconsistent: {one_line(err)}"
+        ) from err
     encoder.to(map_location).eval()
     return encoder, config, dict(state.get("extra", {}))

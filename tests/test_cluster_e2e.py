@@ -7,96 +7,35 @@ while trials ran concurrently), and a registered model version.
 
 import itertools
 import json
-import os
-import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
-
-from asd.synth import synthesize
+from servers import BIN, free_port, server_env, start_mlflow, stop
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 PER_EPOCH = ("val_hmean", "train.loss", "train.lr", "time.train_s")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        RAY_AUTH_MODE="disabled",
-        MLFLOW_DISABLE_TELEMETRY="true",
-        MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
-        PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
-    )
-    env.pop("RAY_ADDRESS", None)
-    env.pop("MLFLOW_TRACKING_URI", None)
-    return env
-
-
-def _wait_http(url: str, proc: subprocess.Popen, timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"server exited with {proc.returncode}"
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise AssertionError(f"{url} did not answer in {timeout_s}s")
 
 
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory):
     root = tmp_path_factory.mktemp("mlflow-server")
-    port = _free_port()
-    log = open(root / "server.log", "w")
-    proc = subprocess.Popen(
-        [
-            str(BIN / "mlflow"),
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{root}/mlflow.db",
-            "--artifacts-destination",
-            str(root / "artifacts"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=_env(),
-        start_new_session=True,
-    )
-    uri = f"http://127.0.0.1:{port}"
+    port = free_port()
+    proc = start_mlflow(root, port)
     try:
-        _wait_http(f"{uri}/health", proc)
-        yield uri
+        yield f"http://127.0.0.1:{port}"
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
+        stop(proc)
 
 
 @pytest.fixture(scope="module")
 def ray_cluster(tmp_path_factory):
-    dashboard = _free_port()
-    gcs = _free_port()
+    dashboard = free_port()
+    gcs = free_port()
     started = subprocess.run(
         [
             str(BIN / "ray"),
@@ -116,7 +55,7 @@ def ray_cluster(tmp_path_factory):
             "0",
             "--disable-usage-stats",
         ],
-        env=_env(),
+        env=server_env(),
         capture_output=True,
         text=True,
         timeout=180,
@@ -126,23 +65,18 @@ def ray_cluster(tmp_path_factory):
         yield f"http://127.0.0.1:{dashboard}"
     finally:
         subprocess.run(
-            [str(BIN / "ray"), "stop", "--force"], env=_env(), timeout=120, capture_output=True
+            [str(BIN / "ray"), "stop", "--force"],
+            env=server_env(),
+            timeout=120,
+            capture_output=True,
         )
 
 
 @pytest.fixture(scope="module")
-def cluster_data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cluster-data")
-    synthesize(
-        root,
-        machines=("fan", "gearbox", "valve"),
-        train_source=12,
-        train_target=2,
-        test_per_domain=4,
-        seconds=1.0,
-        seed=7,
+def cluster_data(synth_tree):
+    return synth_tree(
+        machines=("fan", "gearbox", "valve"), train_source=12, test_per_domain=4, seed=7
     )
-    return root
 
 
 def _submit(address: str, job_args: list[str], timeout_s: int = 900) -> subprocess.CompletedProcess:
@@ -161,7 +95,7 @@ def _submit(address: str, job_args: list[str], timeout_s: int = 900) -> subproce
             *job_args,
         ],
         cwd=REPO,
-        env=_env(),
+        env=server_env(),
         capture_output=True,
         text=True,
         timeout=timeout_s,
@@ -169,7 +103,7 @@ def _submit(address: str, job_args: list[str], timeout_s: int = 900) -> subproce
 
 
 def test_job_fails_at_once_when_mlflow_is_unreachable(ray_cluster, cluster_data, tmp_path):
-    dead = f"http://127.0.0.1:{_free_port()}"
+    dead = f"http://127.0.0.1:{free_port()}"
     start = time.monotonic()
     job = _submit(
         ray_cluster,

@@ -18,7 +18,14 @@ from typing import Any
 
 import pandas as pd
 
-from asd.errors import AsdError
+from asd.errors import AsdError, one_line, redact
+from asd.sweep.checks import (
+    check_name,
+    check_resources,
+    check_same_space,
+    check_settings,
+    remember_space,
+)
 from asd.sweep.space import SearchSpace, load_space
 from asd.sweep.trial import OBJECTIVE, TrialSetup, load_epoch_hook, run_trial
 
@@ -86,15 +93,21 @@ class SweepResult:
     """Why the winner was not registered now (MLflow was down: run `asd sync`, then resume)."""
     wall_s: float = 0.0
     train_s: float = 0.0
+    phases: dict[str, float] = field(default_factory=dict)
+    """Seconds per phase of this call: ``setup`` (space, data, features, parent run), ``tune``
+    (the trials, with Ray/Tune/MLflow in them), ``finalise`` (summary, closing runs), and
+    ``holdout``/``register`` when the winner was scored and registered."""
 
 
 def run_sweep(settings: SweepSettings) -> SweepResult:
     """Run (or resume) a sweep end to end and return its summary."""
     from asd.data import fingerprint, index_dataset
     from asd.features import extract_features
+    from asd.fingerprint import STORE_NAME
     from asd.tracking import Tracker, check_tracking, default_tracking_uri
 
     start = time.monotonic()
+    check_settings(settings)
     space = load_space(settings.space)
     if settings.epoch_hook:
         load_epoch_hook(settings.epoch_hook)  # a typo fails here, not in every trial
@@ -103,6 +116,7 @@ def run_sweep(settings: SweepSettings) -> SweepResult:
     workdir.mkdir(parents=True, exist_ok=True)
     storage = Path(settings.storage_path or workdir / "ray_results").resolve()
     name = settings.name or _default_name(space.name, storage, settings.resume)
+    check_name(name)
     sweep_dir = storage / name
     if settings.resume and not sweep_dir.exists():
         raise AsdError(f"nothing to resume: no sweep '{name}' in {storage}")
@@ -111,15 +125,21 @@ def run_sweep(settings: SweepSettings) -> SweepResult:
             f"sweep '{name}' already exists in {storage}: pass --resume to continue it "
             "or --name to start another"
         )
+    if settings.resume:
+        check_same_space(storage, name, settings.space)
     tracking_uri = settings.tracking_uri or default_tracking_uri(workdir)
     check_tracking(tracking_uri)
+    _init_ray(settings)
+    check_resources(settings, workers)  # a trial no node can hold would stay PENDING forever
 
     data_root = settings.data or _synthetic_data(workdir)
     index = index_dataset(data_root, ground_truth=settings.ground_truth)
     tune_machines, holdout = _machine_groups(index, settings)
     features = extract_features(index, space.base.features, workdir / "features")
-    data_fp = fingerprint(index)
+    data_fp = fingerprint(index, workdir / "features" / STORE_NAME)  # a stat per clip
 
+    if not settings.resume:
+        remember_space(storage, name, settings.space)
     tracker = Tracker(tracking_uri, settings.experiment, journal_dir=workdir / "journal" / name)
     parent = tracker.start_sweep(
         name,
@@ -147,9 +167,17 @@ def run_sweep(settings: SweepSettings) -> SweepResult:
         workers_per_trial=workers,
         use_gpu=settings.gpus_per_trial > 0,
         cpus_per_worker=settings.cpus_per_trial,
+        compile_cache=str(workdir / "compile-cache"),
     )
-    results = _tune(space, settings, setup, storage, name, sweep_dir)
-    summary = summarise(results)
+    phases = {"setup": time.monotonic() - start}
+    mark = time.monotonic()
+    try:
+        results = _tune(space, settings, setup, storage, name, sweep_dir)
+    except BaseException:
+        tracker.finish(parent, status="FAILED")  # a refused or broken sweep is never RUNNING
+        raise
+    phases["tune"], mark = time.monotonic() - mark, time.monotonic()
+    summary = trial_summary(results)
     result = SweepResult(
         name=name,
         parent_run_id=parent,
@@ -157,6 +185,7 @@ def run_sweep(settings: SweepSettings) -> SweepResult:
         best_trial_id=None,
         best_run_id=None,
         train_s=float(summary.get("train_s", pd.Series(dtype=float)).sum()),
+        phases=phases,
     )
     _finalise_runs(tracker, summary)
     finished = summary[summary["status"] == "finished"]
@@ -167,10 +196,14 @@ def run_sweep(settings: SweepSettings) -> SweepResult:
             k: float(best[k]) for k in ("ml.hmean", "elliptic.hmean") if k in best
         }
         encoder_path = Path(best["trial_dir"]) / "artifacts" / "encoder.pt"
+        phases["finalise"], mark = time.monotonic() - mark, time.monotonic()
         if holdout:
             result.holdout_scores = _score_holdout(encoder_path, features, holdout, settings)
+            phases["holdout"], mark = time.monotonic() - mark, time.monotonic()
         _register(tracker, result, encoder_path, settings, data_fp, tune_machines, holdout)
+        phases["register"], mark = time.monotonic() - mark, time.monotonic()
     _log_summary(tracker, parent, result, space)
+    phases["finalise"] = phases.get("finalise", 0.0) + time.monotonic() - mark
     result.wall_s = time.monotonic() - start
     tracker.log_metrics(parent, {"sweep.wall_s": result.wall_s, "sweep.train_s": result.train_s})
     tracker.finish(parent, status="FINISHED")
@@ -235,6 +268,9 @@ def _tune(
                 scheduler=scheduler,
                 num_samples=settings.num_samples or space.sweep.get("num_samples", 8),
                 max_concurrent_trials=max_concurrent or 1,
+                # one warm worker process runs trial after trial: torch, MLflow and the
+                # compile cache are loaded once per worker, not once per trial
+                reuse_actors=True,
             ),
             run_config=tune.RunConfig(
                 name=name,
@@ -327,7 +363,7 @@ def _machine_groups(
     return tune_group, holdout
 
 
-def summarise(results: Any) -> pd.DataFrame:
+def trial_summary(results: Any) -> pd.DataFrame:
     """One row per trial: status, sampled params, the objective and both estimators' hmean."""
     rows = []
     for res in results:
@@ -342,7 +378,7 @@ def summarise(results: Any) -> pd.DataFrame:
             "train_s": metrics.get("time.train_s", 0.0),
             "mlflow_run_id": metrics.get("mlflow_run_id"),
             "trial_dir": res.path,
-            "error": _error_line(res.error) if res.error else "",
+            "error": one_line(res.error, last=True) if res.error else "",
         }
         row.update({f"param.{k}": v for k, v in (res.config or _params(res.path)).items()})
         rows.append(row)
@@ -369,15 +405,6 @@ def _params(path: str) -> dict[str, Any]:
         return dict(json.loads((Path(path) / "params.json").read_text()))
     except (OSError, ValueError, TypeError):
         return {}
-
-
-def _error_line(error: BaseException) -> str:
-    """The root cause: the last line of a (remote) traceback, e.g. ``AsdError: loss became NaN``.
-
-    The first line of a Ray task error only names the worker (``ray::ImplicitFunc.train()``).
-    """
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return (lines[-1] if lines else type(error).__name__)[:300]
 
 
 def _finalise_runs(tracker: Any, summary: pd.DataFrame) -> None:
@@ -417,7 +444,6 @@ def _register(
 ) -> None:
     """Log the winner as an MLflow model, register it, and promote it when asked."""
     from asd.registry import promote, register_encoder
-    from asd.tracking import redact_uri
 
     scores = result.holdout_scores or result.tune_scores
     estimator = max(("ml", "elliptic"), key=lambda e: scores.get(f"{e}.hmean", float("-inf")))
@@ -427,7 +453,7 @@ def _register(
         # MLflow went down: the encoder waits in the journal and the registry cannot be reached.
         # Finish the sweep (every result is kept) and say how to register later.
         result.deferred = (
-            f"MLflow at {redact_uri(tracker.tracking_uri)} was unreachable, so the winner is not "
+            f"MLflow at {redact(tracker.tracking_uri)} was unreachable, so the winner is not "
             f"registered yet: run `asd sync --name {result.name}`, then "
             f"`asd sweep --name {result.name} --resume` to register it"
             + (" (with --promote to promote it)" if settings.promote else "")

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from asd.compilation import use_compile_cache
 from asd.config import Config
 from asd.errors import AsdError
 
@@ -50,6 +51,9 @@ class TrialSetup:
     """Data-parallel workers hold one GPU each."""
     cpus_per_worker: float = 1.0
     """CPUs per data-parallel worker."""
+    compile_cache: str | None = None
+    """torch.compile cache folder shared by every trial (``train.compile``): the first trial
+    compiles, later ones load its kernels."""
 
 
 def load_epoch_hook(spec: str) -> Any:
@@ -75,6 +79,8 @@ def run_trial(params: dict[str, Any], setup: TrialSetup) -> None:
     from asd.tracking import TAG_SWEEP, Tracker
 
     cfg = setup.base_config.with_overrides(params)
+    if setup.compile_cache:
+        use_compile_cache(setup.compile_cache)
     context = tune.get_context()
     trial_id = context.get_trial_id()
     features = load_features(setup.features_path)
@@ -130,6 +136,7 @@ def run_trial(params: dict[str, Any], setup: TrialSetup) -> None:
                 name="train",
                 cpus_per_worker=setup.cpus_per_worker,
                 resume_from=ckpt_dir if restored is not None else None,
+                compile_cache=setup.compile_cache,
             )
         else:
             train_encoder(  # it picks the normal train clips itself

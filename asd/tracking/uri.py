@@ -1,4 +1,10 @@
-"""Tracking URIs: the default store, password redaction, and a one-line health check."""
+"""Tracking URIs: the default store, scheme and health checks.
+
+MLflow answers an unknown scheme or a malformed URI with a traceback from deep inside, and
+silently creates an empty database for a ``sqlite:///`` path that does not exist yet: right
+for a new sweep, wrong for `asd evaluate models:/...` or `asd promote`, which need the store
+a sweep wrote. ``check_tracking_uri`` says so in one line before anything starts.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +18,7 @@ from pathlib import Path
 
 from mlflow.exceptions import MlflowException
 
-from asd.errors import AsdError
+from asd.errors import AsdError, redact
 
 
 def default_tracking_uri(workdir: Path) -> str:
@@ -32,15 +38,47 @@ def is_http(uri: str) -> bool:
     return uri.startswith(("http://", "https://"))
 
 
-def redact_uri(uri: str) -> str:
-    """The URI with any password replaced by ``***``: safe for messages and logs."""
-    parts = urllib.parse.urlsplit(uri)
-    if parts.username is None:
-        return uri
-    host = parts.netloc.rsplit("@", 1)[-1]
-    # user:password@ keeps the user; a lone token@ is the secret itself
-    userinfo = f"{parts.username}:***" if parts.password is not None else "***"
-    return urllib.parse.urlunsplit(parts._replace(netloc=f"{userinfo}@{host}"))
+SCHEMES = (
+    "http", "https", "file", "sqlite", "postgresql", "mysql", "mssql",
+    "databricks", "databricks-uc", "uc",
+)  # fmt: skip
+"""Tracking URI schemes MLflow serves (a database scheme may carry a driver: ``+psycopg2``)."""
+
+
+def check_tracking_uri(uri: str, must_exist: bool = False) -> None:
+    """AsdError in one line when ``uri`` cannot be an MLflow store.
+
+    With ``must_exist``, also when the local store it names (sqlite file, file folder) is missing.
+    """
+    try:
+        parts = urllib.parse.urlsplit(uri)
+        shown = redact(uri)
+    except ValueError as exc:
+        raise AsdError(f"--tracking-uri {uri} is not a valid URI ({exc})") from None
+    scheme = parts.scheme.split("+")[0].lower()
+    if scheme not in SCHEMES:
+        raise AsdError(
+            f"--tracking-uri {shown}: unsupported scheme '{parts.scheme}' "
+            f"(use one of {', '.join(SCHEMES)}, e.g. http://host:5000 or sqlite:///path/mlflow.db)"
+        )
+    if scheme in ("http", "https") and not parts.hostname:
+        raise AsdError(f"--tracking-uri {shown} names no host")
+    local = _local_path(uri, scheme)
+    if must_exist and local is not None and not local.exists():
+        raise AsdError(
+            f"--tracking-uri {shown}: no MLflow store at {local} (MLflow would create an empty "
+            "one); point it at the store the sweep wrote"
+        )
+
+
+def _local_path(uri: str, scheme: str) -> Path | None:
+    if scheme == "sqlite":
+        if not uri.startswith("sqlite:///"):
+            raise AsdError(f"--tracking-uri {uri}: a SQLite URI is sqlite:///<path to .db>")
+        return Path(uri[len("sqlite:///") :])
+    if scheme == "file":
+        return Path(urllib.parse.urlsplit(uri).path)
+    return None
 
 
 def health_problem(uri: str, timeout_s: float) -> str | None:
@@ -83,7 +121,7 @@ def check_tracking(uri: str, timeout_s: float = 5.0) -> None:
         problem = health_problem(uri, timeout_s)
         if problem is not None:
             raise AsdError(
-                f"cannot reach MLflow at {redact_uri(uri)} ({problem}): "
+                f"cannot reach MLflow at {redact(uri)} ({problem}): "
                 "start the server or pass --tracking-uri"
             )
         return
@@ -114,9 +152,3 @@ def is_unavailable(err: BaseException) -> bool:
             return True
         return err.get_http_status_code() in (502, 503, 504)
     return False
-
-
-def one_line(err: BaseException) -> str:
-    """The first line of an error's message (at most 300 characters), or its type's name."""
-    text = str(err).strip().splitlines()
-    return text[0][:300] if text else type(err).__name__
