@@ -6,7 +6,7 @@ export RAY_AUTH_MODE ?= disabled
 export MLFLOW_DISABLE_TELEMETRY ?= true
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install demo detector-demo test lint benchmark quality clean
+.PHONY: install demo detector-demo test lint benchmark benchmark-thresholds quality clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -43,6 +43,10 @@ benchmark: install
 # QUALITY_ARGS=--size dcase --device cuda on a GPU; the default 'cpu' size fits a 2-core CPU.
 quality: install
 	$(BIN)/python benchmarks/quality.py $(QUALITY_ARGS)
+
+# Out-of-fold vs in-sample decision thresholds and the untrained references (no training).
+benchmark-thresholds: install
+	$(BIN)/python benchmarks/thresholds.py
 
 clean:
 	rm -rf asd-work .pytest_cache

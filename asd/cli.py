@@ -93,28 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     train.set_defaults(func=cmd_train)
 
-    evaluate = sub.add_parser("evaluate", help="score test clips and print the official score")
-    _add_data_args(evaluate)
-    evaluate.add_argument(
-        "--encoder",
-        help="encoder.pt, a run folder, or models:/<name>@<alias> (needs --tracking-uri)",
-    )
-    evaluate.add_argument(
-        "--embedding",
-        choices=["encoder", "mean-logmel"],
-        default="encoder",
-        help="mean-logmel: the untrained reference (clip-mean log-mel + Mahalanobis)",
-    )
-    evaluate.add_argument("--estimator", choices=["ml", "elliptic", "both"], default="both")
-    evaluate.add_argument(
-        "--embed-from",
-        choices=["backbone", "projection"],
-        help="score on this vector instead of the encoder's own choice (same weights)",
-    )
-    evaluate.add_argument("--out", type=Path, help="folder for CSVs and plots")
-    evaluate.add_argument("--tracking-uri", help="MLflow URI for models:/ encoders")
-    evaluate.add_argument("--device", default="auto")
-    evaluate.set_defaults(func=cmd_evaluate)
+    _add_evaluate_parser(sub)
 
     score = sub.add_parser("score", help="score new wav files with an encoder (e.g. the champion)")
     score.add_argument("files", nargs="+", type=Path, help="wav files or folders of them")
@@ -122,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--machine", required=True, help="machine type of the new clips")
     score.add_argument("--section", type=int, default=0)
     score.add_argument("--data", type=Path, required=True, help="data with its normal train clips")
-    score.add_argument("--estimator", choices=["ml", "elliptic"], default="ml")
+    score.add_argument("--estimator", choices=["ml", "elliptic", "knn"], default="ml")
     score.add_argument("--tracking-uri", help="MLflow URI for models:/ encoders")
     score.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
     score.add_argument("--out", type=Path, help="write the scores as CSV here")
@@ -134,6 +113,43 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_platform_commands(sub)
     return parser
+
+
+def _add_evaluate_parser(sub: Any) -> None:
+    """`asd evaluate`: an encoder (with the untrained reference beside it) or the reference."""
+    evaluate = sub.add_parser("evaluate", help="score test clips and print the official score")
+    _add_data_args(evaluate)
+    evaluate.add_argument(
+        "--encoder",
+        help="encoder.pt, a run folder, or models:/<name>@<alias> (needs --tracking-uri)",
+    )
+    evaluate.add_argument(
+        "--embedding",
+        choices=["encoder", "mean-logmel", "mean-std-logmel"],
+        default="encoder",
+        help="mean-logmel / mean-std-logmel: the untrained reference alone (clip statistics of "
+        "the log-mel); with an encoder the reference is always scored beside it",
+    )
+    evaluate.add_argument(
+        "--reference",
+        choices=["mean", "mean_std"],
+        help="the reference statistic scored beside an encoder (default: its config's)",
+    )
+    evaluate.add_argument(
+        "--estimator",
+        choices=["ml", "elliptic", "knn", "both", "all"],
+        default="all",
+        help="scorer(s): both = ml and elliptic; all = ml, elliptic and knn",
+    )
+    evaluate.add_argument(
+        "--embed-from",
+        choices=["backbone", "projection"],
+        help="score on this vector instead of the encoder's own choice (same weights)",
+    )
+    evaluate.add_argument("--out", type=Path, help="folder for CSVs and plots")
+    evaluate.add_argument("--tracking-uri", help="MLflow URI for models:/ encoders")
+    evaluate.add_argument("--device", default="auto")
+    evaluate.set_defaults(func=cmd_evaluate)
 
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
@@ -271,11 +287,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    """Score the test clips with one or both estimators; print tables and the official score."""
-    from asd.config import ESTIMATORS
+    """Score the test clips with each scorer, the untrained reference beside an encoder."""
+    from asd.config import ESTIMATORS, SCORERS
     from asd.staging import publish, tmp_folder
 
-    estimators = ESTIMATORS if args.estimator == "both" else (args.estimator,)
+    chosen = {"both": ESTIMATORS, "all": SCORERS}
+    estimators = chosen.get(args.estimator, (args.estimator,))
     if args.out is not None and args.out.exists() and not args.out.is_dir():
         raise AsdError(f"--out {args.out} is a file: evaluate writes a folder")
     final_out, args.out = args.out, args.out and tmp_folder(args.out.parent, args.out.name)
@@ -293,21 +310,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace, estimators: tuple[str, ...]) -> int:
     """cmd_evaluate's work, with ``args.out`` (if any) the staging folder."""
     from asd.config import Config
-    from asd.pipeline import (
-        evaluate_embeddings,
-        evaluate_encoder,
-        mean_logmel_embeddings,
-        save_evaluation,
-    )
+    from asd.detector import evaluate_detector, format_versus
+    from asd.pipeline import save_evaluation
 
     start = time.monotonic()
-    if args.embedding == "mean-logmel":
-        cfg = Config()
-        features = load_feature_set(args, cfg.features)
-        evaluation = evaluate_embeddings(
-            mean_logmel_embeddings(features), features.index, cfg, estimators, out_dir=args.out
+    if args.embedding != "encoder":
+        statistic = "mean" if args.embedding == "mean-logmel" else "mean_std"
+        cfg = Config().with_overrides(
+            {"scoring.family": "reference", "scoring.reference": statistic}
         )
-        title = "reference: clip-mean log-mel + Mahalanobis"
+        features = load_feature_set(args, cfg.features)
+        evaluation = evaluate_detector(None, features, cfg, estimators, out_dir=args.out)
+        title = f"reference: clip-{statistic.replace('_', '+')} log-mel, untrained"
     else:
         if not args.encoder:
             raise AsdError("--encoder is required (or --embedding mean-logmel)")
@@ -315,8 +329,10 @@ def _evaluate(args: argparse.Namespace, estimators: tuple[str, ...]) -> int:
         if args.embed_from:
             cfg = cfg.with_overrides({"encoder.embed_from": args.embed_from})
             encoder.cfg = cfg.encoder
+        if args.reference:
+            cfg = cfg.with_overrides({"scoring.reference": args.reference})
         features = load_feature_set(args, cfg.features)
-        evaluation = evaluate_encoder(
+        evaluation = evaluate_detector(
             encoder,
             features,
             cfg,
@@ -325,8 +341,10 @@ def _evaluate(args: argparse.Namespace, estimators: tuple[str, ...]) -> int:
             device=args.device,
             progress=not args.quiet,
         )
-        title = f"encoder {args.encoder}"
+        title = f"encoder {args.encoder} (detector family {cfg.scoring.family})"
     print(format_evaluation(evaluation, title))
+    if args.embedding == "encoder":
+        print(format_versus(evaluation))
     print(f"evaluated in {time.monotonic() - start:.1f}s")
     if args.out:
         save_evaluation(evaluation, args.out)
@@ -415,7 +433,8 @@ def format_evaluation(evaluation: Any, title: str) -> str:
 
 
 def _estimator_name(name: str) -> str:
-    return {"ml": "EmpiricalCovariance", "elliptic": "EllipticEnvelope"}.get(name, name)
+    names = {"ml": "EmpiricalCovariance", "elliptic": "EllipticEnvelope", "knn": "cosine kNN"}
+    return names.get(name, name)
 
 
 def _code_version() -> str:

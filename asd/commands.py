@@ -89,7 +89,8 @@ def add_platform_commands(sub: Any) -> None:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Run or resume a sweep and print its summary."""
-    from asd.sweep.runner import SweepSettings, format_summary, run_sweep
+    from asd.sweep.runner import SweepSettings, run_sweep
+    from asd.sweep.summary import format_summary
 
     settings = SweepSettings(
         space=args.space,

@@ -158,13 +158,25 @@ class ScoringConfig:
     """Per (machine type, section) covariance of normal training embeddings."""
 
     estimator: str = "ml"
-    """'ml' (EmpiricalCovariance) or 'elliptic' (EllipticEnvelope, robust MCD)."""
+    """The scorer a trial is judged by: 'ml' (EmpiricalCovariance), 'elliptic'
+    (EllipticEnvelope, robust MCD) or 'knn' (cosine kNN); all three are always reported."""
     domain_strategy: str = "min"
     """'min': shared covariance, distance to the nearer domain mean; 'pooled': one Gaussian."""
     threshold_quantile: float = 0.9
     """Decision threshold: this quantile of the normal training clips' scores."""
     support_fraction: float = 0.0
     """EllipticEnvelope support fraction; 0 lets scikit-learn choose."""
+    family: str = "encoder"
+    """What a trial's detector is: 'encoder' (learned), 'reference' (untrained log-mel
+    statistic, no training) or 'fusion' (standardised weighted sum of both scores)."""
+    reference: str = "mean"
+    """The untrained reference's clip statistic of the log-mel: 'mean' or 'mean_std'."""
+    knn_k: int = 5
+    """Neighbours averaged by the 'knn' scorer (capped by the size of a domain's set)."""
+    fusion_weight: float = 0.5
+    """Weight of the encoder's standardised score in 'fusion'; the reference gets 1 - it."""
+    threshold_folds: int = 5
+    """Out-of-fold refits per section for thresholds and fusion statistics; 0 = in-sample."""
 
 
 @dataclass(frozen=True)
@@ -220,7 +232,7 @@ class Config:
 
     def validate(self) -> None:
         """Reject settings no trial could run with, naming the setting."""
-        a, t, s = self.augment, self.train, self.scoring
+        a, t = self.augment, self.train
         checks = [
             (self.features.n_mels > 0, "features.n_mels must be positive"),
             (self.features.hop_length > 0, "features.hop_length must be positive"),
@@ -273,13 +285,7 @@ class Config:
             (t.lr > 0, "train.lr must be positive"),
             (t.restarts >= 0, "train.restarts must be >= 0"),
             (t.crop_frames >= 8, "train.crop_frames must be at least 8"),
-            (s.estimator in ESTIMATORS, f"scoring.estimator must be one of {ESTIMATORS}"),
-            (
-                s.domain_strategy in DOMAIN_STRATEGIES,
-                "scoring.domain_strategy must be 'min' or 'pooled'",
-            ),
-            (0 < s.threshold_quantile < 1, "scoring.threshold_quantile must be in (0, 1)"),
-            (0 <= s.support_fraction <= 1, "scoring.support_fraction must be in [0, 1]"),
+            *_scoring_checks(self.scoring),
         ]
         for key, value in self.to_flat().items():
             if isinstance(value, float) and not math.isfinite(value):
@@ -304,6 +310,15 @@ RECIPES = ("pitch_up", "pitch_down", "noise", "mask_short", "mask_long")
 ESTIMATORS = ("ml", "elliptic")
 """Covariance estimators: maximum likelihood and the robust elliptic envelope."""
 
+SCORERS = ("ml", "elliptic", "knn")
+"""Every scorer a trial reports: the two covariance estimators and cosine kNN."""
+
+FAMILIES = ("encoder", "reference", "fusion")
+"""Detector families a trial can be: learned, untrained reference, or their score fusion."""
+
+REFERENCES = ("mean", "mean_std")
+"""Clip statistics of the log-mel the untrained reference uses."""
+
 POOLS = ("avg", "freq", "meanstd")
 """Backbone poolings: global average, time average keeping frequency bands, time mean+std."""
 
@@ -312,6 +327,27 @@ AUX_HEADS = ("arcface", "adacos")
 
 DOMAIN_STRATEGIES = ("min", "pooled")
 """'min': shared covariance, nearest domain centre; 'pooled': one Gaussian per section."""
+
+
+def _scoring_checks(s: ScoringConfig) -> list[tuple[bool, str]]:
+    """(ok, message) for each rule of the scoring section (see :meth:`Config.validate`)."""
+    return [
+        (s.estimator in SCORERS, f"scoring.estimator must be one of {SCORERS}"),
+        (s.family in FAMILIES, f"scoring.family must be one of {FAMILIES}"),
+        (s.reference in REFERENCES, f"scoring.reference must be one of {REFERENCES}"),
+        (s.knn_k >= 1, "scoring.knn_k must be at least 1"),
+        (0 <= s.fusion_weight <= 1, "scoring.fusion_weight must be in [0, 1]"),
+        (
+            s.threshold_folds == 0 or s.threshold_folds >= 2,
+            "scoring.threshold_folds must be 0 (in-sample) or at least 2",
+        ),
+        (
+            s.domain_strategy in DOMAIN_STRATEGIES,
+            "scoring.domain_strategy must be 'min' or 'pooled'",
+        ),
+        (0 < s.threshold_quantile < 1, "scoring.threshold_quantile must be in (0, 1)"),
+        (0 <= s.support_fraction <= 1, "scoring.support_fraction must be in [0, 1]"),
+    ]
 
 
 def _coerce(key: str, value: Any, hint: Any) -> Any:

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from asd.config import ESTIMATORS, Config
+from asd.config import SCORERS, Config, ScoringConfig
 from asd.data import normal_train_mask
 from asd.errors import AsdError
 from asd.features import FeatureSet
@@ -27,7 +27,7 @@ META_COLUMNS = ["clip", "subset", "machine", "section", "domain", "split", "labe
 
 @dataclass
 class EstimatorResult:
-    """What one covariance estimator scored: per-clip scores, per-section table, summary."""
+    """What one scorer scored: per-clip scores, per-section table, summary."""
 
     estimator: str
     results: pd.DataFrame
@@ -37,16 +37,26 @@ class EstimatorResult:
     summary: dict[str, float]
     """Official score: hmean over every machine and section, plus mean AUCs and pAUC."""
     fallbacks: dict[str, str] = field(default_factory=dict)
+    train_scores: dict[tuple[str, int], np.ndarray] = field(default_factory=dict)
+    """Per section, the normal train clips' (out-of-fold) scores: fusion standardises by them."""
 
 
 @dataclass
 class Evaluation:
-    """Both estimators' results on the same embeddings."""
+    """Every scorer's results on the same embeddings, and the detectors reported beside them.
+
+    ``companions`` holds e.g. ``reference`` (the untrained reference on the same clips),
+    ``encoder`` (encoder alone) and ``fusion``; their metrics carry their name as a prefix.
+    """
 
     by_estimator: dict[str, EstimatorResult]
+    companions: dict[str, Evaluation] = field(default_factory=dict)
 
     def metrics(self, prefix: str = "") -> dict[str, float]:
-        """Flat metrics ``<prefix><estimator>.<key>`` and per-machine ones, for MLflow and Tune."""
+        """Flat metrics ``<prefix><estimator>.<key>`` and per-machine ones, for MLflow and Tune.
+
+        Companions add ``<prefix><name>.<estimator>.<key>`` (``reference.ml.hmean``).
+        """
         flat: dict[str, float] = {}
         for name, res in self.by_estimator.items():
             for key, value in res.summary.items():
@@ -56,7 +66,22 @@ class Evaluation:
                 for key in METRICS:
                     if pd.notna(row[key]):
                         flat[f"{prefix}{name}.{tag}.{key}"] = float(row[key])
+        for name, companion in self.companions.items():
+            flat.update(companion.metrics(prefix=f"{prefix}{name}."))
+        flat.update({f"{prefix}{k}": v for k, v in self.reference_gaps().items()})
         return flat
+
+    def reference_gaps(self) -> dict[str, float]:
+        """``vs_reference.<scorer>.hmean``: this detector's hmean minus the reference's."""
+        reference = self.companions.get("reference")
+        if reference is None:
+            return {}
+        gaps: dict[str, float] = {}
+        for name, res in self.by_estimator.items():
+            ref = reference.by_estimator.get(name)
+            if ref is not None and "hmean" in res.summary and "hmean" in ref.summary:
+                gaps[f"vs_reference.{name}.hmean"] = res.summary["hmean"] - ref.summary["hmean"]
+        return gaps
 
 
 def labelled_test_mask(index: pd.DataFrame) -> np.ndarray:
@@ -109,17 +134,16 @@ def evaluate_embeddings(
     embeddings: np.ndarray,
     index: pd.DataFrame,
     cfg: Config,
-    estimators: Sequence[str] = ESTIMATORS,
+    estimators: Sequence[str] = SCORERS,
     machines: Sequence[str] | None = None,
     out_dir: Path | None = None,
 ) -> Evaluation:
-    """Fit each estimator on normal training embeddings and score the labelled test clips.
+    """Fit each scorer on normal training embeddings and score the labelled test clips.
 
     ``machines`` restricts scoring to those machine types (the tuning group of a sweep);
     with ``out_dir``, the DCASE submission CSVs go to ``out_dir/<estimator>/``.
     """
-    from asd.metrics import section_scores, summarize
-    from asd.scoring import MahalanobisScorer, write_submission
+    from asd.scoring import write_submission
 
     if len(embeddings) != len(index):
         raise AsdError(f"{len(embeddings)} embeddings for {len(index)} clips")
@@ -128,49 +152,69 @@ def evaluate_embeddings(
         keep = index["machine"].isin(list(machines)).to_numpy()
     fit_rows = normal_train_mask(index) & keep
     test_rows = (index["split"] == "test").to_numpy() & keep
-    labelled = labelled_test_mask(index) & keep
+    labelled = labelled_test_mask(index)[test_rows]
     if not test_rows.any():
         raise AsdError("no test clips to score (check --data and the machine lists)")
     meta_fit = index.loc[fit_rows].reset_index(drop=True)
     meta_test = index.loc[test_rows].reset_index(drop=True)
     by_estimator: dict[str, EstimatorResult] = {}
     for estimator in estimators:
-        if estimator not in ESTIMATORS:
-            raise AsdError(f"unknown estimator '{estimator}' (known: {', '.join(ESTIMATORS)})")
+        if estimator not in SCORERS:
+            raise AsdError(f"unknown estimator '{estimator}' (known: {', '.join(SCORERS)})")
         scoring = cfg.with_overrides({"scoring.estimator": estimator}).scoring
-        scorer = MahalanobisScorer.from_config(scoring).fit(embeddings[fit_rows], meta_fit)
+        scorer = make_scorer(scoring).fit(embeddings[fit_rows], meta_fit)
         scores = scorer.score_samples(embeddings[test_rows], meta_test)
-        decisions = scorer.decide(scores, meta_test)
-        results = meta_test[[c for c in META_COLUMNS if c in meta_test]].copy()
-        results["anomaly_score"] = scores
-        results["decision"] = decisions
+        results = scored_results(meta_test, scores, scorer.decide(scores, meta_test))
         results["threshold"] = [
             scorer.thresholds_[(m, s)]
             for m, s in zip(results["machine"], results["section"], strict=True)
         ]
         if out_dir is not None:
-            write_submission(Path(out_dir) / estimator, results, scores, decisions)
-        scored = results.loc[labelled[test_rows]]
-        if len(scored):
-            table = section_scores(scored)
-            summary = summarize(table)
-        else:
-            table, summary = pd.DataFrame(), {}
-        by_estimator[estimator] = EstimatorResult(
-            estimator=estimator,
-            results=results,
-            table=table,
-            summary=summary,
-            fallbacks={f"{m}.s{s:02d}": why for (m, s), why in scorer.fallbacks_.items()},
-        )
+            write_submission(Path(out_dir) / estimator, results, scores, results["decision"])
+        by_estimator[estimator] = estimator_result(estimator, results, labelled)
+        by_estimator[estimator].fallbacks = {
+            f"{m}.s{s:02d}": why for (m, s), why in scorer.fallbacks_.items()
+        }
+        by_estimator[estimator].train_scores = scorer.train_scores_
     return Evaluation(by_estimator)
+
+
+def make_scorer(scoring: ScoringConfig, seed: int = 0) -> Any:
+    """The scorer ``scoring.estimator`` names: a Mahalanobis estimator, or cosine kNN."""
+    from asd.knn import KnnScorer
+    from asd.scoring import MahalanobisScorer
+
+    if scoring.estimator == "knn":
+        return KnnScorer.from_config(scoring, random_state=seed)
+    return MahalanobisScorer.from_config(scoring, random_state=seed)
+
+
+def scored_results(meta: pd.DataFrame, scores: np.ndarray, decisions: np.ndarray) -> pd.DataFrame:
+    """META_COLUMNS of the scored clips plus their anomaly_score and decision."""
+    results = meta[[c for c in META_COLUMNS if c in meta]].copy()
+    results["anomaly_score"] = scores
+    results["decision"] = np.asarray(decisions, dtype=int)
+    return results
+
+
+def estimator_result(name: str, results: pd.DataFrame, labelled: np.ndarray) -> EstimatorResult:
+    """Section table and official summary of the labelled rows of ``results``."""
+    from asd.metrics import section_scores, summarize
+
+    scored = results.loc[labelled]
+    if len(scored):
+        table = section_scores(scored)
+        summary = summarize(table)
+    else:
+        table, summary = pd.DataFrame(), {}
+    return EstimatorResult(estimator=name, results=results, table=table, summary=summary)
 
 
 def evaluate_encoder(
     encoder: Any,
     features: FeatureSet,
     cfg: Config,
-    estimators: Sequence[str] = ESTIMATORS,
+    estimators: Sequence[str] = SCORERS,
     machines: Sequence[str] | None = None,
     out_dir: Path | None = None,
     device: str = "auto",
@@ -223,6 +267,8 @@ def save_evaluation(evaluation: Evaluation, out_dir: Path, plots: bool = True) -
         written.append(plotting.roc_curves(labelled, folder / "roc.png"))
         written.append(plotting.score_histograms(labelled, folder / "scores.png"))
         written.append(plotting.machine_bars(machine_table(labelled), folder / "machines.png"))
+    for name, companion in evaluation.companions.items():
+        written += save_evaluation(companion, out_dir / name, plots=False)
     return written
 
 
@@ -247,8 +293,9 @@ def score_new_clips(
     from asd.data import read_wav
     from asd.embed import embed_clips
     from asd.features import log_mel
-    from asd.scoring import MahalanobisScorer
 
+    if cfg.scoring.family != "encoder":
+        log.warning("asd score uses the encoder alone, not its %s family", cfg.scoring.family)
     index = features.index
     fit_rows = normal_train_mask(index) & (index["machine"] == machine).to_numpy()
     fit_rows &= (index["section"] == section).to_numpy()
@@ -273,7 +320,7 @@ def score_new_clips(
     )
     new_set = FeatureSet.from_arrays(mels, meta, cfg.features)  # the encoder normalises
     scoring = cfg.with_overrides({"scoring.estimator": estimator}).scoring
-    scorer = MahalanobisScorer.from_config(scoring).fit(
+    scorer = make_scorer(scoring).fit(
         embed_clips(encoder, train_set, device=device), train_set.index
     )
     scores = scorer.score_samples(embed_clips(encoder, new_set, device=device), meta)

@@ -290,9 +290,33 @@ def promote(
     version = str(version)
     try:
         with _local_lock(tracking_uri, name):
-            return _promote(client, name, version, alias)
+            decision = _promote(client, name, version, alias)
+        note = reference_note(client.get_model_version(name, version).tags, version)
     except MlflowException as err:
         raise AsdError(f"cannot promote {name} v{version}: {one_line(err)}") from err
+    if note:
+        decision = dataclasses.replace(decision, reason=f"{decision.reason}; {note}")
+    return decision
+
+
+def reference_note(tags: dict[str, str], version: str) -> str:
+    """A warning when a version does not beat the untrained reference on held-out machines.
+
+    The sweep tags each version with the reference's score on the same group and scorer
+    (``reference_metric_value``); '' when it is better, or when the tags cannot tell.
+    """
+    if tags.get("metric") != "holdout.hmean" or "reference_metric_value" not in tags:
+        return ""
+    try:
+        ours, ref = float(tags["metric_value"]), float(tags["reference_metric_value"])
+    except (KeyError, ValueError):
+        return ""
+    if ours > ref:
+        return ""
+    return (
+        f"note: v{version} (holdout.hmean {ours:.4g}) does not beat the untrained reference "
+        f"({ref:.4g}, {tags.get('estimator', '?')}) on the held-out machine types"
+    )
 
 
 def _promote(client: mlflow.MlflowClient, name: str, version: str, alias: str) -> PromotionDecision:

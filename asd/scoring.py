@@ -28,6 +28,7 @@ from sklearn.covariance import EmpiricalCovariance, LedoitWolf
 from asd.config import DOMAIN_STRATEGIES, ESTIMATORS, ScoringConfig
 from asd.errors import AsdError, warn_once
 from asd.mcd import FastEllipticEnvelope
+from asd.thresholds import section_train_scores
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,8 @@ class MahalanobisScorer(BaseEstimator):
       estimator's ``mahalanobis`` (``{'pooled': zeros}`` for the pooled strategy, whose
       location is the estimator's own ``location_``).
     - ``thresholds_``: ``{(machine, section): float}``, the ``threshold_quantile`` quantile of
-      the normal train clips' scores.
+      the normal train clips' scores (out-of-fold ones when ``threshold_folds`` >= 2).
+    - ``train_scores_``: ``{(machine, section): (n,) scores}`` of those clips, in fit order.
     - ``fallbacks_``: ``{(machine, section): reason}`` for sections that used the Ledoit-Wolf
       shrinkage fallback (empty when none did).
     - ``n_features_in_``: embedding size.
@@ -69,12 +71,14 @@ class MahalanobisScorer(BaseEstimator):
         threshold_quantile: float = 0.9,
         support_fraction: float = 0.0,
         random_state: int = 0,
+        threshold_folds: int = 0,
     ) -> None:
         self.estimator = estimator
         self.domain_strategy = domain_strategy
         self.threshold_quantile = threshold_quantile
         self.support_fraction = support_fraction
         self.random_state = random_state
+        self.threshold_folds = threshold_folds
 
     @classmethod
     def from_config(cls, cfg: ScoringConfig, random_state: int = 0) -> MahalanobisScorer:
@@ -85,6 +89,7 @@ class MahalanobisScorer(BaseEstimator):
             threshold_quantile=cfg.threshold_quantile,
             support_fraction=cfg.support_fraction,
             random_state=random_state,
+            threshold_folds=cfg.threshold_folds,
         )
 
     # ------------------------------------------------------------------ fit
@@ -110,6 +115,7 @@ class MahalanobisScorer(BaseEstimator):
         self.centres_: dict[Key, dict[str, np.ndarray]] = {}
         self.thresholds_: dict[Key, float] = {}
         self.fallbacks_: dict[Key, str] = {}
+        fitted: dict[Key, np.ndarray] = {}
         for key, positions in sorted(_group_rows(keys).items()):
             rows = positions[use[positions]]
             n = len(rows)
@@ -123,8 +129,12 @@ class MahalanobisScorer(BaseEstimator):
             self.centres_[key] = centres
             if reason:
                 self.fallbacks_[key] = reason
-            train_scores = _min_distance(est, centres, x[rows])
-            self.thresholds_[key] = float(np.quantile(train_scores, self.threshold_quantile))
+            fitted[key] = rows
+        self.train_scores_ = section_train_scores(self, x, meta.reset_index(drop=True), fitted)
+        self.thresholds_ = {
+            key: float(np.quantile(scores, self.threshold_quantile))
+            for key, scores in self.train_scores_.items()
+        }
         return self
 
     def _check_settings(self) -> None:
@@ -143,6 +153,10 @@ class MahalanobisScorer(BaseEstimator):
         if not 0 <= self.support_fraction <= 1:
             raise AsdError(
                 f"scoring.support_fraction must be in [0, 1], got {self.support_fraction}"
+            )
+        if self.threshold_folds < 0 or self.threshold_folds == 1:
+            raise AsdError(
+                f"scoring.threshold_folds must be 0 or at least 2, got {self.threshold_folds}"
             )
 
     def _fit_section(

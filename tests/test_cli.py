@@ -116,6 +116,11 @@ def test_evaluate_prints_both_estimators_and_writes_submission(data, trained, tm
     assert "estimator ml (EmpiricalCovariance)" in printed
     assert "estimator elliptic (EllipticEnvelope)" in printed
     assert printed.count("official score") == 2
+    # issue 9: the untrained reference is scored beside the encoder, with the difference
+    assert "beside the untrained reference" in printed
+    versus = printed.split("beside the untrained reference")[1].splitlines()[2:4]
+    assert [line.split()[0] for line in versus] == ["ml", "elliptic"]
+    assert (out / "reference" / "ml" / "scores.csv").is_file()
     for estimator in ("ml", "elliptic"):
         for machine in ("fan", "valve"):
             scores = out / estimator / f"anomaly_score_{machine}_section_00_test.csv"
@@ -133,6 +138,10 @@ def test_evaluate_reference_needs_no_encoder(data, tmp_path, capsys):
     )  # fmt: skip
     assert code == 0
     assert "reference: clip-mean log-mel" in capsys.readouterr().out
+    argv = ["evaluate", "--data", str(data), "--workdir", str(tmp_path), "--quiet"]
+    assert main([*argv, "--embedding", "mean-std-logmel", "--estimator", "knn"]) == 0
+    printed = capsys.readouterr().out
+    assert "reference: clip-mean+std log-mel" in printed and "cosine kNN" in printed
 
 
 def test_config_overrides_are_validated_before_work(data, tmp_path, capsys):

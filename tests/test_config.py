@@ -40,7 +40,12 @@ def test_overrides_replace_only_named_keys():
         ({"augment.pitch_max_semitones": 13.0}, "pitch"),
         ({"augment.noise_snr_db_min": 30.0}, "noise_snr"),
         ({"augment.recipes": ["warp"]}, "augment.recipes"),
-        ({"scoring.estimator": "knn"}, "scoring.estimator"),
+        ({"scoring.estimator": "mcd"}, "scoring.estimator"),
+        ({"scoring.family": "ensemble"}, "scoring.family"),
+        ({"scoring.reference": "median"}, "scoring.reference"),
+        ({"scoring.knn_k": 0}, "scoring.knn_k"),
+        ({"scoring.fusion_weight": 1.5}, "scoring.fusion_weight"),
+        ({"scoring.threshold_folds": 1}, "scoring.threshold_folds"),
         ({"train.batch_size": 1}, "batch_size"),
     ],
 )

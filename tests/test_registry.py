@@ -183,3 +183,26 @@ def test_offline_encoder_is_logged_on_sync(logged, tmp_path):
     )[0]
     (output,) = run.outputs.model_outputs
     assert logged[1].client.get_logged_model(output.model_id).name == "model"
+
+
+def test_promote_says_when_a_candidate_does_not_beat_the_reference(logged):
+    uri, _, model_uri, _ = logged
+    name = fresh_name()
+    below = {**tags(0.60, metric="holdout.hmean"), "reference_metric_value": "0.65"}
+    v1 = registry.register_encoder(uri, model_uri, name, below)
+    decision = registry.promote(uri, name, v1)
+    assert decision.promoted  # the registry's rule is unchanged: it only says so
+    assert "does not beat the untrained reference (0.65, ml)" in decision.reason
+    above = {**tags(0.70, metric="holdout.hmean"), "reference_metric_value": "0.65"}
+    v2 = registry.register_encoder(uri, model_uri, name, above)
+    decision = registry.promote(uri, name, v2)
+    assert decision.promoted and "reference" not in decision.reason
+
+
+def test_reference_note_needs_held_out_figures():
+    assert registry.reference_note({"metric": "tune.hmean", "metric_value": "0.1"}, "1") == ""
+    assert registry.reference_note({"metric": "holdout.hmean", "metric_value": "0.1"}, "1") == ""
+    note = registry.reference_note(
+        {"metric": "holdout.hmean", "metric_value": "0.5", "reference_metric_value": "0.5"}, "3"
+    )
+    assert note.startswith("note: v3 (holdout.hmean 0.5) does not beat")

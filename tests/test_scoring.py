@@ -244,6 +244,7 @@ def test_sklearn_contract(train):
         "threshold_quantile": 0.95,
         "support_fraction": 0.8,
         "random_state": 3,
+        "threshold_folds": 0,
     }
     assert clone(scorer).get_params() == scorer.get_params()
     assert not hasattr(scorer, "estimators_")
@@ -262,8 +263,9 @@ def test_from_config():
     scorer = MahalanobisScorer.from_config(cfg)
     assert (scorer.estimator, scorer.domain_strategy) == ("elliptic", "pooled")
     assert (scorer.threshold_quantile, scorer.support_fraction) == (0.7, 0.5)
+    # The class default keeps in-sample thresholds; the config asks for out-of-fold ones.
     assert MahalanobisScorer.from_config(ScoringConfig()).get_params() == (
-        MahalanobisScorer().get_params()
+        MahalanobisScorer(threshold_folds=ScoringConfig().threshold_folds).get_params()
     )
 
 

@@ -40,6 +40,12 @@ def test_default_space_covers_the_issue_settings():
     assert {"loss.aux_margin", "loss.aux_subclusters", "encoder.freq_stride"} <= keys
     weights = next(p for p in space.params if p.key == "loss.aux_weight").values
     assert 0.0 in weights  # NT-Xent alone (the paper's loss) stays a candidate
+    # issue 9: the detector family, scorer, kNN's k and the fusion weight are searched too
+    assert {"scoring.family", "scoring.reference", "scoring.estimator"} <= keys
+    assert {"scoring.knn_k", "scoring.fusion_weight"} <= keys
+    choices = {p.key: set(p.values) for p in space.params if p.kind == "choice"}
+    assert choices["scoring.family"] == {"encoder", "reference", "fusion"}
+    assert choices["scoring.estimator"] == {"ml", "elliptic", "knn"}
 
 
 @pytest.mark.parametrize(
@@ -67,6 +73,9 @@ def test_default_space_covers_the_issue_settings():
         ({"base": "turbo"}, "unknown preset"),
         ({"sweep": {"num_samples": 0}}, "positive integer"),
         ({"sweep": {"workers": 2}}, "unknown key sweep.workers"),
+        ({"params": {"scoring.family": {"choice": ["encoder", "ensemble"]}}}, "scoring.family"),
+        ({"params": {"scoring.fusion_weight": {"uniform": [0.5, 1.5]}}}, "fusion_weight"),
+        ({"params": {"scoring.knn_k": {"int": [0, 8]}}}, "scoring.knn_k"),
     ],
 )
 def test_bad_spaces_fail_before_any_trial(raw, message):

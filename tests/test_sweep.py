@@ -87,12 +87,25 @@ def test_sweep_records_parent_and_child_runs_with_both_estimators(finished_sweep
         assert "ml.fan.s00.auc_source" in metrics and "elliptic.slider.s00.pauc" in metrics
         history = client.get_metric_history(child.info.run_id, "val_hmean")
         assert sorted(m.step for m in history) == [1, 2]
+        # issue 9: kNN and the untrained reference are scored beside the encoder
+        assert 0.0 <= metrics["knn.hmean"] <= 1.0
+        for scorer in ("ml", "elliptic", "knn"):
+            gap = metrics[f"{scorer}.hmean"] - metrics[f"reference.{scorer}.hmean"]
+            assert metrics[f"vs_reference.{scorer}.hmean"] == pytest.approx(gap)
+            assert metrics[f"encoder.{scorer}.hmean"] == metrics[f"{scorer}.hmean"]
         assert child.data.params["loss.temperature"]
         artifacts = {a.path for a in client.list_artifacts(child.info.run_id, "evaluation/ml")}
         assert "evaluation/ml/roc.png" in artifacts
         assert "evaluation/ml/anomaly_score_fan_section_00_test.csv" in artifacts
     assert "valve" not in json.dumps([c.data.metrics for c in children]), (
         "no trial may score the held-out machine type"
+    )
+    for group in ("tune", "holdout"):
+        assert 0.0 <= parent.data.metrics[f"reference.{group}.hmean"] <= 1.0
+        assert f"vs_reference.{group}.hmean" in parent.data.metrics
+    assert (
+        result.holdout_scores["reference.ml.hmean"]
+        == parent.data.metrics["reference.holdout.hmean"]
     )
     assert parent.data.metrics["best.holdout.ml.hmean"] >= 0.0
     assert parent.data.metrics["best.tune.ml.hmean"] == pytest.approx(
@@ -254,3 +267,38 @@ def test_the_champion_is_used_by_evaluate(finished_sweep, tiny_data, capsys):
     out = capsys.readouterr().out
     assert "encoder models:/asd-encoder@champion" in out and "official score" in out
     assert (settings.workdir / "models" / "asd-encoder" / "champion").is_dir()
+
+
+def test_a_reference_family_trial_trains_nothing_and_still_reports_each_epoch(
+    tiny_data, tiny_space, tmp_path
+):
+    from asd.sweep.runner import SweepSettings, run_sweep
+    from asd.sweep.summary import format_summary
+
+    params = {**PARAMS, "scoring.family": "{choice: [reference]}"}
+    space = tiny_space(tmp_path / "reference.yaml", params, num_samples=1)
+    settings = SweepSettings(
+        space=space,
+        data=tiny_data,
+        workdir=tmp_path / "work",
+        name="ref",
+        holdout_machines=("valve",),
+    )
+    result = run_sweep(settings)
+    row = result.summary.iloc[0]
+    assert (row["status"], row["family"], row["epochs"]) == ("finished", "reference", 2)
+    assert row["val_hmean"] == row["reference.ml.hmean"] == row["ml.hmean"]
+    assert row["vs_reference.hmean"] == 0.0
+    assert result.model_version is None and "untrained reference" in result.note
+    artifacts = Path(row["trial_dir"]) / "artifacts"
+    assert (artifacts / "config.json").is_file() and not (artifacts / "encoder.pt").exists()
+
+    client, _ = _client(settings.workdir)
+    parent, children = _runs(client, "ref")
+    history = client.get_metric_history(children[0].info.run_id, "val_hmean")
+    assert sorted(m.step for m in history) == [1, 2], "one report per epoch for ASHA"
+    assert not any(k.startswith("train.") for k in children[0].data.metrics), "no training"
+    assert parent.data.tags["asd.best_family"] == "reference"
+    assert parent.data.metrics["vs_reference.holdout.hmean"] == 0.0
+    printed = format_summary(result)
+    assert "untrained reference" in printed and "+0.00 points" in printed

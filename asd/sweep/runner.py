@@ -2,23 +2,22 @@
 
 Order of work, chosen so that nothing finished is lost and nothing slow starts before the
 cheap checks pass: validate the space, reach MLflow, index the data, extract features (once,
-cached), start or resume Tune, then summarise, score the winner on held-out machine types,
+cached), start or resume Tune, then trial_summary, score the winner on held-out machine types,
 register it, and optionally promote it.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from asd.errors import AsdError, one_line, redact
+from asd.errors import AsdError
 from asd.sweep.checks import (
     check_name,
     check_resources,
@@ -27,7 +26,9 @@ from asd.sweep.checks import (
     remember_space,
 )
 from asd.sweep.space import SearchSpace, load_space
+from asd.sweep.summary import TRIAL_SCORES, SweepResult, finalise_runs, log_summary, trial_summary
 from asd.sweep.trial import OBJECTIVE, TrialSetup, load_epoch_hook, run_trial
+from asd.sweep.winner import register, score_holdout, winner
 
 log = logging.getLogger(__name__)
 
@@ -76,35 +77,12 @@ class SweepSettings:
     of every epoch's report: for fault-injection tests and custom checks."""
 
 
-@dataclass
-class SweepResult:
-    """What a finished sweep produced."""
-
-    name: str
-    parent_run_id: str
-    summary: pd.DataFrame
-    best_trial_id: str | None
-    best_run_id: str | None
-    tune_scores: dict[str, float] = field(default_factory=dict)
-    holdout_scores: dict[str, float] = field(default_factory=dict)
-    model_version: str | None = None
-    promotion: str | None = None
-    deferred: str | None = None
-    """Why the winner was not registered now (MLflow was down: run `asd sync`, then resume)."""
-    wall_s: float = 0.0
-    train_s: float = 0.0
-    phases: dict[str, float] = field(default_factory=dict)
-    """Seconds per phase of this call: ``setup`` (space, data, features, parent run), ``tune``
-    (the trials, with Ray/Tune/MLflow in them), ``finalise`` (summary, closing runs), and
-    ``holdout``/``register`` when the winner was scored and registered."""
-
-
 def run_sweep(settings: SweepSettings) -> SweepResult:
     """Run (or resume) a sweep end to end and return its summary."""
     from asd.data import fingerprint, index_dataset
     from asd.features import extract_features
     from asd.fingerprint import STORE_NAME
-    from asd.tracking import Tracker, check_tracking, default_tracking_uri
+    from asd.tracking import Tracker
 
     start = time.monotonic()
     check_settings(settings)
@@ -112,26 +90,7 @@ def run_sweep(settings: SweepSettings) -> SweepResult:
     if settings.epoch_hook:
         load_epoch_hook(settings.epoch_hook)  # a typo fails here, not in every trial
     workers = workers_per_trial(settings)  # a bad GPU/worker pair fails before any work
-    workdir = settings.workdir.resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
-    storage = Path(settings.storage_path or workdir / "ray_results").resolve()
-    name = settings.name or _default_name(space.name, storage, settings.resume)
-    check_name(name)
-    sweep_dir = storage / name
-    if settings.resume and not sweep_dir.exists():
-        raise AsdError(f"nothing to resume: no sweep '{name}' in {storage}")
-    if not settings.resume and sweep_dir.exists():
-        raise AsdError(
-            f"sweep '{name}' already exists in {storage}: pass --resume to continue it "
-            "or --name to start another"
-        )
-    if settings.resume:
-        check_same_space(storage, name, settings.space)
-    tracking_uri = settings.tracking_uri or default_tracking_uri(workdir)
-    check_tracking(tracking_uri)
-    _init_ray(settings)
-    check_resources(settings, workers)  # a trial no node can hold would stay PENDING forever
-
+    workdir, storage, name, tracking_uri = _locate(settings, space, workers)
     data_root = settings.data or _synthetic_data(workdir)
     index = index_dataset(data_root, ground_truth=settings.ground_truth)
     tune_machines, holdout = _machine_groups(index, settings)
@@ -141,17 +100,11 @@ def run_sweep(settings: SweepSettings) -> SweepResult:
     if not settings.resume:
         remember_space(storage, name, settings.space)
     tracker = Tracker(tracking_uri, settings.experiment, journal_dir=workdir / "journal" / name)
-    parent = tracker.start_sweep(
-        name,
-        params={f"space.{p.key}": f"{p.kind}{list(p.values)}" for p in space.params},
-        tags={
-            "asd.space": str(settings.space),
-            "asd.data": str(data_root),
-            "asd.data_fingerprint": data_fp,
-            "asd.tune_machines": ",".join(tune_machines),
-            "asd.holdout_machines": ",".join(holdout),
-        },
-    )
+    tags = {"asd.space": str(settings.space), "asd.data": str(data_root)}
+    tags.update({"asd.data_fingerprint": data_fp, "asd.tune_machines": ",".join(tune_machines)})
+    tags["asd.holdout_machines"] = ",".join(holdout)
+    params = {f"space.{p.key}": f"{p.kind}{list(p.values)}" for p in space.params}
+    parent = tracker.start_sweep(name, params=params, tags=tags)
     setup = TrialSetup(
         base_config=space.base,
         features_path=str(features.path),
@@ -172,41 +125,103 @@ def run_sweep(settings: SweepSettings) -> SweepResult:
     phases = {"setup": time.monotonic() - start}
     mark = time.monotonic()
     try:
-        results = _tune(space, settings, setup, storage, name, sweep_dir)
+        results = _tune(space, settings, setup, storage, name, storage / name)
     except BaseException:
         tracker.finish(parent, status="FAILED")  # a refused or broken sweep is never RUNNING
         raise
-    phases["tune"], mark = time.monotonic() - mark, time.monotonic()
-    summary = trial_summary(results)
+    phases["tune"] = time.monotonic() - mark
+    result = _conclude(tracker, setup, trial_summary(results), features, settings, space, holdout)
+    result.phases = {**phases, **result.phases}
+    result.wall_s = time.monotonic() - start
+    tracker.log_metrics(parent, {"sweep.wall_s": result.wall_s, "sweep.train_s": result.train_s})
+    tracker.finish(parent, status="FINISHED")
+    return result
+
+
+def _locate(
+    settings: SweepSettings, space: SearchSpace, workers: int
+) -> tuple[Path, Path, str, str]:
+    """(workdir, Tune storage, sweep name, tracking URI), checked before any slow work.
+
+    It also starts (or joins) Ray and checks a trial fits on some node.
+    """
+    from asd.tracking import check_tracking, default_tracking_uri
+
+    workdir = settings.workdir.resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    storage = Path(settings.storage_path or workdir / "ray_results").resolve()
+    name = settings.name or _default_name(space.name, storage, settings.resume)
+    check_name(name)
+    sweep_dir = storage / name
+    if settings.resume and not sweep_dir.exists():
+        raise AsdError(f"nothing to resume: no sweep '{name}' in {storage}")
+    if not settings.resume and sweep_dir.exists():
+        raise AsdError(
+            f"sweep '{name}' already exists in {storage}: pass --resume to continue it "
+            "or --name to start another"
+        )
+    if settings.resume:
+        check_same_space(storage, name, settings.space)
+    tracking_uri = settings.tracking_uri or default_tracking_uri(workdir)
+    check_tracking(tracking_uri)
+    _init_ray(settings)
+    check_resources(settings, workers)  # a trial no node can hold would stay PENDING forever
+    return workdir, storage, name, tracking_uri
+
+
+def _conclude(
+    tracker: Any,
+    setup: TrialSetup,
+    summary: pd.DataFrame,
+    features: Any,
+    settings: SweepSettings,
+    space: SearchSpace,
+    holdout: tuple[str, ...],
+) -> SweepResult:
+    """Close the trials' runs; score the winner on held-out machine types; register it.
+
+    ``result.phases`` gets ``finalise``, ``holdout`` and ``register`` seconds.
+    """
+    mark = time.monotonic()
     result = SweepResult(
-        name=name,
-        parent_run_id=parent,
+        name=setup.sweep_id,
+        parent_run_id=setup.parent_run_id,
         summary=summary,
         best_trial_id=None,
         best_run_id=None,
         train_s=float(summary.get("train_s", pd.Series(dtype=float)).sum()),
-        phases=phases,
     )
-    _finalise_runs(tracker, summary)
-    finished = summary[summary["status"] == "finished"]
+    finalise_runs(tracker, summary)
+    finished = summary[summary["status"] == "finished"] if not summary.empty else summary
     if not finished.empty:
         best = finished.sort_values(OBJECTIVE, ascending=False).iloc[0]
         result.best_trial_id, result.best_run_id = best["trial_id"], best["mlflow_run_id"]
-        result.tune_scores = {
-            k: float(best[k]) for k in ("ml.hmean", "elliptic.hmean") if k in best
-        }
-        encoder_path = Path(best["trial_dir"]) / "artifacts" / "encoder.pt"
-        phases["finalise"], mark = time.monotonic() - mark, time.monotonic()
+        encoder, cfg, encoder_path = winner(Path(best["trial_dir"]) / "artifacts")
+        result.family, result.scorer = cfg.scoring.family, cfg.scoring.estimator
+        result.tune_scores = {k: float(best[k]) for k in TRIAL_SCORES if pd.notna(best.get(k))}
+        result.phases["finalise"], mark = time.monotonic() - mark, time.monotonic()
         if holdout:
-            result.holdout_scores = _score_holdout(encoder_path, features, holdout, settings)
-            phases["holdout"], mark = time.monotonic() - mark, time.monotonic()
-        _register(tracker, result, encoder_path, settings, data_fp, tune_machines, holdout)
-        phases["register"], mark = time.monotonic() - mark, time.monotonic()
-    _log_summary(tracker, parent, result, space)
-    phases["finalise"] = phases.get("finalise", 0.0) + time.monotonic() - mark
-    result.wall_s = time.monotonic() - start
-    tracker.log_metrics(parent, {"sweep.wall_s": result.wall_s, "sweep.train_s": result.train_s})
-    tracker.finish(parent, status="FINISHED")
+            result.holdout_scores = score_holdout(encoder, cfg, features, holdout, settings)
+            result.phases["holdout"], mark = time.monotonic() - mark, time.monotonic()
+        if encoder_path is None:
+            result.note = (
+                f"the winner is the untrained reference ({cfg.scoring.reference} log-mel, "
+                f"{cfg.scoring.estimator}): there is no encoder to register; score with it "
+                "through `asd evaluate --embedding mean-logmel` (or mean-std-logmel)"
+            )
+        else:
+            register(
+                tracker,
+                result,
+                encoder_path,
+                settings,
+                setup.data_fingerprint,
+                setup.tune_machines,
+                holdout,
+            )
+            result.phases["register"], mark = time.monotonic() - mark, time.monotonic()
+    log_summary(tracker, setup.parent_run_id, result, space)
+    result.phases["finalise"] = result.phases.get("finalise", 0.0) + time.monotonic() - mark
     return result
 
 
@@ -361,168 +376,3 @@ def _machine_groups(
     if not tune_group:
         raise AsdError("no machine types left to tune on (check --holdout-machines)")
     return tune_group, holdout
-
-
-def trial_summary(results: Any) -> pd.DataFrame:
-    """One row per trial: status, sampled params, the objective and both estimators' hmean."""
-    rows = []
-    for res in results:
-        metrics = res.metrics or {}
-        row: dict[str, Any] = {
-            "trial_id": metrics.get("trial_id") or _trial_id(res.path),
-            "status": "error" if res.error else "finished",
-            "epochs": metrics.get("epoch", 0),
-            OBJECTIVE: metrics.get(OBJECTIVE, float("nan")),
-            "ml.hmean": metrics.get("ml.hmean", float("nan")),
-            "elliptic.hmean": metrics.get("elliptic.hmean", float("nan")),
-            "train_s": metrics.get("time.train_s", 0.0),
-            "mlflow_run_id": metrics.get("mlflow_run_id"),
-            "trial_dir": res.path,
-            "error": one_line(res.error, last=True) if res.error else "",
-        }
-        row.update({f"param.{k}": v for k, v in (res.config or _params(res.path)).items()})
-        rows.append(row)
-    frame = pd.DataFrame(rows)
-    if frame.empty:
-        return frame
-    ended_early = frame["ml.hmean"].isna() & (frame["status"] == "finished")
-    frame.loc[ended_early, "status"] = "stopped_early"
-    return frame.sort_values(OBJECTIVE, ascending=False, na_position="last").reset_index(drop=True)
-
-
-def _trial_id(path: str) -> str:
-    """Tune's trial id from its folder name (``run_trial_<id>_<n>_<params>_<time>``)."""
-    name = Path(path).name
-    return name.split("_")[2] if name.startswith("run_trial_") else name
-
-
-def _params(path: str) -> dict[str, Any]:
-    """A trial's sampled params, read from its folder.
-
-    A trial that failed before its first report has no ``Result.config``.
-    """
-    try:
-        return dict(json.loads((Path(path) / "params.json").read_text()))
-    except (OSError, ValueError, TypeError):
-        return {}
-
-
-def _finalise_runs(tracker: Any, summary: pd.DataFrame) -> None:
-    """ASHA stops trials between epochs: close their MLflow runs with the reason."""
-    for _, row in summary.iterrows():
-        run_id = row.get("mlflow_run_id")
-        if not isinstance(run_id, str):
-            continue
-        if row["status"] == "stopped_early":
-            tracker.set_tags(run_id, {"asd.status": "stopped_early_by_asha"})
-            tracker.finish(run_id, status="KILLED")
-        elif row["status"] == "error":
-            tracker.set_tags(run_id, {"asd.status": "failed", "asd.error": row["error"]})
-            tracker.finish(run_id, status="FAILED")
-
-
-def _score_holdout(
-    encoder_path: Path, features: Any, holdout: tuple[str, ...], settings: SweepSettings
-) -> dict[str, float]:
-    """Score the winner on machine types whose test labels the search never saw."""
-    from asd.encoder import load_encoder
-    from asd.pipeline import evaluate_encoder
-
-    encoder, cfg, _ = load_encoder(encoder_path)
-    evaluation = evaluate_encoder(encoder, features, cfg, machines=holdout, device=settings.device)
-    return {k: v for k, v in evaluation.metrics().items() if k.count(".") == 1}
-
-
-def _register(
-    tracker: Any,
-    result: SweepResult,
-    encoder_path: Path,
-    settings: SweepSettings,
-    data_fp: str,
-    tune_machines: tuple[str, ...],
-    holdout: tuple[str, ...],
-) -> None:
-    """Log the winner as an MLflow model, register it, and promote it when asked."""
-    from asd.registry import promote, register_encoder
-
-    scores = result.holdout_scores or result.tune_scores
-    estimator = max(("ml", "elliptic"), key=lambda e: scores.get(f"{e}.hmean", float("-inf")))
-    metric = ("holdout" if result.holdout_scores else "tune") + ".hmean"
-    model_uri = tracker.log_encoder(result.best_run_id, encoder_path)
-    if model_uri.startswith("models:/pending-"):
-        # MLflow went down: the encoder waits in the journal and the registry cannot be reached.
-        # Finish the sweep (every result is kept) and say how to register later.
-        result.deferred = (
-            f"MLflow at {redact(tracker.tracking_uri)} was unreachable, so the winner is not "
-            f"registered yet: run `asd sync --name {result.name}`, then "
-            f"`asd sweep --name {result.name} --resume` to register it"
-            + (" (with --promote to promote it)" if settings.promote else "")
-        )
-        log.warning(result.deferred)
-        return
-    result.model_version = register_encoder(
-        tracker.tracking_uri,
-        model_uri,
-        settings.model_name,
-        tags={
-            "metric": metric,
-            "metric_value": f"{scores[f'{estimator}.hmean']:.6f}",
-            "estimator": estimator,
-            "data_fingerprint": f"{data_fp}:{','.join(tune_machines)}|{','.join(holdout)}",
-            "sweep_id": result.name,
-            "trial_id": str(result.best_trial_id),
-        },
-    )
-    if settings.promote:
-        decision = promote(tracker.tracking_uri, settings.model_name, result.model_version)
-        result.promotion = decision.reason
-
-
-def _log_summary(tracker: Any, parent: str, result: SweepResult, space: SearchSpace) -> None:
-    metrics = {f"best.tune.{k}": v for k, v in result.tune_scores.items()}
-    metrics.update({f"best.holdout.{k}": v for k, v in result.holdout_scores.items()})
-    metrics["sweep.trials"] = float(len(result.summary))
-    tracker.log_metrics(parent, metrics)
-    if not result.summary.empty:
-        tracker.log_table(parent, result.summary, "summary.csv")
-    tags = {
-        "asd.best_trial_id": str(result.best_trial_id),
-        "asd.space_description": space.description[:500],
-    }
-    if result.model_version:
-        tags["asd.model_version"] = str(result.model_version)
-    if result.promotion:
-        tags["asd.promotion"] = result.promotion[:500]
-    tracker.set_tags(parent, tags)
-
-
-def format_summary(result: SweepResult) -> str:
-    """The table printed at the end of a sweep."""
-    lines = [f"== sweep {result.name}: {len(result.summary)} trials in {result.wall_s:.0f}s"]
-    if not result.summary.empty:
-        cols = ["trial_id", "status", "epochs", OBJECTIVE, "ml.hmean", "elliptic.hmean"]
-        cols += [c for c in result.summary.columns if c.startswith("param.")]
-        shown = result.summary[cols].copy()
-        shown.columns = [c.removeprefix("param.") for c in cols]
-        lines.append(shown.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-    if result.best_trial_id:
-        lines.append(f"best trial {result.best_trial_id} (MLflow run {result.best_run_id})")
-        tune_part = ", ".join(f"{k} {100 * v:.2f} %" for k, v in result.tune_scores.items())
-        lines.append(f"  tuned machine types:    {tune_part}")
-        if result.holdout_scores:
-            hold = {k: v for k, v in result.holdout_scores.items() if k.endswith("hmean")}
-            lines.append(
-                "  held-out machine types: "
-                + ", ".join(f"{k} {100 * v:.2f} %" for k, v in hold.items())
-            )
-    if result.model_version:
-        lines.append(f"registered model version {result.model_version}")
-    if result.promotion:
-        lines.append(f"promotion: {result.promotion}")
-    if result.deferred:
-        lines.append(f"registration deferred: {result.deferred}")
-    if result.wall_s:
-        lines.append(
-            f"wall {result.wall_s:.0f}s, training {result.train_s:.0f}s summed over trials"
-        )
-    return "\n".join(lines)

@@ -1,9 +1,11 @@
-"""One Ray Tune trial: train the encoder, validate every epoch, score with both estimators.
+"""One Ray Tune trial: train the encoder, validate every epoch, score with every scorer.
 
-Runs inside a Ray worker. Per epoch it reports the validation score (ML estimator's
-official hmean on the tuning machines' test clips) to Tune, which ASHA uses to stop weak
-trials, and logs the same metrics to the trial's MLflow child run in one batch. At the last
-epoch it scores with *both* estimators, logs tables, plots, submission CSVs and the encoder.
+Runs inside a Ray worker. Per epoch it reports the validation score (the official hmean of
+the trial's detector family and scorer on the tuning machines' test clips) to Tune, which
+ASHA uses to stop weak trials, and logs the same metrics to the trial's MLflow child run in
+one batch. At the last epoch it scores with *every* scorer, scores the untrained reference
+beside the detector (``reference.*``, ``vs_reference.*``), and logs tables, plots,
+submission CSVs and the encoder. A trial of the ``reference`` family trains nothing.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import importlib
 import logging
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -24,7 +27,11 @@ from asd.errors import AsdError
 log = logging.getLogger(__name__)
 
 OBJECTIVE = "val_hmean"
-"""What Tune, ASHA and Optuna maximise: validation hmean (ML estimator) on tuning machines."""
+"""What Tune, ASHA and Optuna maximise: validation hmean of the trial's detector (family and
+``scoring.estimator``) on the tuning machines."""
+
+COMPANIONS = ("encoder", "reference", "fusion", "vs_reference")
+"""Prefixes of the figures reported beside a trial's detector (see :mod:`asd.detector`)."""
 
 
 @dataclass(frozen=True)
@@ -75,8 +82,6 @@ def run_trial(params: dict[str, Any], setup: TrialSetup) -> None:
     from ray import tune
 
     from asd.features import load_features
-    from asd.pipeline import train_encoder
-    from asd.tracking import TAG_SWEEP, Tracker
 
     cfg = setup.base_config.with_overrides(params)
     if setup.compile_cache:
@@ -85,6 +90,26 @@ def run_trial(params: dict[str, Any], setup: TrialSetup) -> None:
     trial_id = context.get_trial_id()
     features = load_features(setup.features_path)
     validation = _validation(features, setup.tune_machines)
+    tracker, run_id = _start_run(setup, cfg, trial_id)
+    trial_dir = Path(context.get_trial_dir())
+    epoch_report = EpochReport(
+        setup, cfg, trial_id, run_id, str(trial_dir), tracker=tracker, validation=validation
+    )
+    try:
+        if cfg.scoring.family == "reference":
+            _run_reference(cfg, epoch_report)
+        else:
+            _run_training(cfg, setup, features, epoch_report, tracker, run_id, trial_dir)
+    except Exception as exc:
+        tracker.set_tags(run_id, {"asd.error": str(exc)[:5000]})
+        tracker.finish(run_id, status="FAILED")
+        raise
+    tracker.finish(run_id, status="FINISHED")
+
+
+def _start_run(setup: TrialSetup, cfg: Config, trial_id: str) -> tuple[Any, str]:
+    """The trial's tracker and its MLflow child run under the sweep's parent run."""
+    from asd.tracking import TAG_SWEEP, Tracker
 
     tracker = Tracker(setup.tracking_uri, setup.experiment, journal_dir=Path(setup.journal_dir))
     run_id = tracker.start_trial(
@@ -95,25 +120,49 @@ def run_trial(params: dict[str, Any], setup: TrialSetup) -> None:
             TAG_SWEEP: setup.sweep_id,
             "asd.data_fingerprint": setup.data_fingerprint,
             "asd.tune_machines": ",".join(setup.tune_machines),
+            "asd.family": cfg.scoring.family,
         },
     )
+    return tracker, run_id
+
+
+def _run_reference(cfg: Config, epoch_report: EpochReport) -> None:
+    """A trial of the untrained reference: nothing to train, so nothing to checkpoint.
+
+    It still reports once per epoch (the same figures: the reference does not change), so
+    ASHA's rungs compare encoder trials against it at every epoch like any other trial.
+    """
+    from ray import tune
+
+    for epoch in range(1, cfg.train.epochs + 1):
+        tune.report(epoch_report(epoch, {}, None))
+
+
+def _run_training(
+    cfg: Config,
+    setup: TrialSetup,
+    features: Any,
+    epoch_report: EpochReport,
+    tracker: Any,
+    run_id: str,
+    trial_dir: Path,
+) -> None:
+    """Train the encoder (one process or data parallel), resuming from Tune's checkpoint."""
+    from ray import tune
+
+    from asd.pipeline import train_encoder
 
     # Checkpoints live in a scratch folder (Tune copies each reported one into the sweep's
     # storage); final artifacts go to the trial folder, which outlives MLflow outages.
-    scratch = Path(tempfile.mkdtemp(prefix=f"asd-{trial_id}-"))
+    scratch = Path(tempfile.mkdtemp(prefix=f"asd-{epoch_report.trial_id}-"))
     ckpt_dir = scratch / "checkpoints"
     ckpt_dir.mkdir()
-    trial_dir = Path(context.get_trial_dir())
     restored = tune.get_checkpoint()
     if restored is not None:
         with restored.as_directory() as folder:
             for item in Path(folder).iterdir():
                 shutil.copy2(item, ckpt_dir / item.name)
         tracker.set_tags(run_id, {"asd.resumed_from_checkpoint": "true"})
-
-    epoch_report = EpochReport(
-        setup, cfg, trial_id, run_id, str(trial_dir), tracker=tracker, validation=validation
-    )
 
     def report(epoch: int, metrics: dict[str, float], encoder: Any) -> None:
         row = epoch_report(epoch, metrics, encoder)
@@ -131,7 +180,7 @@ def run_trial(params: dict[str, Any], setup: TrialSetup) -> None:
                 setup.features_path,
                 workers=setup.workers_per_trial,
                 use_gpu=setup.use_gpu,
-                report=EpochReport(setup, cfg, trial_id, run_id, str(trial_dir)),
+                report=EpochReport(setup, cfg, epoch_report.trial_id, run_id, str(trial_dir)),
                 storage_path=trial_dir,
                 name="train",
                 cpus_per_worker=setup.cpus_per_worker,
@@ -140,20 +189,10 @@ def run_trial(params: dict[str, Any], setup: TrialSetup) -> None:
             )
         else:
             train_encoder(  # it picks the normal train clips itself
-                cfg,
-                features,
-                device=setup.device,
-                report=report,
-                checkpoint_dir=ckpt_dir,
-                progress=True,
+                cfg, features, device=setup.device, report=report, checkpoint_dir=ckpt_dir
             )
-    except Exception as exc:
-        tracker.set_tags(run_id, {"asd.error": str(exc)[:5000]})
-        tracker.finish(run_id, status="FAILED")
-        raise
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    tracker.finish(run_id, status="FINISHED")
 
 
 @dataclass
@@ -173,12 +212,14 @@ class EpochReport:
     tracker: Any = None
     validation: Any = None
     timings: dict[str, float] = field(default_factory=lambda: {"train_s": 0.0, "eval_s": 0.0})
+    references: dict[tuple[str, ...], Any] = field(default_factory=dict)
+    """The reference's evaluation per scorer set: it never changes, so it is computed once."""
     epoch_start: float = field(default_factory=time.time)
 
-    def __call__(self, epoch: int, metrics: dict[str, float], encoder: Any) -> dict[str, Any]:
-        """Validate ``encoder`` after ``epoch``; log to MLflow; the headline row for Tune."""
-        from asd.pipeline import evaluate_encoder
-
+    def __call__(
+        self, epoch: int, metrics: dict[str, float], encoder: Any | None
+    ) -> dict[str, Any]:
+        """Validate ``encoder`` (None: a reference trial) after ``epoch``; log; Tune's row."""
         setup, cfg = self.setup, self.cfg
         if self.tracker is None:
             from asd.tracking import Tracker
@@ -195,23 +236,17 @@ class EpochReport:
         self.timings["train_s"] += time.time() - self.epoch_start
         eval_start = time.time()
         last = epoch >= cfg.train.epochs
-        estimators = ("ml", "elliptic") if last else ("ml",)
         work = Path(self.trial_dir) / "artifacts"
         work.mkdir(parents=True, exist_ok=True)
-        out_dir = work / "evaluation" if last else None
-        evaluation = evaluate_encoder(
-            encoder,
-            self.validation,
-            cfg,
-            estimators=estimators,
-            out_dir=out_dir,
-            device=setup.device,
-        )
+        evaluation, scorer = self._evaluate(encoder, last, work)
         row = {f"train.{k}": float(v) for k, v in metrics.items() if _is_number(v)}
-        row[OBJECTIVE] = evaluation.by_estimator["ml"].summary["hmean"]
+        row[OBJECTIVE] = evaluation.by_estimator[scorer].summary["hmean"]
         if last:
             row.update(evaluation.metrics())
+            row.update(_reference_row(evaluation, cfg.scoring.estimator))
             _log_final(self.tracker, self.run_id, evaluation, encoder, cfg, setup, work)
+            # One line in the driver's log (Ray forwards worker output): detector vs reference.
+            print(f"trial {self.trial_id}: {_versus_line(row, cfg)}", file=sys.stderr, flush=True)
         self.timings["eval_s"] += time.time() - eval_start
         row.update({f"time.{k}": v for k, v in self.timings.items()})
         self.tracker.log_metrics(self.run_id, row, step=epoch)
@@ -220,36 +255,118 @@ class EpochReport:
             self.tracker.finish(self.run_id, status="FINISHED")
         self.epoch_start = time.time()
         # Tune gets the headline figures; per-machine tables live in MLflow only.
-        headline = {k: v for k, v in row.items() if k.count(".") <= 1}
-        return {**headline, "epoch": epoch, "mlflow_run_id": self.run_id}
+        headline = {k: v for k, v in row.items() if _is_headline(k)}
+        return {
+            **headline,
+            "epoch": epoch,
+            "mlflow_run_id": self.run_id,
+            "family": cfg.scoring.family,
+            "scorer": cfg.scoring.estimator,
+        }
+
+    def _evaluate(self, encoder: Any | None, last: bool, work: Path) -> tuple[Any, str]:
+        """(evaluation, scorer the objective reads) of this epoch.
+
+        Before the last epoch only the trial's own scorer is validated ('ml' standing in
+        for the slow 'elliptic'), with in-sample thresholds unless fusion needs out-of-fold
+        statistics, and without companions; the reference is computed once and reused.
+        At the last epoch every scorer, every companion, out-of-fold thresholds.
+        """
+        from asd.config import SCORERS
+        from asd.detector import evaluate_detector, evaluate_reference
+
+        cfg = self.cfg
+        scorer = cfg.scoring.estimator
+        if not last:
+            scorer = "ml" if scorer == "elliptic" else scorer
+            if cfg.scoring.family != "fusion":
+                cfg = cfg.with_overrides({"scoring.threshold_folds": 0})
+        estimators = SCORERS if last else (scorer,)
+        reference = self.references.get(estimators)
+        if reference is None and (last or cfg.scoring.family != "encoder"):
+            reference = evaluate_reference(self.validation, cfg, estimators)
+            self.references[estimators] = reference
+        evaluation = evaluate_detector(
+            encoder,
+            self.validation,
+            cfg,
+            estimators=estimators,
+            out_dir=work / "evaluation" if last else None,
+            device=self.setup.device,
+            reference=reference,
+            companions=last,
+        )
+        return evaluation, scorer
 
 
 def _log_final(
     tracker: Any,
     run_id: str,
     evaluation: Any,
-    encoder: Any,
+    encoder: Any | None,
     cfg: Config,
     setup: TrialSetup,
     work: Path,
 ) -> None:
-    """Tables, plots, submission CSVs and the encoder file of a trial that ran to the end."""
+    """Tables, plots, submission CSVs, the config and the encoder of a trial that ran to the end.
+
+    ``config.json`` describes every trial (a reference trial has no encoder file): the sweep
+    rebuilds the winner's detector from it.
+    """
     from asd import __version__
     from asd.encoder import save_encoder
     from asd.pipeline import save_evaluation
 
     save_evaluation(evaluation, work / "evaluation")
     tracker.log_artifacts(run_id, work / "evaluation", artifact_path="evaluation")
-    encoder_path = work / "encoder.pt"
-    save_encoder(
-        encoder,
-        encoder_path,
-        cfg,
-        {"data_fingerprint": setup.data_fingerprint, "code_version": __version__},
-    )
-    tracker.log_artifact(run_id, encoder_path, artifact_path="encoder")
+    (work / "config.json").write_text(cfg.to_json())
+    tracker.log_artifact(run_id, work / "config.json", artifact_path="detector")
+    if encoder is not None:
+        encoder_path = work / "encoder.pt"
+        save_encoder(
+            encoder,
+            encoder_path,
+            cfg,
+            {"data_fingerprint": setup.data_fingerprint, "code_version": __version__},
+        )
+        tracker.log_artifact(run_id, encoder_path, artifact_path="encoder")
     winner = max(evaluation.by_estimator.values(), key=lambda r: r.summary["hmean"])
     tracker.set_tags(run_id, {"asd.best_estimator": winner.estimator})
+
+
+def _reference_row(evaluation: Any, scorer: str) -> dict[str, float]:
+    """The trial's own scorer beside the reference: ``reference.hmean``, ``vs_reference.hmean``.
+
+    ``encoder.hmean`` is the encoder alone (absent in a reference trial): fusion must never
+    be the only thing that beats the reference, so the encoder's own figure is always there.
+    """
+    flat = evaluation.metrics()
+    row: dict[str, float] = {}
+    for prefix in ("reference", "encoder", "fusion", "vs_reference"):
+        key = f"{prefix}.{scorer}.hmean"
+        if key in flat:
+            row[f"{prefix}.hmean"] = flat[key]
+    return row
+
+
+def _versus_line(row: dict[str, Any], cfg: Config) -> str:
+    """One line: the detector beside the untrained reference, with the difference."""
+    s = cfg.scoring
+    text = f"{s.family} ({s.estimator}) {100 * row[OBJECTIVE]:.2f} %"
+    if "reference.hmean" in row:
+        text += (
+            f" vs untrained reference ({s.reference} log-mel) {100 * row['reference.hmean']:.2f} %"
+            f" ({100 * (row[OBJECTIVE] - row['reference.hmean']):+.2f} points)"
+        )
+    if "encoder.hmean" in row and s.family != "encoder":
+        text += f"; encoder alone {100 * row['encoder.hmean']:.2f} %"
+    return text
+
+
+def _is_headline(key: str) -> bool:
+    """Summary figures (``ml.hmean``, ``reference.ml.hmean``), not per-machine ones."""
+    parts = key.split(".")
+    return len(parts) <= 2 or (len(parts) == 3 and parts[0] in COMPANIONS)
 
 
 def _validation(features: Any, machines: tuple[str, ...]) -> Any:

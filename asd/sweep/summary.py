@@ -1,0 +1,216 @@
+"""What a sweep produced, as one table per trial and the lines `asd sweep` prints.
+
+Every trial's detector is shown beside the untrained reference (same scorer, same machine
+types, same split) with the difference, on the tuned and the held-out machine types: a user
+must see whether the learned part earns its cost.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from asd.config import SCORERS
+from asd.errors import one_line
+from asd.sweep.space import SearchSpace
+from asd.sweep.trial import OBJECTIVE
+
+TRIAL_SCORES = tuple(
+    f"{prefix}{scorer}.hmean"
+    for prefix in ("", "reference.", "encoder.", "fusion.")
+    for scorer in SCORERS
+)
+"""The summary figures a trial reports for each scorer: its detector and the companions."""
+
+
+@dataclass
+class SweepResult:
+    """What a finished sweep produced."""
+
+    name: str
+    parent_run_id: str
+    summary: pd.DataFrame
+    best_trial_id: str | None
+    best_run_id: str | None
+    tune_scores: dict[str, float] = field(default_factory=dict)
+    holdout_scores: dict[str, float] = field(default_factory=dict)
+    family: str = "encoder"
+    """The winner's detector family (encoder, reference or fusion)."""
+    scorer: str = "ml"
+    """The scorer the winner was tuned with: its registered score and reference comparison."""
+    note: str | None = None
+    """Why nothing was registered although a trial finished (the reference won)."""
+    model_version: str | None = None
+    promotion: str | None = None
+    deferred: str | None = None
+    """Why the winner was not registered now (MLflow was down: run `asd sync`, then resume)."""
+    wall_s: float = 0.0
+    train_s: float = 0.0
+    phases: dict[str, float] = field(default_factory=dict)
+    """Seconds per phase of this call: ``setup`` (space, data, features, parent run), ``tune``
+    (the trials, with Ray/Tune/MLflow in them), ``finalise`` (summary, closing runs), and
+    ``holdout``/``register`` when the winner was scored and registered."""
+
+
+def trial_summary(results: Any) -> pd.DataFrame:
+    """One row per trial: status, family, params, objective, every scorer's hmean, reference."""
+    rows = []
+    for res in results:
+        metrics = res.metrics or {}
+        row: dict[str, Any] = {
+            "trial_id": metrics.get("trial_id") or _trial_id(res.path),
+            "status": "error" if res.error else "finished",
+            "epochs": metrics.get("epoch", 0),
+            "family": metrics.get("family", ""),
+            "scorer": metrics.get("scorer", ""),
+            OBJECTIVE: metrics.get(OBJECTIVE, float("nan")),
+            "reference.hmean": metrics.get("reference.hmean", float("nan")),
+            "vs_reference.hmean": metrics.get("vs_reference.hmean", float("nan")),
+            **{k: metrics.get(k, float("nan")) for k in TRIAL_SCORES},
+            "train_s": metrics.get("time.train_s", 0.0),
+            "mlflow_run_id": metrics.get("mlflow_run_id"),
+            "trial_dir": res.path,
+            "error": one_line(res.error, last=True) if res.error else "",
+        }
+        row.update({f"param.{k}": v for k, v in (res.config or _params(res.path)).items()})
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame
+    ended_early = frame["ml.hmean"].isna() & (frame["status"] == "finished")
+    frame.loc[ended_early, "status"] = "stopped_early"
+    return frame.sort_values(OBJECTIVE, ascending=False, na_position="last").reset_index(drop=True)
+
+
+def _trial_id(path: str) -> str:
+    """Tune's trial id from its folder name (``run_trial_<id>_<n>_<params>_<time>``)."""
+    name = Path(path).name
+    return name.split("_")[2] if name.startswith("run_trial_") else name
+
+
+def _params(path: str) -> dict[str, Any]:
+    """A trial's sampled params, read from its folder.
+
+    A trial that failed before its first report has no ``Result.config``.
+    """
+    try:
+        return dict(json.loads((Path(path) / "params.json").read_text()))
+    except (OSError, ValueError, TypeError):
+        return {}
+
+
+def reference_metrics(result: SweepResult) -> dict[str, float]:
+    """``reference.<group>.hmean``, ``best.<group>.hmean`` and their difference, per group.
+
+    The winner's own scorer (``result.scorer``) on the tuned and the held-out machine types.
+    """
+    out: dict[str, float] = {}
+    for group, scores in (("tune", result.tune_scores), ("holdout", result.holdout_scores)):
+        mine, ref = (
+            scores.get(f"{result.scorer}.hmean"),
+            scores.get(f"reference.{result.scorer}.hmean"),
+        )
+        if mine is not None:
+            out[f"best.{group}.hmean"] = mine
+        if ref is not None:
+            out[f"reference.{group}.hmean"] = ref
+        if mine is not None and ref is not None:
+            out[f"vs_reference.{group}.hmean"] = mine - ref
+    return out
+
+
+def format_summary(result: SweepResult) -> str:
+    """The table printed at the end of a sweep."""
+    lines = [f"== sweep {result.name}: {len(result.summary)} trials in {result.wall_s:.0f}s"]
+    if not result.summary.empty:
+        cols = ["trial_id", "status", "epochs", "family", "scorer", OBJECTIVE]
+        cols += ["reference.hmean", "vs_reference.hmean", "ml.hmean", "elliptic.hmean", "knn.hmean"]
+        cols += [c for c in result.summary.columns if c.startswith("param.")]
+        shown = result.summary[[c for c in cols if c in result.summary]].copy()
+        shown.columns = [c.removeprefix("param.") for c in shown.columns]
+        lines.append(shown.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    if result.best_trial_id:
+        lines.append(f"best trial {result.best_trial_id} (MLflow run {result.best_run_id})")
+        lines.append(f"  detector: family {result.family}, scorer {result.scorer}")
+        lines += _group_lines("tuned machine types:   ", result.tune_scores)
+        if result.holdout_scores:
+            lines += _group_lines("held-out machine types:", result.holdout_scores)
+        ref = reference_metrics(result)
+        for group, label in (("tune", "tuned"), ("holdout", "held-out")):
+            if f"vs_reference.{group}.hmean" in ref:
+                lines.append(
+                    f"  {label}: detector {100 * ref[f'best.{group}.hmean']:.2f} % vs untrained "
+                    f"reference {100 * ref[f'reference.{group}.hmean']:.2f} % "
+                    f"({100 * ref[f'vs_reference.{group}.hmean']:+.2f} points, {result.scorer})"
+                )
+    if result.note:
+        lines.append(f"note: {result.note}")
+    if result.model_version:
+        lines.append(f"registered model version {result.model_version}")
+    if result.promotion:
+        lines.append(f"promotion: {result.promotion}")
+    if result.deferred:
+        lines.append(f"registration deferred: {result.deferred}")
+    if result.wall_s:
+        lines.append(
+            f"wall {result.wall_s:.0f}s, training {result.train_s:.0f}s summed over trials"
+        )
+    return "\n".join(lines)
+
+
+def _group_lines(label: str, scores: dict[str, float]) -> list[str]:
+    """The detector's and the reference's hmean per scorer on one group of machine types."""
+    own = ", ".join(
+        f"{s} {100 * scores[f'{s}.hmean']:.2f} %" for s in SCORERS if f"{s}.hmean" in scores
+    )
+    ref = ", ".join(
+        f"{s} {100 * scores[f'reference.{s}.hmean']:.2f} %"
+        for s in SCORERS
+        if f"reference.{s}.hmean" in scores
+    )
+    lines = [f"  {label} {own}"]
+    if ref:
+        lines.append(f"  {' ' * len(label)} untrained reference: {ref}")
+    return lines
+
+
+def finalise_runs(tracker: Any, summary: pd.DataFrame) -> None:
+    """ASHA stops trials between epochs: close their MLflow runs with the reason."""
+    for _, row in summary.iterrows():
+        run_id = row.get("mlflow_run_id")
+        if not isinstance(run_id, str):
+            continue
+        if row["status"] == "stopped_early":
+            tracker.set_tags(run_id, {"asd.status": "stopped_early_by_asha"})
+            tracker.finish(run_id, status="KILLED")
+        elif row["status"] == "error":
+            tracker.set_tags(run_id, {"asd.status": "failed", "asd.error": row["error"]})
+            tracker.finish(run_id, status="FAILED")
+
+
+def log_summary(tracker: Any, parent: str, result: SweepResult, space: SearchSpace) -> None:
+    """The winner's and the reference's scores, the trial table and tags on the parent run."""
+    metrics = {f"best.tune.{k}": v for k, v in result.tune_scores.items()}
+    metrics.update({f"best.holdout.{k}": v for k, v in result.holdout_scores.items()})
+    metrics.update(reference_metrics(result))
+    metrics["sweep.trials"] = float(len(result.summary))
+    tracker.log_metrics(parent, metrics)
+    if not result.summary.empty:
+        tracker.log_table(parent, result.summary, "summary.csv")
+    tags = {
+        "asd.best_trial_id": str(result.best_trial_id),
+        "asd.space_description": space.description[:500],
+    }
+    if result.best_trial_id:
+        tags.update({"asd.best_family": result.family, "asd.best_scorer": result.scorer})
+    if result.model_version:
+        tags["asd.model_version"] = str(result.model_version)
+    if result.promotion:
+        tags["asd.promotion"] = result.promotion[:500]
+    if result.note:
+        tags["asd.note"] = result.note[:500]
+    tracker.set_tags(parent, tags)
