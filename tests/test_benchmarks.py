@@ -77,3 +77,28 @@ def test_quality_reference_rows_and_missing_levers(tmp_path, capsys):
     row = quality.Row("future", "encoder", "quick", {"encoder.no_such_lever": 1})
     result = quality.run_row(bench, row)
     assert result.missing == "n/a in this asd: encoder.no_such_lever" and not result.tuned
+
+
+@pytest.mark.slow
+def test_encoder_diagnostics_prints_reference_bands_and_untrained_vs_trained(tmp_path, capsys):
+    from asd.synth import synthesize
+    from benchmarks import encoder_diagnostics
+
+    data = synthesize(
+        tmp_path / "data",
+        machines=("fan",),
+        train_source=6,
+        train_target=2,
+        test_per_domain=2,
+        seconds=1.0,
+    )
+    argv = ["--data", str(data), "--workdir", str(tmp_path / "work"), "--bands", "4"]
+    argv += ["--set", "train.epochs=1", "train.batch_size=4", "train.crop_frames=16"]
+    argv += ["augment.n_views=1", "encoder.width=4", "--variant", "f8", "encoder.pool=freq"]
+    assert encoder_diagnostics.main(argv + ["encoder.freq_bands=8"]) == 0
+    out = capsys.readouterr().out
+    for name, dims in [("reference in 4 bands", 4), ("f8, untrained", 256), ("f8, trained", 256)]:
+        line = next(line for line in out.splitlines() if line.startswith(f"| {name} |"))
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert int(cells[1]) == dims
+        assert 0.0 <= float(cells[2]) <= 100.0  # an hmean in percent
