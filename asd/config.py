@@ -397,14 +397,16 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
 
 
 QUICK: dict[str, Any] = {
-    "encoder.width": 16,
-    "features.n_mels": 64,
-    "train.epochs": 10,
+    "encoder.width": 8,
+    "encoder.freq_stride": 1,
+    "encoder.pool": "freq",
+    "encoder.freq_bands": 16,
+    "train.epochs": 15,
     "train.batch_size": 32,
     "train.lr": 0.001,
     "train.restarts": 0,
     "train.crop_frames": 64,
-    "augment.n_views": 2,
+    "augment.n_views": 3,
     "loss.temperature": 0.1,
 }
 """The quick preset's settings (chosen by measurement: benchmarks/quality.py, README results)."""

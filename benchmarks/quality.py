@@ -71,6 +71,17 @@ class Row:
     """Reference rows: the clip statistic of the log-mel ('mean' or 'mean_std')."""
 
 
+FIRST_CUT = {
+    "encoder.width": 16,
+    "encoder.freq_stride": 2,
+    "encoder.pool": "avg",
+    "encoder.freq_bands": 4,
+    "features.n_mels": 64,
+    "train.epochs": 10,
+    "augment.n_views": 2,
+}
+"""The first quick candidate (a paper-shaped ResNet at width 16): levers first measured on it."""
+
 ROWS = (
     Row("reference-mean", "reference", "paper", {}, "clip mean", "mean"),
     Row("reference-mean-std", "reference", "paper", {}, "clip mean+std", "mean_std"),
@@ -80,8 +91,10 @@ ROWS = (
     Row("sweep-champion", "sweep", "quick", {}, "best of a small real asd sweep"),
     Row("aux-head", "encoder", "quick", {"loss.aux_weight": 1.0}, "quick + ArcFace head"),
     Row("pool-meanstd", "encoder", "quick", {"encoder.pool": "meanstd"}, "quick, mean+std pool"),
-    Row("pool-freq", "encoder", "quick", {"encoder.pool": "freq"}, "quick, frequency-band pool"),
-    Row("width-32", "encoder", "quick", {"encoder.width": 32}, "quick at width 32"),
+    Row("width-16", "encoder", "quick", {"encoder.width": 16}, "quick at width 16"),
+    Row("first-cut", "encoder", "quick", FIRST_CUT, "width 16, avg pool, 64 mels, 10 epochs"),
+    Row("first-cut+aux", "encoder", "quick", {**FIRST_CUT, "loss.aux_weight": 1.0}, "+ ArcFace"),
+    Row("first-cut+meanstd", "encoder", "quick", {**FIRST_CUT, "encoder.pool": "meanstd"}, ""),
 )
 """In order of importance: a run cut short still has the references and the main detectors."""
 
