@@ -89,13 +89,13 @@ def test_a_plain_pickle_posing_as_an_encoder_is_refused(tmp_path):
 
 
 def test_a_training_checkpoint_with_a_pickled_object_is_refused(tmp_path):
-    from asd.train import _load_checkpoint
+    from asd.train_checkpoint import load_checkpoint
 
     marker = tmp_path / "pwned"
     path = tmp_path / "last.pt"
     torch.save({"config": Config().to_json(), "evil": _Payload(marker)}, path)
     with pytest.raises(AsdError, match="cannot read checkpoint"):
-        _load_checkpoint(path, Config(), torch.device("cpu"))
+        load_checkpoint(path, Config(), torch.device("cpu"))
     assert not marker.exists()
 
 
