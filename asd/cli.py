@@ -134,7 +134,26 @@ def build_parser() -> argparse.ArgumentParser:
     from asd.commands import add_platform_commands
 
     add_platform_commands(sub)
+    _accept_debug_everywhere(parser)
     return parser
+
+
+def _accept_debug_everywhere(parser: argparse.ArgumentParser) -> None:
+    """``--debug`` also after the subcommand (``asd sweep --debug``), not only before it.
+
+    The subcommands' copy is SUPPRESSed by default, so it never resets a ``--debug`` given
+    before the subcommand.
+    """
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                child.add_argument(
+                    "--debug",
+                    action="store_true",
+                    default=argparse.SUPPRESS,
+                    help="show tracebacks and debug logs",
+                )
+                _accept_debug_everywhere(child)
 
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:

@@ -12,18 +12,51 @@ from typing import Any
 
 from asd.errors import AsdError
 
+SWEEP_EXAMPLES = """examples:
+  # the README demo: in-process Ray, a local MLflow store, synthetic data
+  asd sweep --space smoke --promote
+
+  # a shipped space on your data, on a running cluster, tracked on an MLflow server
+  asd sweep --space default --data /data/dcase2023t2 --ray-address auto \\
+      --tracking-uri http://127.0.0.1:5000 --storage-path s3://bucket/sweeps --gpus-per-trial 1
+"""
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Examples kept as written; a default shown where there is one (not None or False)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default in (None, False, argparse.SUPPRESS) or "default" in (action.help or ""):
+            return action.help or ""
+        return super()._get_help_string(action) or ""
+
 
 def add_platform_commands(sub: Any) -> None:
     """Register sweep, promote and sync on the CLI's subparsers."""
-    sweep = sub.add_parser("sweep", help="search encoder settings with Ray Tune, track in MLflow")
+    sweep = sub.add_parser(
+        "sweep",
+        help="search encoder settings with Ray Tune, track in MLflow",
+        description="Search encoder settings with Ray Tune (Optuna TPE + ASHA); every trial is "
+        "an MLflow child run of the sweep's parent run; the winner is registered. Resources and "
+        "machine groups not given as flags come from the space's sweep: section.",
+        epilog=SWEEP_EXAMPLES,
+        formatter_class=HelpFormatter,
+    )
     sweep.add_argument(
-        "--space", type=Path, default=Path("search_spaces/smoke.yaml"), help="search space YAML"
+        "--space",
+        default="smoke",
+        help="search space: a YAML file, or the name of a shipped one (smoke, default, paper)",
     )
     sweep.add_argument(
         "--data", type=Path, help="DCASE tree (default: a synthetic set made on first use)"
     )
     sweep.add_argument("--ground-truth", type=Path, help="eval ground-truth CSV folder")
-    sweep.add_argument("--workdir", type=Path, default=Path("asd-work"))
+    sweep.add_argument(
+        "--workdir",
+        type=Path,
+        default=Path("asd-work"),
+        help="feature cache, journal, Tune storage; shared by every node on a cluster",
+    )
     sweep.add_argument("--name", help="sweep name (default: <space>-<date>-<time>)")
     sweep.add_argument(
         "--tracking-uri",
@@ -34,21 +67,37 @@ def add_platform_commands(sub: Any) -> None:
     sweep.add_argument(
         "--ray-address", help="Ray cluster (default: in-process, or the job's cluster)"
     )
-    sweep.add_argument("--storage-path", help="Tune storage (shared on multi-node clusters)")
+    sweep.add_argument(
+        "--storage-path",
+        help="Tune storage: a folder or a URI such as s3://bucket/prefix, shared on multi-node "
+        "clusters (default: <workdir>/ray_results)",
+    )
     sweep.add_argument("--num-samples", type=int, help="trials (default: from the space)")
     sweep.add_argument("--max-concurrent", type=int, help="trials at a time (default: space)")
-    sweep.add_argument("--cpus-per-trial", type=float, default=1.0)
-    sweep.add_argument("--gpus-per-trial", type=float, default=0.0, help="fractions allowed")
+    sweep.add_argument(
+        "--cpus-per-trial", type=float, help="CPUs per trial (default: space's sweep:, else 1)"
+    )
+    sweep.add_argument(
+        "--gpus-per-trial",
+        type=float,
+        help="GPUs per trial, fractions allowed (default: space's sweep:, else 0)",
+    )
     sweep.add_argument(
         "--workers-per-trial",
         type=int,
-        default=0,
-        help="data-parallel Ray Train workers per trial (default: --gpus-per-trial when > 1)",
+        help="data-parallel Ray Train workers per trial (default: space's sweep:, else "
+        "--gpus-per-trial when > 1)",
     )
     sweep.add_argument("--max-failures", type=int, default=1, help="retries of a failed trial")
-    sweep.add_argument("--tune-machines", nargs="+", help="machine types the search optimises")
     sweep.add_argument(
-        "--holdout-machines", nargs="+", default=[], help="machine types only the winner sees"
+        "--tune-machines",
+        nargs="+",
+        help="machine types the search optimises (default: space's sweep:, else all)",
+    )
+    sweep.add_argument(
+        "--holdout-machines",
+        nargs="+",
+        help="machine types only the winner sees (default: space's sweep:, else none)",
     )
     sweep.add_argument("--resume", action="store_true", help="continue an interrupted sweep")
     sweep.add_argument("--promote", action="store_true", help="promote the winner if it is better")
@@ -60,6 +109,16 @@ def add_platform_commands(sub: Any) -> None:
         metavar="MODULE:FUNCTION",
         help="called as hook(trial_id, epoch, trial_dir) at the start of each epoch's report "
         "in every trial: for fault-injection tests and custom checks",
+    )
+    sweep.add_argument(
+        "--verbose",
+        action="store_true",
+        help="Ray Tune's result tables instead of one line per trial event",
+    )
+    sweep.add_argument(
+        "--dashboard",
+        action="store_true",
+        help="with in-process Ray: start Ray's dashboard on 127.0.0.1 (off by default)",
     )
     sweep.set_defaults(func=cmd_sweep)
 
@@ -101,7 +160,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         workers_per_trial=args.workers_per_trial,
         max_failures=args.max_failures,
         tune_machines=tuple(args.tune_machines) if args.tune_machines else None,
-        holdout_machines=tuple(args.holdout_machines),
+        holdout_machines=tuple(args.holdout_machines) if args.holdout_machines else None,
         resume=args.resume,
         promote=args.promote,
         model_name=args.model_name,
@@ -109,6 +168,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         device=args.device,
         ground_truth=args.ground_truth,
         epoch_hook=args.epoch_hook,
+        verbose=args.verbose,
+        dashboard=args.dashboard,
     )
     result = run_sweep(settings)
     print(format_summary(result))

@@ -8,11 +8,10 @@ register it, and optionally promote it.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,10 @@ import pandas as pd
 
 from asd.errors import AsdError
 from asd.sweep.space import SearchSpace, load_space
+from asd.sweep.storage import latest_sweep, storage_root, sweep_exists
+from asd.sweep.summary import format_summary, summarise
 from asd.sweep.trial import OBJECTIVE, TrialSetup, load_epoch_hook, run_trial
+from asd.sweep.winner import register_winner, score_holdout, winner_encoder_path
 
 log = logging.getLogger(__name__)
 
@@ -44,20 +46,26 @@ class SweepSettings:
     ray_address: str | None = None
     """Ray cluster address; None = in-process Ray (or the job's cluster under `ray job`)."""
     storage_path: str | None = None
-    """Tune storage (shared storage on multi-node clusters); default <workdir>/ray_results."""
+    """Tune storage: a folder or a URI such as ``s3://bucket/prefix`` (handed to Ray as is);
+    shared on multi-node clusters; default <workdir>/ray_results."""
     num_samples: int | None = None
     max_concurrent_trials: int | None = None
-    cpus_per_trial: float = 1.0
-    gpus_per_trial: float = 0.0
-    workers_per_trial: int = 0
+    cpus_per_trial: float | None = None
+    """CPUs per trial; None = the space's ``sweep.cpus_per_trial``, else 1."""
+    gpus_per_trial: float | None = None
+    """GPUs per trial (fractions allowed); None = the space's ``sweep.gpus_per_trial``, else 0."""
+    workers_per_trial: int | None = None
     """Data-parallel Ray Train workers per trial; 0 = ``gpus_per_trial`` when it is > 1,
-    else 1 (the plain single-process trial). With GPUs each worker holds one."""
+    else 1 (the plain single-process trial). With GPUs each worker holds one.
+    None = the space's ``sweep.workers_per_trial``, else 0."""
     max_failures: int = 1
     """Retries of a failed trial (from its last checkpoint) before it is recorded as failed."""
     tune_machines: tuple[str, ...] | None = None
-    """Machine types whose test scores the search optimises (default: all)."""
-    holdout_machines: tuple[str, ...] = ()
-    """Machine types the search never scores; only the winner is scored on them."""
+    """Machine types whose test scores the search optimises (default: the space's
+    ``sweep.tune_machines``, else all but the held-out ones)."""
+    holdout_machines: tuple[str, ...] | None = None
+    """Machine types the search never scores; only the winner is scored on them
+    (default: the space's ``sweep.holdout_machines``, else none)."""
     resume: bool = False
     promote: bool = False
     model_name: str = "asd-encoder"
@@ -67,6 +75,30 @@ class SweepSettings:
     epoch_hook: str | None = None
     """``module:function`` each trial calls as ``hook(trial_id, epoch, trial_dir)`` at the start
     of every epoch's report: for fault-injection tests and custom checks."""
+    verbose: bool = False
+    """Ray Tune's own result tables instead of one line per trial event."""
+    dashboard: bool = False
+    """In-process Ray only: start Ray's dashboard on 127.0.0.1 (its URL is logged)."""
+
+
+RUN_DEFAULTS: dict[str, Any] = {
+    "cpus_per_trial": 1.0,
+    "gpus_per_trial": 0.0,
+    "workers_per_trial": 0,
+    "tune_machines": None,
+    "holdout_machines": (),
+}
+"""Settings a flag, else the space's ``sweep:`` section, else these values decide."""
+
+
+def with_space_defaults(settings: SweepSettings, space: SearchSpace) -> SweepSettings:
+    """Fill the settings left unset (None) from the space's ``sweep:`` section, then defaults."""
+    filled = {
+        key: space.sweep.get(key, default)
+        for key, default in RUN_DEFAULTS.items()
+        if getattr(settings, key) is None
+    }
+    return replace(settings, **filled)
 
 
 @dataclass
@@ -96,17 +128,18 @@ def run_sweep(settings: SweepSettings) -> SweepResult:
 
     start = time.monotonic()
     space = load_space(settings.space)
+    settings = with_space_defaults(settings, space)
     if settings.epoch_hook:
         load_epoch_hook(settings.epoch_hook)  # a typo fails here, not in every trial
     workers = workers_per_trial(settings)  # a bad GPU/worker pair fails before any work
     workdir = settings.workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    storage = Path(settings.storage_path or workdir / "ray_results").resolve()
+    storage = storage_root(settings.storage_path, workdir)
     name = settings.name or _default_name(space.name, storage, settings.resume)
-    sweep_dir = storage / name
-    if settings.resume and not sweep_dir.exists():
+    exists = sweep_exists(storage, name)
+    if settings.resume and not exists:
         raise AsdError(f"nothing to resume: no sweep '{name}' in {storage}")
-    if not settings.resume and sweep_dir.exists():
+    if not settings.resume and exists:
         raise AsdError(
             f"sweep '{name}' already exists in {storage}: pass --resume to continue it "
             "or --name to start another"
@@ -119,6 +152,8 @@ def run_sweep(settings: SweepSettings) -> SweepResult:
     tune_machines, holdout = _machine_groups(index, settings)
     features = extract_features(index, space.base.features, workdir / "features")
     data_fp = fingerprint(index)
+    _init_ray(settings)
+    _check_nodes(settings, workdir, str(features.path), workers)
 
     tracker = Tracker(tracking_uri, settings.experiment, journal_dir=workdir / "journal" / name)
     parent = tracker.start_sweep(
@@ -145,10 +180,10 @@ def run_sweep(settings: SweepSettings) -> SweepResult:
         device=settings.device,
         epoch_hook=settings.epoch_hook,
         workers_per_trial=workers,
-        use_gpu=settings.gpus_per_trial > 0,
-        cpus_per_worker=settings.cpus_per_trial,
+        use_gpu=bool(settings.gpus_per_trial),
+        cpus_per_worker=float(settings.cpus_per_trial or 1.0),
     )
-    results = _tune(space, settings, setup, storage, name, sweep_dir)
+    results = _tune(space, settings, setup, storage, name, workdir)
     summary = summarise(results)
     result = SweepResult(
         name=name,
@@ -166,10 +201,10 @@ def run_sweep(settings: SweepSettings) -> SweepResult:
         result.tune_scores = {
             k: float(best[k]) for k in ("ml.hmean", "elliptic.hmean") if k in best
         }
-        encoder_path = Path(best["trial_dir"]) / "artifacts" / "encoder.pt"
+        encoder_path = winner_encoder_path(results, best)
         if holdout:
-            result.holdout_scores = _score_holdout(encoder_path, features, holdout, settings)
-        _register(tracker, result, encoder_path, settings, data_fp, tune_machines, holdout)
+            result.holdout_scores = score_holdout(encoder_path, features, holdout, settings)
+        register_winner(tracker, result, encoder_path, settings, data_fp, tune_machines, holdout)
     _log_summary(tracker, parent, result, space)
     result.wall_s = time.monotonic() - start
     tracker.log_metrics(parent, {"sweep.wall_s": result.wall_s, "sweep.train_s": result.train_s})
@@ -181,9 +216,9 @@ def _tune(
     space: SearchSpace,
     settings: SweepSettings,
     setup: TrialSetup,
-    storage: Path,
+    storage: str,
     name: str,
-    sweep_dir: Path,
+    workdir: Path,
 ) -> Any:
     """Start or restore the Tune experiment and run it to the end."""
     import optuna
@@ -191,8 +226,11 @@ def _tune(
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
-    _init_ray(settings)
-    resources = {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial}
+    from asd.sweep.console import TrialLines
+    from asd.sweep.storage import is_uri
+
+    sweep_uri = f"{storage}/{name}"
+    resources = {"cpu": settings.cpus_per_trial or 1.0, "gpu": settings.gpus_per_trial or 0.0}
     max_concurrent = settings.max_concurrent_trials or space.sweep.get("max_concurrent_trials")
     if setup.workers_per_trial > 1:
         # The trial function only waits on its Ray Train workers, whose placement group holds
@@ -206,12 +244,15 @@ def _tune(
             max_concurrent = max(1, gpus // setup.workers_per_trial)
     trainable = tune.with_resources(tune.with_parameters(run_trial, setup=setup), resources)
     if settings.resume:
-        if not tune.Tuner.can_restore(str(sweep_dir)):
+        if not tune.Tuner.can_restore(sweep_uri):
             raise AsdError(f"sweep '{name}' in {storage} cannot be restored (no Tune state)")
-        tuner = tune.Tuner.restore(str(sweep_dir), trainable, resume_errored=True)
+        tuner = tune.Tuner.restore(sweep_uri, trainable, resume_errored=True)
     else:
-        sweep_dir.parent.mkdir(parents=True, exist_ok=True)
-        optuna_db = storage / f"{name}.optuna.db"
+        # The Optuna study is a SQLite file beside the sweep, or in the work folder when the
+        # storage is a bucket (optuna-dashboard reads it from there).
+        optuna_dir = workdir / "optuna" if is_uri(storage) else Path(storage)
+        optuna_dir.mkdir(parents=True, exist_ok=True)
+        optuna_db = optuna_dir / f"{name}.optuna.db"
         searcher = OptunaSearch(
             metric=OBJECTIVE,
             mode="max",
@@ -238,10 +279,11 @@ def _tune(
             ),
             run_config=tune.RunConfig(
                 name=name,
-                storage_path=str(storage),
+                storage_path=storage,
                 failure_config=tune.FailureConfig(max_failures=settings.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                verbose=1,
+                verbose=2 if settings.verbose else 0,
+                callbacks=[] if settings.verbose else [TrialLines(space.base.train.epochs)],
             ),
         )
     return tuner.fit()
@@ -249,8 +291,8 @@ def _tune(
 
 def workers_per_trial(settings: SweepSettings) -> int:
     """Ray Train workers per trial: explicit, else one per GPU when a trial has several."""
-    gpus = settings.gpus_per_trial
-    if settings.workers_per_trial < 0:
+    gpus = settings.gpus_per_trial or 0.0
+    if (settings.workers_per_trial or 0) < 0:
         raise AsdError("--workers-per-trial must be >= 0")
     if gpus > 1 and not float(gpus).is_integer():
         raise AsdError(f"--gpus-per-trial {gpus}: above 1 it must be whole (one per worker)")
@@ -263,17 +305,15 @@ def workers_per_trial(settings: SweepSettings) -> int:
     return workers
 
 
-def _default_name(space_name: str, storage: Path, resume: bool) -> str:
+def _default_name(space_name: str, storage: str, resume: bool) -> str:
     """A new sweep: ``<space>-<time>``; ``--resume`` without a name: the latest of that space."""
     if not resume:
         return f"{space_name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    earlier = sorted(
-        (p for p in storage.glob(f"{space_name}-*") if p.is_dir()), key=lambda p: p.stat().st_mtime
-    )
-    if not earlier:
+    latest = latest_sweep(storage, f"{space_name}-")
+    if latest is None:
         raise AsdError(f"nothing to resume: no sweep of space '{space_name}' in {storage}")
-    log.info("resuming the latest sweep of space '%s': %s", space_name, earlier[-1].name)
-    return earlier[-1].name
+    log.info("resuming the latest sweep of space '%s': %s", space_name, latest)
+    return latest
 
 
 def _init_ray(settings: SweepSettings) -> None:
@@ -281,6 +321,8 @@ def _init_ray(settings: SweepSettings) -> None:
 
     if ray.is_initialized():
         return
+    if settings.dashboard and (settings.ray_address or os.environ.get("RAY_ADDRESS")):
+        raise AsdError("--dashboard is for in-process Ray; a cluster has its own dashboard")
     try:
         if settings.ray_address:
             ray.init(address=settings.ray_address, log_to_driver=True)
@@ -289,11 +331,28 @@ def _init_ray(settings: SweepSettings) -> None:
         else:
             # address="local": a new in-process instance, never a cluster that someone else
             # started on this machine with `ray start` (which a bare ray.init() would join).
-            ray.init(address="local", include_dashboard=False, log_to_driver=True)
+            context = ray.init(
+                address="local",
+                include_dashboard=settings.dashboard,
+                dashboard_host="127.0.0.1",
+                log_to_driver=True,
+            )
+            if settings.dashboard:
+                log.info("Ray dashboard: http://%s", context.dashboard_url)
     except ConnectionError as exc:
         raise AsdError(
             f"cannot reach Ray at {settings.ray_address or os.environ.get('RAY_ADDRESS')}: {exc}"
         ) from None
+
+
+def _check_nodes(settings: SweepSettings, workdir: Path, features_path: str, workers: int) -> None:
+    """Refuse (one line) when a node that may run trials cannot read the driver's work folder."""
+    from asd.sweep.cluster import check_shared_workdir
+
+    # A data-parallel trial's workers each hold one GPU and cpus_per_trial CPUs.
+    gpus = 1.0 if workers > 1 and settings.gpus_per_trial else settings.gpus_per_trial
+    nodes = check_shared_workdir(workdir, features_path, settings.cpus_per_trial or 1.0, gpus or 0)
+    log.info("work folder %s is readable on all %d node(s) that can run a trial", workdir, nodes)
 
 
 def _synthetic_data(workdir: Path) -> Path:
@@ -312,7 +371,7 @@ def _machine_groups(
 ) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """Split machine types into the tuned group and the held-out group (first-shot honesty)."""
     present = tuple(sorted(index["machine"].unique()))
-    holdout = tuple(settings.holdout_machines)
+    holdout = tuple(settings.holdout_machines or ())
     tune_group = tuple(settings.tune_machines or [m for m in present if m not in holdout])
     for machine in (*tune_group, *holdout):
         if machine not in present:
@@ -327,59 +386,6 @@ def _machine_groups(
     return tune_group, holdout
 
 
-def summarise(results: Any) -> pd.DataFrame:
-    """One row per trial: status, sampled params, the objective and both estimators' hmean."""
-    rows = []
-    for res in results:
-        metrics = res.metrics or {}
-        row: dict[str, Any] = {
-            "trial_id": metrics.get("trial_id") or _trial_id(res.path),
-            "status": "error" if res.error else "finished",
-            "epochs": metrics.get("epoch", 0),
-            OBJECTIVE: metrics.get(OBJECTIVE, float("nan")),
-            "ml.hmean": metrics.get("ml.hmean", float("nan")),
-            "elliptic.hmean": metrics.get("elliptic.hmean", float("nan")),
-            "train_s": metrics.get("time.train_s", 0.0),
-            "mlflow_run_id": metrics.get("mlflow_run_id"),
-            "trial_dir": res.path,
-            "error": _error_line(res.error) if res.error else "",
-        }
-        row.update({f"param.{k}": v for k, v in (res.config or _params(res.path)).items()})
-        rows.append(row)
-    frame = pd.DataFrame(rows)
-    if frame.empty:
-        return frame
-    ended_early = frame["ml.hmean"].isna() & (frame["status"] == "finished")
-    frame.loc[ended_early, "status"] = "stopped_early"
-    return frame.sort_values(OBJECTIVE, ascending=False, na_position="last").reset_index(drop=True)
-
-
-def _trial_id(path: str) -> str:
-    """Tune's trial id from its folder name (``run_trial_<id>_<n>_<params>_<time>``)."""
-    name = Path(path).name
-    return name.split("_")[2] if name.startswith("run_trial_") else name
-
-
-def _params(path: str) -> dict[str, Any]:
-    """A trial's sampled params, read from its folder.
-
-    A trial that failed before its first report has no ``Result.config``.
-    """
-    try:
-        return dict(json.loads((Path(path) / "params.json").read_text()))
-    except (OSError, ValueError, TypeError):
-        return {}
-
-
-def _error_line(error: BaseException) -> str:
-    """The root cause: the last line of a (remote) traceback, e.g. ``AsdError: loss became NaN``.
-
-    The first line of a Ray task error only names the worker (``ray::ImplicitFunc.train()``).
-    """
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return (lines[-1] if lines else type(error).__name__)[:300]
-
-
 def _finalise_runs(tracker: Any, summary: pd.DataFrame) -> None:
     """ASHA stops trials between epochs: close their MLflow runs with the reason."""
     for _, row in summary.iterrows():
@@ -392,64 +398,6 @@ def _finalise_runs(tracker: Any, summary: pd.DataFrame) -> None:
         elif row["status"] == "error":
             tracker.set_tags(run_id, {"asd.status": "failed", "asd.error": row["error"]})
             tracker.finish(run_id, status="FAILED")
-
-
-def _score_holdout(
-    encoder_path: Path, features: Any, holdout: tuple[str, ...], settings: SweepSettings
-) -> dict[str, float]:
-    """Score the winner on machine types whose test labels the search never saw."""
-    from asd.encoder import load_encoder
-    from asd.pipeline import evaluate_encoder
-
-    encoder, cfg, _ = load_encoder(encoder_path)
-    evaluation = evaluate_encoder(encoder, features, cfg, machines=holdout, device=settings.device)
-    return {k: v for k, v in evaluation.metrics().items() if k.count(".") == 1}
-
-
-def _register(
-    tracker: Any,
-    result: SweepResult,
-    encoder_path: Path,
-    settings: SweepSettings,
-    data_fp: str,
-    tune_machines: tuple[str, ...],
-    holdout: tuple[str, ...],
-) -> None:
-    """Log the winner as an MLflow model, register it, and promote it when asked."""
-    from asd.registry import promote, register_encoder
-    from asd.tracking import redact_uri
-
-    scores = result.holdout_scores or result.tune_scores
-    estimator = max(("ml", "elliptic"), key=lambda e: scores.get(f"{e}.hmean", float("-inf")))
-    metric = ("holdout" if result.holdout_scores else "tune") + ".hmean"
-    model_uri = tracker.log_encoder(result.best_run_id, encoder_path)
-    if model_uri.startswith("models:/pending-"):
-        # MLflow went down: the encoder waits in the journal and the registry cannot be reached.
-        # Finish the sweep (every result is kept) and say how to register later.
-        result.deferred = (
-            f"MLflow at {redact_uri(tracker.tracking_uri)} was unreachable, so the winner is not "
-            f"registered yet: run `asd sync --name {result.name}`, then "
-            f"`asd sweep --name {result.name} --resume` to register it"
-            + (" (with --promote to promote it)" if settings.promote else "")
-        )
-        log.warning(result.deferred)
-        return
-    result.model_version = register_encoder(
-        tracker.tracking_uri,
-        model_uri,
-        settings.model_name,
-        tags={
-            "metric": metric,
-            "metric_value": f"{scores[f'{estimator}.hmean']:.6f}",
-            "estimator": estimator,
-            "data_fingerprint": f"{data_fp}:{','.join(tune_machines)}|{','.join(holdout)}",
-            "sweep_id": result.name,
-            "trial_id": str(result.best_trial_id),
-        },
-    )
-    if settings.promote:
-        decision = promote(tracker.tracking_uri, settings.model_name, result.model_version)
-        result.promotion = decision.reason
 
 
 def _log_summary(tracker: Any, parent: str, result: SweepResult, space: SearchSpace) -> None:
@@ -470,33 +418,4 @@ def _log_summary(tracker: Any, parent: str, result: SweepResult, space: SearchSp
     tracker.set_tags(parent, tags)
 
 
-def format_summary(result: SweepResult) -> str:
-    """The table printed at the end of a sweep."""
-    lines = [f"== sweep {result.name}: {len(result.summary)} trials in {result.wall_s:.0f}s"]
-    if not result.summary.empty:
-        cols = ["trial_id", "status", "epochs", OBJECTIVE, "ml.hmean", "elliptic.hmean"]
-        cols += [c for c in result.summary.columns if c.startswith("param.")]
-        shown = result.summary[cols].copy()
-        shown.columns = [c.removeprefix("param.") for c in cols]
-        lines.append(shown.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-    if result.best_trial_id:
-        lines.append(f"best trial {result.best_trial_id} (MLflow run {result.best_run_id})")
-        tune_part = ", ".join(f"{k} {100 * v:.2f} %" for k, v in result.tune_scores.items())
-        lines.append(f"  tuned machine types:    {tune_part}")
-        if result.holdout_scores:
-            hold = {k: v for k, v in result.holdout_scores.items() if k.endswith("hmean")}
-            lines.append(
-                "  held-out machine types: "
-                + ", ".join(f"{k} {100 * v:.2f} %" for k, v in hold.items())
-            )
-    if result.model_version:
-        lines.append(f"registered model version {result.model_version}")
-    if result.promotion:
-        lines.append(f"promotion: {result.promotion}")
-    if result.deferred:
-        lines.append(f"registration deferred: {result.deferred}")
-    if result.wall_s:
-        lines.append(
-            f"wall {result.wall_s:.0f}s, training {result.train_s:.0f}s summed over trials"
-        )
-    return "\n".join(lines)
+__all__ = ["SweepResult", "SweepSettings", "format_summary", "run_sweep", "summarise"]

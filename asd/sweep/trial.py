@@ -19,6 +19,7 @@ from typing import Any
 
 from asd.config import Config
 from asd.errors import AsdError
+from asd.sweep.storage import ENCODER_FILE
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +112,10 @@ def run_trial(params: dict[str, Any], setup: TrialSetup) -> None:
 
     def report(epoch: int, metrics: dict[str, float], encoder: Any) -> None:
         row = epoch_report(epoch, metrics, encoder)
+        final = trial_dir / "artifacts" / ENCODER_FILE
+        if epoch >= cfg.train.epochs and final.is_file():
+            # The winner travels in its last checkpoint, through Tune's (shared) storage.
+            shutil.copy2(final, ckpt_dir / ENCODER_FILE)
         tune.report(row, checkpoint=tune.Checkpoint.from_directory(str(ckpt_dir)))
 
     try:
@@ -233,7 +238,7 @@ def _log_final(
 
     save_evaluation(evaluation, work / "evaluation")
     tracker.log_artifacts(run_id, work / "evaluation", artifact_path="evaluation")
-    encoder_path = work / "encoder.pt"
+    encoder_path = work / ENCODER_FILE
     save_encoder(
         encoder,
         encoder_path,
