@@ -26,7 +26,7 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefau
     """Examples kept as written; a default shown where there is one (not None or False)."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
-        if action.default in (None, False, argparse.SUPPRESS) or "default" in (action.help or ""):
+        if action.default in (None, False, argparse.SUPPRESS) or "(default" in (action.help or ""):
             return action.help or ""
         return super()._get_help_string(action) or ""
 
@@ -36,9 +36,9 @@ def add_platform_commands(sub: Any) -> None:
     sweep = sub.add_parser(
         "sweep",
         help="search encoder settings with Ray Tune, track in MLflow",
-        description="Search encoder settings with Ray Tune (Optuna TPE + ASHA); every trial is "
-        "an MLflow child run of the sweep's parent run; the winner is registered. Resources and "
-        "machine groups not given as flags come from the space's sweep: section.",
+        description="Search encoder settings with Ray Tune (Optuna TPE + ASHA). Every trial is\n"
+        "an MLflow child run of the sweep's parent run; the winner is registered. Resources\n"
+        "and machine groups not given as flags come from the space's sweep: section.",
         epilog=SWEEP_EXAMPLES,
         formatter_class=HelpFormatter,
     )
@@ -102,8 +102,8 @@ def add_platform_commands(sub: Any) -> None:
     sweep.add_argument("--resume", action="store_true", help="continue an interrupted sweep")
     sweep.add_argument("--promote", action="store_true", help="promote the winner if it is better")
     sweep.add_argument("--model-name", default="asd-encoder", help="registered model name")
-    sweep.add_argument("--seed", type=int, default=0)
-    sweep.add_argument("--device", default="auto")
+    sweep.add_argument("--seed", type=int, default=0, help="Optuna sampler seed")
+    sweep.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     sweep.add_argument(
         "--epoch-hook",
         metavar="MODULE:FUNCTION",

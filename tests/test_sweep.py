@@ -278,3 +278,22 @@ def test_the_champion_is_used_by_evaluate(finished_sweep, tiny_data, capsys):
     out = capsys.readouterr().out
     assert "encoder models:/asd-encoder@champion" in out and "official score" in out
     assert (settings.workdir / "models" / "asd-encoder" / "champion").is_dir()
+
+
+def test_optuna_dashboard_serves_the_finished_sweep(finished_sweep, tmp_path):
+    """The README's `optuna-dashboard sqlite:///.../<name>.optuna.db`, over HTTP."""
+    import urllib.request
+
+    from tests.servers import optuna_dashboard
+
+    settings, result = finished_sweep
+    db = Path(settings.workdir).resolve() / "ray_results" / f"{result.name}.optuna.db"
+    with optuna_dashboard(f"sqlite:///{db}", tmp_path) as uri:
+        with urllib.request.urlopen(f"{uri}/api/studies", timeout=10) as response:
+            studies = json.load(response)["study_summaries"]
+        (study,) = [s for s in studies if s["study_name"] == result.name]
+        with urllib.request.urlopen(f"{uri}/api/studies/{study['study_id']}", timeout=10) as r:
+            trials = json.load(r)["trials"]
+    assert len(trials) == len(result.summary) == 3
+    assert {t["state"] for t in trials} <= {"Complete", "Pruned", "Fail"}
+    assert any(t["state"] == "Complete" and t["values"] for t in trials)

@@ -59,7 +59,8 @@ def check_shared_workdir(
         and n["Resources"].get("CPU", 0) >= cpus
         and n["Resources"].get("GPU", 0) >= gpus
     ]
-    remote = ray.remote(probe).options(num_cpus=min(cpus, 0.01), num_gpus=0)
+    # A sliver of a CPU: the probe runs on the node even while something else holds its CPUs.
+    remote = ray.remote(num_cpus=0.01, num_gpus=0)(probe)
     pending = [
         remote.options(
             scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)

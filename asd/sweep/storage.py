@@ -35,16 +35,16 @@ def storage_root(storage_path: str | None, workdir: Path) -> str:
     return str(Path(storage_path or workdir / "ray_results").resolve())
 
 
-def _filesystem(storage: str) -> tuple[pyarrow.fs.FileSystem, str]:
+def _filesystem(storage: str | Path) -> tuple[pyarrow.fs.FileSystem, str]:
     import pyarrow.fs
 
     try:
-        return pyarrow.fs.FileSystem.from_uri(storage)  # type: ignore[no-any-return]
+        return pyarrow.fs.FileSystem.from_uri(str(storage))  # type: ignore[no-any-return]
     except (ValueError, OSError) as exc:
         raise AsdError(f"storage {storage}: {exc}") from None
 
 
-def sweep_exists(storage: str, name: str) -> bool:
+def sweep_exists(storage: str | Path, name: str) -> bool:
     """Whether ``<storage>/<name>`` exists (a folder or an S3 prefix)."""
     import pyarrow.fs
 
@@ -56,7 +56,7 @@ def sweep_exists(storage: str, name: str) -> bool:
     return info.type != pyarrow.fs.FileType.NotFound
 
 
-def latest_sweep(storage: str, prefix: str) -> str | None:
+def latest_sweep(storage: str | Path, prefix: str) -> str | None:
     """The name of the most recently changed sweep whose name starts with ``prefix``."""
     import pyarrow.fs
 
