@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -142,6 +143,7 @@ def add_platform_commands(sub: Any) -> None:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Run or resume a sweep and print its summary."""
+    from asd.cli import redact
     from asd.sweep.runner import SweepSettings, format_summary, run_sweep
 
     settings = SweepSettings(
@@ -170,6 +172,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         epoch_hook=args.epoch_hook,
         verbose=args.verbose,
         dashboard=args.dashboard,
+        command=redact(shlex.join(["asd", *getattr(args, "argv", ["sweep"])])),
     )
     result = run_sweep(settings)
     print(format_summary(result))

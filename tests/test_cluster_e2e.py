@@ -229,6 +229,30 @@ def test_sweep_submitted_as_a_ray_job_is_tracked_on_the_mlflow_server(
     most = max(sum(s <= start < e for s, e in spans) for start, _ in spans)
     assert most >= 4, spans
 
+    # Provenance on the parent run: the space as written, the resolved base config, the data
+    # fingerprint and the command line.
+    prov = Path(client.download_artifacts(parent.info.run_id, "provenance", str(tmp_path)))
+    space_text = (REPO / "search_spaces" / "smoke.yaml").read_text()
+    assert (prov / "space.yaml").read_text() == space_text
+    from asd.sweep.space import load_space
+
+    base = json.loads((prov / "base_config.json").read_text())
+    assert base == json.loads(json.dumps(load_space("smoke").base.to_flat()))
+    data = json.loads((prov / "data.json").read_text())
+    assert data["fingerprint"] == parent.data.tags["asd.data_fingerprint"]
+    assert data["holdout_machines"] == ["valve"]
+    command = (prov / "command.txt").read_text()
+    assert command.startswith("asd sweep ") and "--name e2e" in command
+    assert parent.data.tags["asd.command"] == command.strip()
+
+    # System metrics per trial: CPU and memory sampled while it trained (GPU where there is one).
+    for child in children:
+        run = client.get_run(child.info.run_id)
+        sampled = {k for k in run.data.metrics if k.startswith("system/")}
+        assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= (
+            sampled
+        ), (child.data.tags["asd.trial_id"], sorted(sampled))
+
     version = client.get_model_version_by_alias("asd-encoder", "champion")
     assert version.tags["sweep_id"] == "e2e"
     assert parent.data.tags["asd.model_version"] == str(version.version)

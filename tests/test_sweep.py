@@ -297,3 +297,33 @@ def test_optuna_dashboard_serves_the_finished_sweep(finished_sweep, tmp_path):
     assert len(trials) == len(result.summary) == 3
     assert {t["state"] for t in trials} <= {"Complete", "Pruned", "Fail"}
     assert any(t["state"] == "Complete" and t["values"] for t in trials)
+
+
+DASHBOARD_PROBE = """
+import json, sys, time, urllib.request
+from pathlib import Path
+from asd.sweep.runner import SweepSettings, _init_ray
+
+url = _init_ray(SweepSettings(space=Path("smoke"), dashboard=True))
+for _ in range(120):
+    try:
+        with urllib.request.urlopen(f"http://{url}/api/version", timeout=5) as response:
+            print(json.dumps({"url": url, "version": json.load(response)}))
+            sys.exit(0)
+    except OSError:
+        time.sleep(1)
+sys.exit(f"no answer from {url}")
+"""
+
+
+def test_dashboard_flag_serves_rays_dashboard_on_localhost(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    probe = subprocess.run(
+        [sys.executable, "-c", DASHBOARD_PROBE],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        env={**env, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )  # fmt: skip
+    assert probe.returncode == 0, probe.stderr[-3000:]
+    answer = json.loads(probe.stdout.strip().splitlines()[-1])
+    assert answer["url"].startswith("127.0.0.1:")
+    assert answer["version"]["ray_version"]

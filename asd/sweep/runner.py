@@ -18,7 +18,9 @@ from typing import Any
 import pandas as pd
 
 from asd.errors import AsdError
-from asd.sweep.space import SearchSpace, load_space
+from asd.sweep.provenance import ARTIFACT_PATH as PROVENANCE
+from asd.sweep.provenance import write_provenance
+from asd.sweep.space import SearchSpace, load_space, resolve_space
 from asd.sweep.storage import latest_sweep, storage_root, sweep_exists
 from asd.sweep.summary import format_summary, summarise
 from asd.sweep.trial import OBJECTIVE, TrialSetup, load_epoch_hook, run_trial
@@ -79,6 +81,8 @@ class SweepSettings:
     """Ray Tune's own result tables instead of one line per trial event."""
     dashboard: bool = False
     """In-process Ray only: start Ray's dashboard on 127.0.0.1 (its URL is logged)."""
+    command: str | None = None
+    """The command line that started the sweep (credentials masked), for the parent run."""
 
 
 RUN_DEFAULTS: dict[str, Any] = {
@@ -127,7 +131,8 @@ def run_sweep(settings: SweepSettings) -> SweepResult:
     from asd.tracking import Tracker, check_tracking, default_tracking_uri
 
     start = time.monotonic()
-    space = load_space(settings.space)
+    space_file = resolve_space(settings.space)
+    space = load_space(space_file)
     settings = with_space_defaults(settings, space)
     if settings.epoch_hook:
         load_epoch_hook(settings.epoch_hook)  # a typo fails here, not in every trial
@@ -165,8 +170,13 @@ def run_sweep(settings: SweepSettings) -> SweepResult:
             "asd.data_fingerprint": data_fp,
             "asd.tune_machines": ",".join(tune_machines),
             "asd.holdout_machines": ",".join(holdout),
+            "asd.command": (settings.command or "")[:4000],
         },
     )
+    data = {"root": str(data_root), "fingerprint": data_fp, "tune_machines": tune_machines,
+            "holdout_machines": holdout, "clips": len(index)}  # fmt: skip
+    folder = write_provenance(workdir / "provenance" / name, settings, space_file, space, data)
+    tracker.log_artifacts(parent, folder, artifact_path=PROVENANCE)
     setup = TrialSetup(
         base_config=space.base,
         features_path=str(features.path),
@@ -316,11 +326,12 @@ def _default_name(space_name: str, storage: str, resume: bool) -> str:
     return latest
 
 
-def _init_ray(settings: SweepSettings) -> None:
+def _init_ray(settings: SweepSettings) -> str | None:
+    """Join the cluster, or start in-process Ray; the dashboard's address when it started one."""
     import ray
 
     if ray.is_initialized():
-        return
+        return None
     if settings.dashboard and (settings.ray_address or os.environ.get("RAY_ADDRESS")):
         raise AsdError("--dashboard is for in-process Ray; a cluster has its own dashboard")
     try:
@@ -339,10 +350,12 @@ def _init_ray(settings: SweepSettings) -> None:
             )
             if settings.dashboard:
                 log.info("Ray dashboard: http://%s", context.dashboard_url)
+                return str(context.dashboard_url)
     except ConnectionError as exc:
         raise AsdError(
             f"cannot reach Ray at {settings.ray_address or os.environ.get('RAY_ADDRESS')}: {exc}"
         ) from None
+    return None
 
 
 def _check_nodes(settings: SweepSettings, workdir: Path, features_path: str, workers: int) -> None:
