@@ -44,7 +44,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from asd.errors import AsdError
-from asd.tracking import ENCODER_FILE, _is_unavailable, _one_line, _sqlite_path, check_tracking
+from asd.tracking import ENCODER_FILE, check_tracking, is_unavailable, one_line, sqlite_path
 
 COMPARABLE_BY = ("metric", "data_fingerprint", "estimator")
 """Version tags that must match for two encoders' metric values to be compared."""
@@ -132,7 +132,7 @@ def register_encoder(tracking_uri: str, model_uri: str, name: str, tags: dict[st
             model_id=model_id,
         )
     except MlflowException as err:
-        raise AsdError(f"cannot register {model_uri} as {name}: {_one_line(err)}") from err
+        raise AsdError(f"cannot register {model_uri} as {name}: {one_line(err)}") from err
     return str(version.version)
 
 
@@ -148,8 +148,8 @@ def _holder(client: mlflow.MlflowClient, name: str, alias: str) -> ModelVersion 
     try:
         return client.get_model_version_by_alias(name, alias)
     except MlflowException as err:
-        if _is_unavailable(err):
-            raise AsdError(f"cannot read alias {alias} of {name}: {_one_line(err)}") from err
+        if is_unavailable(err):
+            raise AsdError(f"cannot read alias {alias} of {name}: {one_line(err)}") from err
         return None
 
 
@@ -174,7 +174,7 @@ def download_champion(
             registry_uri=tracking_uri,
         )
     except MlflowException as err:
-        raise AsdError(f"cannot download {name}@{alias}: {_one_line(err)}") from err
+        raise AsdError(f"cannot download {name}@{alias}: {one_line(err)}") from err
     return Path(local)
 
 
@@ -233,7 +233,7 @@ def _compare(candidate: ModelVersion, champ: ModelVersion | None) -> tuple[bool,
 @contextlib.contextmanager
 def _local_lock(tracking_uri: str, name: str) -> Iterator[None]:
     """An exclusive file lock per model beside a sqlite database (no-op for servers)."""
-    db = _sqlite_path(tracking_uri)
+    db = sqlite_path(tracking_uri)
     if db is None:
         yield
         return
@@ -292,7 +292,7 @@ def promote(
         with _local_lock(tracking_uri, name):
             return _promote(client, name, version, alias)
     except MlflowException as err:
-        raise AsdError(f"cannot promote {name} v{version}: {_one_line(err)}") from err
+        raise AsdError(f"cannot promote {name} v{version}: {one_line(err)}") from err
 
 
 def _promote(client: mlflow.MlflowClient, name: str, version: str, alias: str) -> PromotionDecision:

@@ -7,9 +7,9 @@ import uuid
 
 os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 
-import mlflow  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
+from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore  # noqa: E402
 
 from asd.errors import AsdError  # noqa: E402
 from asd.tracking import (  # noqa: E402
@@ -99,18 +99,27 @@ def test_changed_params_on_resume_raise(tracker):
 
 
 def test_metrics_are_batched_by_1000(tracker, monkeypatch):
+    """Counted where the requests reach the store: MLflow's client does the splitting."""
     run_id = tracker.start_sweep("sweep-d", {})
     calls = []
-    original = mlflow.MlflowClient.log_batch
+    original = SqlAlchemyStore.log_batch
 
-    def counting(self, run_id, metrics=(), *args, **kwargs):
+    def counting(self, run_id, metrics, params, tags):
         calls.append(len(metrics))
-        return original(self, run_id, metrics, *args, **kwargs)
+        return original(self, run_id, metrics, params, tags)
 
-    monkeypatch.setattr(mlflow.MlflowClient, "log_batch", counting)
+    monkeypatch.setattr(SqlAlchemyStore, "log_batch", counting)
     tracker.log_metrics(run_id, {f"m{i}": float(i) for i in range(2500)}, step=0)
     assert calls == [1000, 1000, 500]
     assert len(tracker.client.get_run(run_id).data.metrics) == 2500
+
+
+def test_params_and_tags_beyond_one_request_are_all_logged(tracker):
+    run_id = tracker.start_sweep("sweep-d2", {f"p{i}": i for i in range(250)})
+    tracker.set_tags(run_id, {f"t{i}": i for i in range(250)})
+    data = tracker.client.get_run(run_id).data
+    assert len(data.params) == 250 and data.params["p249"] == "249"
+    assert {f"t{i}" for i in range(250)} <= set(data.tags)
 
 
 def test_metric_history_keeps_steps(tracker):

@@ -1,0 +1,122 @@
+"""Tracking URIs: the default store, password redaction, and a one-line health check."""
+
+from __future__ import annotations
+
+import base64
+import os
+import socket
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+from mlflow.exceptions import MlflowException
+
+from asd.errors import AsdError
+
+
+def default_tracking_uri(workdir: Path) -> str:
+    """``sqlite:///<abs workdir>/mlflow.db``: a database store, so the model registry works."""
+    return f"sqlite:///{Path(workdir).resolve() / 'mlflow.db'}"
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI (``None`` for other schemes)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri[len("sqlite:///") :]).resolve()
+
+
+def is_http(uri: str) -> bool:
+    """True for a tracking server (``http(s)://``), which has a ``/health`` endpoint."""
+    return uri.startswith(("http://", "https://"))
+
+
+def redact_uri(uri: str) -> str:
+    """The URI with any password replaced by ``***``: safe for messages and logs."""
+    parts = urllib.parse.urlsplit(uri)
+    if parts.username is None:
+        return uri
+    host = parts.netloc.rsplit("@", 1)[-1]
+    # user:password@ keeps the user; a lone token@ is the secret itself
+    userinfo = f"{parts.username}:***" if parts.password is not None else "***"
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{userinfo}@{host}"))
+
+
+def health_problem(uri: str, timeout_s: float) -> str | None:
+    """Why ``<uri>/health`` does not answer 200 (``None`` when it does)."""
+    parts = urllib.parse.urlsplit(uri)
+    # urllib cannot take user:password@ in the host: send it as Basic auth instead.
+    host = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
+    bare = parts._replace(netloc=host)
+    request = urllib.request.Request(urllib.parse.urlunsplit(bare).rstrip("/") + "/health")
+    if parts.username is not None:
+        token = base64.b64encode(f"{parts.username}:{parts.password or ''}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as resp:
+            return None if resp.status == 200 else f"HTTP {resp.status}"
+    except urllib.error.HTTPError as err:
+        return f"HTTP {err.code}"
+    except urllib.error.URLError as err:
+        reason = err.reason
+        if isinstance(reason, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(reason, TimeoutError):
+            return f"no answer within {timeout_s:g} s"
+        if isinstance(reason, socket.gaierror):
+            return "unknown host"
+        return str(reason)
+    except TimeoutError:
+        return f"no answer within {timeout_s:g} s"
+    except OSError as err:
+        return err.strerror or type(err).__name__
+
+
+def check_tracking(uri: str, timeout_s: float = 5.0) -> None:
+    """Fail fast, in one line, when the tracking store cannot be used.
+
+    http(s): ``GET <uri>/health`` must answer within ``timeout_s``. sqlite: the database
+    folder must exist and be writable (MLflow creates the file itself).
+    """
+    if is_http(uri):
+        problem = health_problem(uri, timeout_s)
+        if problem is not None:
+            raise AsdError(
+                f"cannot reach MLflow at {redact_uri(uri)} ({problem}): "
+                "start the server or pass --tracking-uri"
+            )
+        return
+    db = sqlite_path(uri)
+    if db is not None:
+        folder = db.parent
+        if not folder.is_dir():
+            raise AsdError(f"MLflow database folder {folder} does not exist (from {uri})")
+        if not os.access(folder, os.W_OK):
+            raise AsdError(f"MLflow database folder {folder} is not writable (from {uri})")
+
+
+def is_unavailable(err: BaseException) -> bool:
+    """True for errors that mean 'the store is not there right now' (worth a replay later).
+
+    MLflow's REST client turns connection failures into a bare MlflowException whose message
+    starts 'API request to ... failed with exception'; a database server going away shows
+    up as SQLAlchemy's OperationalError.
+    """
+    if isinstance(err, (ConnectionError, TimeoutError)):
+        return True
+    names = {cls.__name__ for cls in type(err).__mro__}
+    if names & {"OperationalError", "ConnectionError", "Timeout", "ChunkedEncodingError"}:
+        return True
+    if isinstance(err, MlflowException):
+        text = str(err)
+        if text.startswith("API request to") and "failed with" in text:
+            return True
+        return err.get_http_status_code() in (502, 503, 504)
+    return False
+
+
+def one_line(err: BaseException) -> str:
+    """The first line of an error's message (at most 300 characters), or its type's name."""
+    text = str(err).strip().splitlines()
+    return text[0][:300] if text else type(err).__name__
