@@ -112,6 +112,13 @@ def add_platform_commands(sub: Any) -> None:
         "in every trial: for fault-injection tests and custom checks",
     )
     sweep.add_argument(
+        "--system-metrics-interval",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="sample each trial's CPU, memory and GPU use into its MLflow run (0: off)",
+    )
+    sweep.add_argument(
         "--verbose",
         action="store_true",
         help="Ray Tune's result tables instead of one line per trial event",
@@ -170,6 +177,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         device=args.device,
         ground_truth=args.ground_truth,
         epoch_hook=args.epoch_hook,
+        system_metrics_s=args.system_metrics_interval,
         verbose=args.verbose,
         dashboard=args.dashboard,
         command=redact(shlex.join(["asd", *getattr(args, "argv", ["sweep"])])),

@@ -156,6 +156,8 @@ def test_sweep_submitted_as_a_ray_job_is_tracked_on_the_mlflow_server(
             "--holdout-machines",
             "valve",
             "--promote",
+            "--system-metrics-interval",
+            "1",
         ],
     )
     output = job.stdout + job.stderr

@@ -81,6 +81,8 @@ class SweepSettings:
     """Ray Tune's own result tables instead of one line per trial event."""
     dashboard: bool = False
     """In-process Ray only: start Ray's dashboard on 127.0.0.1 (its URL is logged)."""
+    system_metrics_s: float = 10.0
+    """Seconds between samples of each trial's CPU, memory and GPU use in MLflow (0 = off)."""
     command: str | None = None
     """The command line that started the sweep (credentials masked), for the parent run."""
 
@@ -192,6 +194,7 @@ def run_sweep(settings: SweepSettings) -> SweepResult:
         workers_per_trial=workers,
         use_gpu=bool(settings.gpus_per_trial),
         cpus_per_worker=float(settings.cpus_per_trial or 1.0),
+        system_metrics_s=settings.system_metrics_s,
     )
     results = _tune(space, settings, setup, storage, name, workdir)
     summary = summarise(results)

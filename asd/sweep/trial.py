@@ -51,6 +51,8 @@ class TrialSetup:
     """Data-parallel workers hold one GPU each."""
     cpus_per_worker: float = 1.0
     """CPUs per data-parallel worker."""
+    system_metrics_s: float = 10.0
+    """Seconds between samples of the trial's CPU, memory and GPU use in MLflow (0 = off)."""
 
 
 def load_epoch_hook(spec: str) -> Any:
@@ -72,8 +74,8 @@ def run_trial(params: dict[str, Any], setup: TrialSetup) -> None:
     from ray import tune
 
     from asd.features import load_features
-    from asd.pipeline import train_encoder
     from asd.tracking import TAG_SWEEP, Tracker
+    from asd.tracking.system import system_metrics
 
     cfg = setup.base_config.with_overrides(params)
     context = tune.get_context()
@@ -119,32 +121,8 @@ def run_trial(params: dict[str, Any], setup: TrialSetup) -> None:
         tune.report(row, checkpoint=tune.Checkpoint.from_directory(str(ckpt_dir)))
 
     try:
-        if setup.workers_per_trial > 1:
-            from asd.sweep.parallel import train_data_parallel
-
-            # Rank 0 of the worker group runs a fresh copy of epoch_report (its own tracker
-            # and validation set); Ray Train keeps this trial's checkpoints in the trial
-            # folder and resumes from them when Tune retries or restores the trial.
-            train_data_parallel(
-                cfg,
-                setup.features_path,
-                workers=setup.workers_per_trial,
-                use_gpu=setup.use_gpu,
-                report=EpochReport(setup, cfg, trial_id, run_id, str(trial_dir)),
-                storage_path=trial_dir,
-                name="train",
-                cpus_per_worker=setup.cpus_per_worker,
-                resume_from=ckpt_dir if restored is not None else None,
-            )
-        else:
-            train_encoder(  # it picks the normal train clips itself
-                cfg,
-                features,
-                device=setup.device,
-                report=report,
-                checkpoint_dir=ckpt_dir,
-                progress=True,
-            )
+        with system_metrics(setup.tracking_uri, run_id, setup.system_metrics_s):
+            _train(setup, cfg, trial_id, run_id, trial_dir, ckpt_dir, restored, features, report)
     except Exception as exc:
         tracker.set_tags(run_id, {"asd.error": str(exc)[:5000]})
         tracker.finish(run_id, status="FAILED")
@@ -152,6 +130,48 @@ def run_trial(params: dict[str, Any], setup: TrialSetup) -> None:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     tracker.finish(run_id, status="FINISHED")
+
+
+def _train(
+    setup: TrialSetup,
+    cfg: Config,
+    trial_id: str,
+    run_id: str,
+    trial_dir: Path,
+    ckpt_dir: Path,
+    restored: Any,
+    features: Any,
+    report: Any,
+) -> None:
+    """Train one trial's encoder: in this process, or data parallel on Ray Train workers."""
+    from asd.pipeline import train_encoder
+
+    if setup.workers_per_trial > 1:
+        from asd.sweep.parallel import train_data_parallel
+
+        # Rank 0 of the worker group runs a fresh copy of epoch_report (its own tracker
+        # and validation set); Ray Train keeps this trial's checkpoints in the trial
+        # folder and resumes from them when Tune retries or restores the trial.
+        train_data_parallel(
+            cfg,
+            setup.features_path,
+            workers=setup.workers_per_trial,
+            use_gpu=setup.use_gpu,
+            report=EpochReport(setup, cfg, trial_id, run_id, str(trial_dir)),
+            storage_path=trial_dir,
+            name="train",
+            cpus_per_worker=setup.cpus_per_worker,
+            resume_from=ckpt_dir if restored is not None else None,
+        )
+    else:
+        train_encoder(  # it picks the normal train clips itself
+            cfg,
+            features,
+            device=setup.device,
+            report=report,
+            checkpoint_dir=ckpt_dir,
+            progress=True,
+        )
 
 
 @dataclass
