@@ -34,6 +34,30 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefau
 
 def add_platform_commands(sub: Any) -> None:
     """Register sweep, promote and sync on the CLI's subparsers."""
+    sweep = _add_sweep_parser(sub)
+    _add_search_args(sweep)
+    sweep.set_defaults(func=cmd_sweep)
+
+    promote = sub.add_parser("promote", help="set alias 'champion' if a version beats it")
+    promote.add_argument("--model-name", default="asd-encoder")
+    promote.add_argument("--version", required=True, help="model version to promote")
+    promote.add_argument(
+        "--tracking-uri",
+        default=os.environ.get("MLFLOW_TRACKING_URI"),
+        help="MLflow (default: $MLFLOW_TRACKING_URI, else the local store in --workdir)",
+    )
+    promote.add_argument("--workdir", type=Path, default=Path("asd-work"))
+    promote.set_defaults(func=cmd_promote)
+
+    sync = sub.add_parser("sync", help="replay results kept locally while MLflow was down")
+    sync.add_argument("--workdir", type=Path, default=Path("asd-work"))
+    sync.add_argument("--name", help="only this sweep's journal")
+    sync.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI"))
+    sync.set_defaults(func=cmd_sync)
+
+
+def _add_sweep_parser(sub: Any) -> argparse.ArgumentParser:
+    """``asd sweep`` and its where-flags: space, data, work folder, MLflow, Ray, storage."""
     sweep = sub.add_parser(
         "sweep",
         help="search encoder settings with Ray Tune, track in MLflow",
@@ -73,6 +97,11 @@ def add_platform_commands(sub: Any) -> None:
         help="Tune storage: a folder or a URI such as s3://bucket/prefix, shared on multi-node "
         "clusters (default: <workdir>/ray_results)",
     )
+    return sweep
+
+
+def _add_search_args(sweep: argparse.ArgumentParser) -> None:
+    """``asd sweep``'s how-flags: trials, resources, machine groups, output."""
     sweep.add_argument("--num-samples", type=int, help="trials (default: from the space)")
     sweep.add_argument("--max-concurrent", type=int, help="trials at a time (default: space)")
     sweep.add_argument(
@@ -128,24 +157,6 @@ def add_platform_commands(sub: Any) -> None:
         action="store_true",
         help="with in-process Ray: start Ray's dashboard on 127.0.0.1 (off by default)",
     )
-    sweep.set_defaults(func=cmd_sweep)
-
-    promote = sub.add_parser("promote", help="set alias 'champion' if a version beats it")
-    promote.add_argument("--model-name", default="asd-encoder")
-    promote.add_argument("--version", required=True, help="model version to promote")
-    promote.add_argument(
-        "--tracking-uri",
-        default=os.environ.get("MLFLOW_TRACKING_URI"),
-        help="MLflow (default: $MLFLOW_TRACKING_URI, else the local store in --workdir)",
-    )
-    promote.add_argument("--workdir", type=Path, default=Path("asd-work"))
-    promote.set_defaults(func=cmd_promote)
-
-    sync = sub.add_parser("sync", help="replay results kept locally while MLflow was down")
-    sync.add_argument("--workdir", type=Path, default=Path("asd-work"))
-    sync.add_argument("--name", help="only this sweep's journal")
-    sync.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI"))
-    sync.set_defaults(func=cmd_sync)
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:

@@ -88,26 +88,19 @@ def cluster_data(tmp_path_factory):
 
 
 def _submit(address: str, job_args: list[str], timeout_s: int = 900) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [
-            str(BIN / "ray"),
-            "job",
-            "submit",
-            "--address",
-            address,
-            "--runtime-env",
-            "jobs/runtime_env.yaml",
-            "--",
-            sys.executable,
-            "jobs/sweep.py",
-            *job_args,
-        ],
-        cwd=REPO,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
-    )
+    """`ray job submit`, retried while the head's job agent is still starting (a loaded box)."""
+    cmd = [
+        str(BIN / "ray"), "job", "submit", "--address", address,
+        "--runtime-env", "jobs/runtime_env.yaml", "--", sys.executable, "jobs/sweep.py", *job_args,
+    ]  # fmt: skip
+    for _ in range(24):
+        job = subprocess.run(
+            cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=timeout_s
+        )
+        if "No available agent to submit job" not in job.stdout + job.stderr:
+            return job
+        time.sleep(5)
+    return job
 
 
 def test_job_fails_at_once_when_mlflow_is_unreachable(ray_cluster, cluster_data, tmp_path):

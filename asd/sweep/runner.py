@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ import pandas as pd
 from asd.errors import AsdError
 from asd.sweep.provenance import ARTIFACT_PATH as PROVENANCE
 from asd.sweep.provenance import write_provenance
+from asd.sweep.settings import SweepSettings, with_space_defaults
 from asd.sweep.space import SearchSpace, load_space, resolve_space
 from asd.sweep.storage import latest_sweep, storage_root, sweep_exists
 from asd.sweep.summary import format_summary, summarise
@@ -27,84 +28,6 @@ from asd.sweep.trial import OBJECTIVE, TrialSetup, load_epoch_hook, run_trial
 from asd.sweep.winner import register_winner, score_holdout, winner_encoder_path
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class SweepSettings:
-    """Where and how a sweep runs; the search space says what it searches."""
-
-    space: Path
-    """A search space file (search_spaces/*.yaml)."""
-    data: Path | None = None
-    """DCASE tree; None generates a small synthetic set in the workdir on first use."""
-    workdir: Path = Path("asd-work")
-    """Feature cache, sweep storage, the local MLflow store and the Optuna database."""
-    name: str | None = None
-    """Sweep name (Tune experiment, MLflow parent run, Optuna study); default from the space."""
-    tracking_uri: str | None = None
-    """MLflow tracking URI; None = a local SQLite store in the workdir."""
-    experiment: str = "asd"
-    """MLflow experiment."""
-    ray_address: str | None = None
-    """Ray cluster address; None = in-process Ray (or the job's cluster under `ray job`)."""
-    storage_path: str | None = None
-    """Tune storage: a folder or a URI such as ``s3://bucket/prefix`` (handed to Ray as is);
-    shared on multi-node clusters; default <workdir>/ray_results."""
-    num_samples: int | None = None
-    max_concurrent_trials: int | None = None
-    cpus_per_trial: float | None = None
-    """CPUs per trial; None = the space's ``sweep.cpus_per_trial``, else 1."""
-    gpus_per_trial: float | None = None
-    """GPUs per trial (fractions allowed); None = the space's ``sweep.gpus_per_trial``, else 0."""
-    workers_per_trial: int | None = None
-    """Data-parallel Ray Train workers per trial; 0 = ``gpus_per_trial`` when it is > 1,
-    else 1 (the plain single-process trial). With GPUs each worker holds one.
-    None = the space's ``sweep.workers_per_trial``, else 0."""
-    max_failures: int = 1
-    """Retries of a failed trial (from its last checkpoint) before it is recorded as failed."""
-    tune_machines: tuple[str, ...] | None = None
-    """Machine types whose test scores the search optimises (default: the space's
-    ``sweep.tune_machines``, else all but the held-out ones)."""
-    holdout_machines: tuple[str, ...] | None = None
-    """Machine types the search never scores; only the winner is scored on them
-    (default: the space's ``sweep.holdout_machines``, else none)."""
-    resume: bool = False
-    promote: bool = False
-    model_name: str = "asd-encoder"
-    seed: int = 0
-    device: str = "auto"
-    ground_truth: Path | None = None
-    epoch_hook: str | None = None
-    """``module:function`` each trial calls as ``hook(trial_id, epoch, trial_dir)`` at the start
-    of every epoch's report: for fault-injection tests and custom checks."""
-    verbose: bool = False
-    """Ray Tune's own result tables instead of one line per trial event."""
-    dashboard: bool = False
-    """In-process Ray only: start Ray's dashboard on 127.0.0.1 (its URL is logged)."""
-    system_metrics_s: float = 10.0
-    """Seconds between samples of each trial's CPU, memory and GPU use in MLflow (0 = off)."""
-    command: str | None = None
-    """The command line that started the sweep (credentials masked), for the parent run."""
-
-
-RUN_DEFAULTS: dict[str, Any] = {
-    "cpus_per_trial": 1.0,
-    "gpus_per_trial": 0.0,
-    "workers_per_trial": 0,
-    "tune_machines": None,
-    "holdout_machines": (),
-}
-"""Settings a flag, else the space's ``sweep:`` section, else these values decide."""
-
-
-def with_space_defaults(settings: SweepSettings, space: SearchSpace) -> SweepSettings:
-    """Fill the settings left unset (None) from the space's ``sweep:`` section, then defaults."""
-    filled = {
-        key: space.sweep.get(key, default)
-        for key, default in RUN_DEFAULTS.items()
-        if getattr(settings, key) is None
-    }
-    return replace(settings, **filled)
 
 
 @dataclass
@@ -142,15 +65,7 @@ def run_sweep(settings: SweepSettings) -> SweepResult:
     workdir = settings.workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     storage = storage_root(settings.storage_path, workdir)
-    name = settings.name or _default_name(space.name, storage, settings.resume)
-    exists = sweep_exists(storage, name)
-    if settings.resume and not exists:
-        raise AsdError(f"nothing to resume: no sweep '{name}' in {storage}")
-    if not settings.resume and exists:
-        raise AsdError(
-            f"sweep '{name}' already exists in {storage}: pass --resume to continue it "
-            "or --name to start another"
-        )
+    name = _sweep_name(settings, space, storage)
     tracking_uri = settings.tracking_uri or default_tracking_uri(workdir)
     check_tracking(tracking_uri)
 
@@ -163,22 +78,9 @@ def run_sweep(settings: SweepSettings) -> SweepResult:
     _check_nodes(settings, workdir, str(features.path), workers)
 
     tracker = Tracker(tracking_uri, settings.experiment, journal_dir=workdir / "journal" / name)
-    parent = tracker.start_sweep(
-        name,
-        params={f"space.{p.key}": f"{p.kind}{list(p.values)}" for p in space.params},
-        tags={
-            "asd.space": str(settings.space),
-            "asd.data": str(data_root),
-            "asd.data_fingerprint": data_fp,
-            "asd.tune_machines": ",".join(tune_machines),
-            "asd.holdout_machines": ",".join(holdout),
-            "asd.command": (settings.command or "")[:4000],
-        },
-    )
     data = {"root": str(data_root), "fingerprint": data_fp, "tune_machines": tune_machines,
             "holdout_machines": holdout, "clips": len(index)}  # fmt: skip
-    folder = write_provenance(workdir / "provenance" / name, settings, space_file, space, data)
-    tracker.log_artifacts(parent, folder, artifact_path=PROVENANCE)
+    parent = _start_parent(tracker, name, settings, space_file, space, data)
     setup = TrialSetup(
         base_config=space.base,
         features_path=str(features.path),
@@ -189,27 +91,15 @@ def run_sweep(settings: SweepSettings) -> SweepResult:
         sweep_id=name,
         data_fingerprint=data_fp,
         journal_dir=str(workdir / "journal" / name),
-        device=settings.device,
-        epoch_hook=settings.epoch_hook,
-        workers_per_trial=workers,
-        use_gpu=bool(settings.gpus_per_trial),
-        cpus_per_worker=float(settings.cpus_per_trial or 1.0),
-        system_metrics_s=settings.system_metrics_s,
+        **_trial_options(settings, workers),
     )
     results = _tune(space, settings, setup, storage, name, workdir)
     summary = summarise(results)
-    result = SweepResult(
-        name=name,
-        parent_run_id=parent,
-        summary=summary,
-        best_trial_id=None,
-        best_run_id=None,
-        train_s=float(summary.get("train_s", pd.Series(dtype=float)).sum()),
-    )
+    train_s = float(summary.get("train_s", pd.Series(dtype=float)).sum())
+    result = SweepResult(name, parent, summary, None, None, train_s=train_s)
     _finalise_runs(tracker, summary)
-    finished = summary[summary["status"] == "finished"]
-    if not finished.empty:
-        best = finished.sort_values(OBJECTIVE, ascending=False).iloc[0]
+    best = _best_row(summary)
+    if best is not None:
         result.best_trial_id, result.best_run_id = best["trial_id"], best["mlflow_run_id"]
         result.tune_scores = {
             k: float(best[k]) for k in ("ml.hmean", "elliptic.hmean") if k in best
@@ -225,6 +115,67 @@ def run_sweep(settings: SweepSettings) -> SweepResult:
     return result
 
 
+def _start_parent(
+    tracker: Any,
+    name: str,
+    settings: SweepSettings,
+    space_file: Path,
+    space: SearchSpace,
+    data: dict[str, Any],
+) -> str:
+    """The sweep's parent run, with the space's ranges as params and its provenance files."""
+    parent: str = tracker.start_sweep(
+        name,
+        params={f"space.{p.key}": f"{p.kind}{list(p.values)}" for p in space.params},
+        tags={
+            "asd.space": str(settings.space),
+            "asd.data": data["root"],
+            "asd.data_fingerprint": data["fingerprint"],
+            "asd.tune_machines": ",".join(data["tune_machines"]),
+            "asd.holdout_machines": ",".join(data["holdout_machines"]),
+            "asd.command": (settings.command or "")[:4000],
+        },
+    )
+    folder = settings.workdir.resolve() / "provenance" / name
+    write_provenance(folder, settings, space_file, space, data)
+    tracker.log_artifacts(parent, folder, artifact_path=PROVENANCE)
+    return parent
+
+
+def _sweep_name(settings: SweepSettings, space: SearchSpace, storage: str) -> str:
+    """The sweep's name; refuses a new sweep over an old one, or a resume of nothing."""
+    name = settings.name or _default_name(space.name, storage, settings.resume)
+    exists = sweep_exists(storage, name)
+    if settings.resume and not exists:
+        raise AsdError(f"nothing to resume: no sweep '{name}' in {storage}")
+    if not settings.resume and exists:
+        raise AsdError(
+            f"sweep '{name}' already exists in {storage}: pass --resume to continue it "
+            "or --name to start another"
+        )
+    return name
+
+
+def _trial_options(settings: SweepSettings, workers: int) -> dict[str, Any]:
+    """The TrialSetup fields that come straight from the run settings."""
+    return {
+        "device": settings.device,
+        "epoch_hook": settings.epoch_hook,
+        "workers_per_trial": workers,
+        "use_gpu": bool(settings.gpus_per_trial),
+        "cpus_per_worker": float(settings.cpus_per_trial or 1.0),
+        "system_metrics_s": settings.system_metrics_s,
+    }
+
+
+def _best_row(summary: pd.DataFrame) -> pd.Series | None:
+    """The finished trial with the highest objective (None when no trial finished)."""
+    if summary.empty:
+        return None
+    finished = summary[summary["status"] == "finished"]
+    return None if finished.empty else finished.sort_values(OBJECTIVE, ascending=False).iloc[0]
+
+
 def _tune(
     space: SearchSpace,
     settings: SweepSettings,
@@ -234,13 +185,10 @@ def _tune(
     workdir: Path,
 ) -> Any:
     """Start or restore the Tune experiment and run it to the end."""
-    import optuna
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search.optuna import OptunaSearch
 
     from asd.sweep.console import TrialLines
-    from asd.sweep.storage import is_uri
 
     sweep_uri = f"{storage}/{name}"
     resources = {"cpu": settings.cpus_per_trial or 1.0, "gpu": settings.gpus_per_trial or 0.0}
@@ -261,32 +209,19 @@ def _tune(
             raise AsdError(f"sweep '{name}' in {storage} cannot be restored (no Tune state)")
         tuner = tune.Tuner.restore(sweep_uri, trainable, resume_errored=True)
     else:
-        # The Optuna study is a SQLite file beside the sweep, or in the work folder when the
-        # storage is a bucket (optuna-dashboard reads it from there).
-        optuna_dir = workdir / "optuna" if is_uri(storage) else Path(storage)
-        optuna_dir.mkdir(parents=True, exist_ok=True)
-        optuna_db = optuna_dir / f"{name}.optuna.db"
-        searcher = OptunaSearch(
-            metric=OBJECTIVE,
-            mode="max",
-            study_name=name,
-            storage=optuna.storages.RDBStorage(f"sqlite:///{optuna_db}"),
-            seed=settings.seed,
-        )
-        scheduler = ASHAScheduler(
-            time_attr="training_iteration",
-            max_t=space.max_epochs,
-            grace_period=min(space.sweep.get("grace_period", 1), space.max_epochs),
-            reduction_factor=space.sweep.get("reduction_factor", 3),
-        )
         tuner = tune.Tuner(
             trainable,
             param_space=space.to_tune(),
             tune_config=tune.TuneConfig(
                 metric=OBJECTIVE,
                 mode="max",
-                search_alg=searcher,
-                scheduler=scheduler,
+                search_alg=_searcher(settings, storage, name, workdir),
+                scheduler=ASHAScheduler(
+                    time_attr="training_iteration",
+                    max_t=space.max_epochs,
+                    grace_period=min(space.sweep.get("grace_period", 1), space.max_epochs),
+                    reduction_factor=space.sweep.get("reduction_factor", 3),
+                ),
                 num_samples=settings.num_samples or space.sweep.get("num_samples", 8),
                 max_concurrent_trials=max_concurrent or 1,
             ),
@@ -300,6 +235,27 @@ def _tune(
             ),
         )
     return tuner.fit()
+
+
+def _searcher(settings: SweepSettings, storage: str, name: str, workdir: Path) -> Any:
+    """Optuna TPE with its study in SQLite, where `optuna-dashboard` can read it.
+
+    The study file sits beside the sweep, or in the work folder when storage is a bucket.
+    """
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    from asd.sweep.storage import is_uri
+
+    folder = workdir / "optuna" if is_uri(storage) else Path(storage)
+    folder.mkdir(parents=True, exist_ok=True)
+    return OptunaSearch(
+        metric=OBJECTIVE,
+        mode="max",
+        study_name=name,
+        storage=optuna.storages.RDBStorage(f"sqlite:///{folder / f'{name}.optuna.db'}"),
+        seed=settings.seed,
+    )
 
 
 def workers_per_trial(settings: SweepSettings) -> int:
