@@ -90,6 +90,11 @@ class EncoderConfig:
     The head is trained to be invariant to the augmentations and discards detail anomalies
     live in; on the synthetic set the backbone scored 67.6 % vs 57.4 % (same weights).
     """
+    width: int = 64
+    """Channels of the first ResNet stage (64 = ResNet-18); the stages use 1, 2, 4, 8 times it."""
+    pool: str = "avg"
+    """Backbone pooling: 'avg' (paper, over time and frequency), 'freq' (over time only,
+    keeping 4 frequency bands), 'meanstd' (mean and standard deviation over time)."""
 
 
 @dataclass(frozen=True)
@@ -98,6 +103,16 @@ class LossConfig:
 
     temperature: float = 0.05
     """Softmax temperature tau (the paper: 0.05)."""
+    aux_weight: float = 0.0
+    """Weight of the margin softmax on the name labels (0 = NT-Xent alone, the paper)."""
+    aux_head: str = "arcface"
+    """Auxiliary head: 'arcface' (fixed scale, additive angular margin) or 'adacos'."""
+    aux_margin: float = 0.5
+    """ArcFace's additive angular margin in radians (ignored by AdaCos)."""
+    aux_scale: float = 30.0
+    """ArcFace's logit scale (AdaCos adapts its own)."""
+    aux_subclusters: int = 1
+    """Centres per class (sub-cluster AdaCos uses 16; 1 = one centre per class)."""
 
 
 @dataclass(frozen=True)
@@ -223,7 +238,17 @@ class Config:
                 self.encoder.embed_from in ("projection", "backbone"),
                 "encoder.embed_from must be 'projection' or 'backbone'",
             ),
+            (self.encoder.width >= 4, "encoder.width must be at least 4"),
+            (self.encoder.pool in POOLS, f"encoder.pool must be one of {', '.join(POOLS)}"),
             (self.loss.temperature > 0, "loss.temperature must be positive"),
+            (self.loss.aux_weight >= 0, "loss.aux_weight must be >= 0"),
+            (
+                self.loss.aux_head in AUX_HEADS,
+                f"loss.aux_head must be one of {', '.join(AUX_HEADS)}",
+            ),
+            (0 <= self.loss.aux_margin < 1.5, "loss.aux_margin must be in [0, 1.5) radians"),
+            (self.loss.aux_scale > 0, "loss.aux_scale must be positive"),
+            (self.loss.aux_subclusters >= 1, "loss.aux_subclusters must be at least 1"),
             (t.epochs >= 1, "train.epochs must be at least 1"),
             (t.batch_size >= 2, "train.batch_size must be at least 2 (negatives are needed)"),
             (t.lr > 0, "train.lr must be positive"),
@@ -256,6 +281,12 @@ RECIPES = ("pitch_up", "pitch_down", "noise", "mask_short", "mask_long")
 
 ESTIMATORS = ("ml", "elliptic")
 """Covariance estimators: maximum likelihood and the robust elliptic envelope."""
+
+POOLS = ("avg", "freq", "meanstd")
+"""Backbone poolings: global average, time average keeping frequency bands, time mean+std."""
+
+AUX_HEADS = ("arcface", "adacos")
+"""Margin softmax heads of the auxiliary name-label task."""
 
 DOMAIN_STRATEGIES = ("min", "pooled")
 """'min': shared covariance, nearest domain centre; 'pooled': one Gaussian per section."""

@@ -22,6 +22,9 @@ from asd.errors import AsdError
 BACKBONE_DIM = 512
 """Width of the ResNet-18 feature vector after global average pooling."""
 
+FREQ_BANDS = 4
+"""Frequency bands ``encoder.pool = 'freq'`` keeps (128 mels reach the last stage as 4)."""
+
 _FORMAT = "asd-encoder/1"
 
 
@@ -62,15 +65,19 @@ class Encoder(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.n_mels = n_mels
+        self.classes: tuple[str, ...] = ()
+        """Name-label classes of the auxiliary head it was trained with (none for the paper)."""
         self.register_buffer("mel_mean", torch.zeros(n_mels))
         self.register_buffer("mel_std", torch.ones(n_mels))
+        base = cfg.width
         self.stem = nn.Sequential(
-            nn.Conv2d(1, 64, 7, stride=2, padding=3, bias=False),
-            nn.BatchNorm2d(64),
+            nn.Conv2d(1, base, 7, stride=2, padding=3, bias=False),
+            nn.BatchNorm2d(base),
             nn.ReLU(inplace=True),
             nn.MaxPool2d(3, stride=2, padding=1),
         )
-        widths, blocks, layers, in_ch = (64, 128, 256, 512), (2, 2, 2, 2), [], 64
+        widths = (base, 2 * base, 4 * base, 8 * base)
+        blocks, layers, in_ch = (2, 2, 2, 2), [], base
         for i, (width, n) in enumerate(zip(widths, blocks, strict=True)):
             stride = 1 if i == 0 else 2
             stage = [BasicBlock(in_ch, width, stride)] + [
@@ -80,7 +87,7 @@ class Encoder(nn.Module):
             in_ch = width
         self.layers = nn.Sequential(*layers)
         self.head = nn.Sequential(
-            nn.Linear(BACKBONE_DIM, cfg.head_hidden_dim),
+            nn.Linear(self.backbone_dim, cfg.head_hidden_dim),
             nn.ReLU(inplace=True),
             nn.Linear(cfg.head_hidden_dim, cfg.embedding_dim),
         )
@@ -92,9 +99,15 @@ class Encoder(nn.Module):
                 nn.init.zeros_(m.bias)
 
     @property
+    def backbone_dim(self) -> int:
+        """Size of the pooled backbone vector: 8 * width channels, times what pooling keeps."""
+        per_channel = {"avg": 1, "freq": FREQ_BANDS, "meanstd": 2}[self.cfg.pool]
+        return 8 * self.cfg.width * per_channel
+
+    @property
     def embedding_dim(self) -> int:
         """Size of the vectors ``embed`` returns."""
-        return self.cfg.embedding_dim if self.cfg.embed_from == "projection" else BACKBONE_DIM
+        return self.cfg.embedding_dim if self.cfg.embed_from == "projection" else self.backbone_dim
 
     def set_normalization(self, mean: Any, std: Any) -> None:
         """Store per-mel-band stats of the normal train clips (dB); std is floored at 1e-6."""
@@ -109,17 +122,18 @@ class Encoder(nn.Module):
         self.mel_std.copy_(std_t.clamp_min(1e-6))
 
     def backbone(self, x: Tensor) -> Tensor:
-        """(B, n_mels, T) dB -> (B, 512) pooled ResNet features."""
+        """(B, n_mels, T) dB -> (B, backbone_dim) pooled ResNet features (512 for the paper)."""
         x = (x - self.mel_mean[:, None]) / self.mel_std[:, None]
-        x = self.stem(x.unsqueeze(1))  # (B, 64, n_mels/4, T/4)
+        x = self.stem(x.unsqueeze(1))  # (B, w, n_mels/4, T/4)
         if self._channels_last():
             # the 1-channel stem leaves the format ambiguous: make the residual stages NHWC
             x = x.contiguous(memory_format=torch.channels_last)
-        x = self.layers(x)  # (B, 512, n_mels/32, T/32)
-        return torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)  # (B, 512)
+        x = self.layers(x)  # (B, 8w, n_mels/32, T/32)
+        return pool_features(x, self.cfg.pool)
+
 
     def _channels_last(self) -> bool:
-        """Whether ``.to(memory_format=channels_last)`` was applied (a 64x64 conv tells)."""
+        """Whether ``.to(memory_format=channels_last)`` was applied (a w x w conv tells)."""
         block = cast(BasicBlock, cast(nn.Sequential, self.layers[1])[0])
         return block.conv2.weight.is_contiguous(memory_format=torch.channels_last)
 
@@ -132,6 +146,43 @@ class Encoder(nn.Module):
         if self.cfg.embed_from == "backbone":
             return self.backbone(x)
         return self.forward(x)
+
+
+def plain_batchnorm(module: nn.Module) -> None:
+    """Undo ``convert_sync_batchnorm`` in place (same parameters and buffers)."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.SyncBatchNorm):
+            bn = nn.BatchNorm2d(
+                child.num_features,
+                child.eps,
+                child.momentum,
+                child.affine,
+                child.track_running_stats,
+            )
+            bn.weight, bn.bias = child.weight, child.bias
+            bn.running_mean, bn.running_var = child.running_mean, child.running_var
+            bn.num_batches_tracked = child.num_batches_tracked
+            bn.train(child.training)
+            setattr(module, name, bn)
+        else:
+            plain_batchnorm(child)
+
+
+def pool_features(x: Tensor, pool: str) -> Tensor:
+    """(B, C, F, T) last-stage map -> (B, C * kept) vector, per ``encoder.pool``.
+
+    'avg' averages time and frequency (the paper); 'freq' averages time only and keeps
+    FREQ_BANDS frequency bands, so where in the spectrum energy sits survives, as it does in
+    a clip-mean spectrum; 'meanstd' keeps the mean and standard deviation over time, each
+    averaged over frequency, so how much a clip varies in time survives.
+    """
+    if pool == "freq":
+        return torch.flatten(F.adaptive_avg_pool2d(x, (FREQ_BANDS, 1)), 1)  # (B, C*FREQ_BANDS)
+    if pool == "meanstd":
+        mean = x.mean(dim=3)  # (B, C, F)
+        std = (x.var(dim=3, unbiased=False) + 1e-5).sqrt()  # (B, C, F); eps: finite grads
+        return torch.cat([mean.mean(dim=2), std.mean(dim=2)], dim=1)  # (B, 2C)
+    return torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)  # (B, C)
 
 
 def save_encoder(
@@ -150,6 +201,7 @@ def save_encoder(
         "config": config.to_json(),
         "encoder": json.dumps(dataclasses.asdict(encoder.cfg), sort_keys=True),
         "state_dict": {k: v.detach().cpu() for k, v in encoder.state_dict().items()},
+        "classes": list(encoder.classes),
         "extra": dict(extra or {}),
     }
     tmp = path.with_name(path.name + ".tmp")
@@ -176,6 +228,7 @@ def load_encoder(
         enc_cfg = EncoderConfig(**json.loads(state["encoder"]))
         encoder = Encoder(enc_cfg, int(state["n_mels"]))
         encoder.load_state_dict(state["state_dict"])
+        encoder.classes = tuple(str(c) for c in state.get("classes", []))
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise AsdError(f"encoder file {path} is incomplete or inconsistent: {first_line}") from err

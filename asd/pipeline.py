@@ -77,6 +77,7 @@ def train_encoder(
     progress: bool = True,
 ) -> Any:
     """Train the contrastive encoder on the normal training clips of ``features``."""
+    from asd.margin import class_labels
     from asd.train import train
 
     positions = np.flatnonzero(normal_train_mask(features.index))
@@ -85,6 +86,9 @@ def train_encoder(
             f"only {len(positions)} normal training clips found: the encoder needs at least 2"
         )
     clips, lengths = features.padded(positions)
+    labels = None
+    if cfg.loss.aux_weight > 0:  # the auxiliary head learns the training clips' name labels
+        labels = class_labels(features.index.iloc[positions])
     return train(
         cfg,
         clips,
@@ -95,6 +99,7 @@ def train_encoder(
         report=report,
         checkpoint_dir=checkpoint_dir,
         progress=progress,
+        labels=labels,
     )
 
 

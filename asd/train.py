@@ -37,8 +37,9 @@ from torch import nn
 from asd.augment import make_views
 from asd.config import Config
 from asd.contrastive import gather_with_grad, nt_xent
-from asd.encoder import Encoder
+from asd.encoder import Encoder, plain_batchnorm
 from asd.errors import AsdError
+from asd.margin import ClassLabels, EncoderWithHead, make_head
 
 Report = Callable[[int, dict[str, float], Encoder], None]
 """``report(epoch, metrics, encoder)``: called after every epoch (1-based), on every rank
@@ -171,6 +172,7 @@ def train(
     checkpoint_dir: str | Path | None = None,
     resume: bool = True,
     progress: bool = True,
+    labels: ClassLabels | None = None,
 ) -> TrainResult:
     """Train an encoder on normal clips (N, n_mels, L) dB with valid ``lengths`` (N,).
 
@@ -178,6 +180,7 @@ def train(
     ``checkpoint_dir`` the state is saved after every epoch to ``last.pt`` and, with
     ``resume``, a run picks up after the last saved epoch with the same result as an
     uninterrupted one (on CPU). Raises AsdError on bad inputs and on a non-finite loss.
+    ``labels`` (:func:`asd.margin.class_labels`) feed the head ``loss.aux_weight`` adds.
 
     Under torch.distributed with more than one rank it trains data parallel (module
     docstring): every rank passes the same clips, on CUDA ``device`` should be the rank's
@@ -237,6 +240,7 @@ def train(
     torch.manual_seed(t.seed)
     encoder = Encoder(cfg.encoder, cfg.features.n_mels)
     encoder.set_normalization(mean, std)
+    head, labels_t = make_head(cfg, encoder, labels, n_clips, device)  # None for the paper
     if parallel and on_cuda:
         # BN statistics of the global batch, as one process has them; swaps the BN children
         # in place and shares their parameters, so ``encoder`` stays the module to save
@@ -245,9 +249,8 @@ def train(
     if channels_last:
         encoder.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     fused: dict[str, Any] = {"fused": True} if on_cuda else {}  # one kernel per update on GPU
-    optimizer = torch.optim.Adam(
-        encoder.parameters(), lr=t.lr, weight_decay=t.weight_decay, **fused
-    )
+    params = list(encoder.parameters()) + (list(head.parameters()) if head else [])
+    optimizer = torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay, **fused)
     scheduler = make_scheduler(optimizer, cfg)
     generator = torch.Generator(device=device)
     generator.manual_seed(t.seed)  # batches, crops and augmentation: one stream
@@ -261,18 +264,20 @@ def train(
     if ckpt_path is not None and resume and ckpt_path.is_file():
         state = _load_checkpoint(ckpt_path, cfg, device)
         encoder.load_state_dict(state["model"])
+        if head is not None:
+            head.load_state_dict(state["head"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         generator.set_state(state["generator"])
         history = list(state["history"])
         start_epoch = int(state["epoch"]) + 1
 
-    model: nn.Module = encoder
+    model: nn.Module = encoder if head is None else EncoderWithHead(encoder, head)
     if parallel:
         _check_same_start(start_epoch, device)
         # DDP broadcasts rank 0's weights and buffers now and averages gradients in backward
         model = nn.parallel.DistributedDataParallel(
-            encoder, device_ids=[device.index] if on_cuda else None
+            model, device_ids=[device.index] if on_cuda else None
         )
     loss_scale = float(world)  # DDP averages; gather_with_grad keeps only local gradients
 
@@ -283,7 +288,7 @@ def train(
         if parallel:
             aug_generator.manual_seed(_rank_seed(t.seed, rank, epoch))
         order = torch.randperm(n_clips, generator=generator, device=device)
-        step_losses = []
+        step_losses, aux_losses = [], []
         for step in range(n_steps):
             positions = order[step * batch : (step + 1) * batch]  # (B,) the global batch
             x = random_crops(clips_t, valid, positions, t.crop_frames, generator).float()
@@ -291,17 +296,26 @@ def train(
                 sizes = shard_sizes(x.shape[0], world)
                 first = sum(sizes[:rank])
                 x = x[first : first + sizes[rank]]  # (B_rank, M, T) this rank's shard
+                positions = positions[first : first + sizes[rank]]
             views = make_views(x, cfg.augment, cfg.features, aug_generator)  # (B, n_views, M, T)
             x = torch.cat([x[:, None], views], dim=1)  # (B, V, M, T), V = 1 + n_views
             with autocast:
-                z = model(x.flatten(0, 1))  # (B*V, D)
+                if head is None:
+                    z = model(x.flatten(0, 1))  # (B*V, D)
+                else:  # every view carries its clip's class
+                    y = labels_t[positions].repeat_interleave(n_copies)  # (B*V,)
+                    z, aux = model(x.flatten(0, 1), y)
+                    aux_losses.append(aux.detach())
             z = z.view(x.shape[0], n_copies, -1)  # (B, V, D)
             if parallel:
                 z = gather_shards(z, sizes)  # (global B, V, D): every negative of the batch
             loss = nt_xent(z, cfg.loss.temperature)
+            total = loss * loss_scale  # the aux loss is local: DDP's average is the global one
+            if head is not None:
+                total = total + cfg.loss.aux_weight * aux
 
             optimizer.zero_grad(set_to_none=True)
-            (loss * loss_scale).backward()
+            total.backward()
             if t.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(encoder.parameters(), t.grad_clip)
             optimizer.step()
@@ -313,6 +327,8 @@ def train(
         # one host sync per epoch: the GPU never waits on a per-step .item()
         losses = torch.stack(step_losses)
         finite = torch.isfinite(losses)
+        if aux_losses:
+            finite &= torch.isfinite(torch.stack(aux_losses))
         if not bool(finite.all()):
             bad_step = int((~finite).nonzero()[0, 0]) + 1
             raise AsdError(
@@ -328,10 +344,12 @@ def train(
             "seconds": seconds,
             "samples_per_s": n_steps * batch * n_copies / seconds,
         }
+        if aux_losses:
+            metrics["aux_loss"] = float(torch.stack(aux_losses).mean())
         history.append(metrics)
         if ckpt_path is not None and rank == 0:
             _save_checkpoint(
-                ckpt_path, encoder, optimizer, scheduler, generator, epoch, history, cfg
+                ckpt_path, encoder, optimizer, scheduler, generator, epoch, history, cfg, head
             )
         if progress and rank == 0:
             print(
@@ -346,7 +364,7 @@ def train(
 
     encoder.eval()
     if parallel and on_cuda:
-        _plain_batchnorm(encoder)
+        plain_batchnorm(encoder)
     return TrainResult(
         encoder=encoder, history=history, epochs_run=max(0, t.epochs + 1 - start_epoch)
     )
@@ -372,26 +390,6 @@ def _check_same_start(start_epoch: int, device: torch.device) -> None:
         )
 
 
-def _plain_batchnorm(module: nn.Module) -> None:
-    """Undo ``convert_sync_batchnorm`` in place (same parameters and buffers)."""
-    for name, child in module.named_children():
-        if isinstance(child, nn.SyncBatchNorm):
-            bn = nn.BatchNorm2d(
-                child.num_features,
-                child.eps,
-                child.momentum,
-                child.affine,
-                child.track_running_stats,
-            )
-            bn.weight, bn.bias = child.weight, child.bias
-            bn.running_mean, bn.running_var = child.running_mean, child.running_var
-            bn.num_batches_tracked = child.num_batches_tracked
-            bn.train(child.training)
-            setattr(module, name, bn)
-        else:
-            _plain_batchnorm(child)
-
-
 def _save_checkpoint(
     path: Path,
     encoder: Encoder,
@@ -401,6 +399,7 @@ def _save_checkpoint(
     epoch: int,
     history: list[dict[str, float]],
     cfg: Config,
+    head: nn.Module | None = None,
 ) -> None:
     """Write tmp then rename: a crash mid-write never leaves a broken ``last.pt``."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -413,6 +412,8 @@ def _save_checkpoint(
         "history": history,
         "config": cfg.to_json(),
     }
+    if head is not None:  # the auxiliary head resumes with its centres (and AdaCos scale)
+        state["head"] = head.state_dict()
     tmp = path.with_name(path.name + ".tmp")
     torch.save(state, tmp)
     os.replace(tmp, path)

@@ -103,3 +103,41 @@ def test_missing_or_corrupt_file_raises(tmp_path):
     cut.write_bytes(good.read_bytes()[:1000])
     with pytest.raises(AsdError, match="cut.pt"):
         load_encoder(cut)
+
+
+@pytest.mark.parametrize(
+    "width, pool, dim",
+    [(64, "avg", 512), (16, "avg", 128), (8, "freq", 64 * 4), (8, "meanstd", 128)],
+)
+def test_width_and_pool_set_the_backbone_size(width, pool, dim):
+    enc = Encoder(dataclasses.replace(CFG, width=width, pool=pool, embed_from="backbone"), N_MELS)
+    x = torch.randn(2, N_MELS, 40) * 10 - 50
+    with torch.no_grad():
+        assert enc.backbone(x).shape == (2, dim) and enc.embedding_dim == dim
+        assert enc(x).shape == (2, 16)  # the projection head follows the backbone's size
+    assert enc.stem[0].out_channels == width
+
+
+def test_freq_pool_keeps_where_in_the_spectrum_and_meanstd_keeps_time_variation():
+    from asd.encoder import pool_features
+
+    fmap = torch.zeros(1, 2, 8, 6)
+    fmap[0, 0, :2] = 1.0  # energy in the lowest two frequency rows of channel 0
+    low = pool_features(fmap, "freq").view(2, 4)
+    high = pool_features(fmap.flip(2), "freq").view(2, 4)
+    assert low[0].tolist() == [1.0, 0.0, 0.0, 0.0] and high[0].tolist() == [0.0, 0.0, 0.0, 1.0]
+    assert torch.equal(pool_features(fmap, "avg"), pool_features(fmap.flip(2), "avg"))
+    steady, pulsing = torch.ones(1, 1, 2, 6), torch.tensor([0.0, 2.0] * 3).expand(1, 1, 2, 6)
+    a, b = pool_features(steady, "meanstd"), pool_features(pulsing, "meanstd")
+    assert a[0, 0] == b[0, 0] == 1.0 and a[0, 1] < 0.01 < 0.99 < b[0, 1]
+
+
+def test_save_load_keeps_width_pool_and_classes(tmp_path):
+    enc = Encoder(dataclasses.replace(CFG, width=8, pool="freq"), N_MELS).eval()
+    enc.classes = ("fan/section_00/", "valve/section_00/")
+    path = save_encoder(enc, tmp_path / "encoder.pt", Config())
+    loaded, _, _ = load_encoder(path)
+    assert loaded.cfg == enc.cfg and loaded.classes == enc.classes
+    x = torch.randn(2, N_MELS, 40)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.embed(x), enc.embed(x), rtol=0, atol=0)

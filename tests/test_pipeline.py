@@ -68,3 +68,40 @@ def test_mismatched_lengths_and_unknown_estimator():
         evaluate_embeddings(np.zeros((3, 4)), index, Config())
     with pytest.raises(AsdError, match="unknown estimator .knn."):
         evaluate_embeddings(_embeddings(index, 1.0), index, Config(), ["knn"])
+
+
+def test_train_encoder_gives_the_aux_head_the_training_clips_name_labels():
+    """Only normal training clips' names become classes; test clips' attributes never do."""
+    from asd.config import FeatureConfig
+    from asd.features import FeatureSet
+    from asd.pipeline import train_encoder
+
+    index = _index(n_train=4, n_test=1)
+    index["attributes"] = [
+        {"speed": "slow" if i % 2 else "fast"} if split == "train" else {"speed": "secret"}
+        for i, split in enumerate(index["split"])
+    ]
+    rng = np.random.default_rng(0)
+    fcfg = FeatureConfig(n_mels=16)
+    mels = [rng.normal(-50, 5, size=(16, 24)).astype(np.float32) for _ in range(len(index))]
+    features = FeatureSet.from_arrays(mels, index, fcfg)
+    overrides = {
+        "features.n_mels": 16,
+        "encoder.width": 4,
+        "encoder.embedding_dim": 8,
+        "encoder.head_hidden_dim": 8,
+        "augment.n_views": 1,
+        "train.epochs": 1,
+        "train.batch_size": 4,
+        "train.lr": 0.001,
+        "train.crop_frames": 16,
+        "loss.aux_weight": 0.5,
+    }
+    result = train_encoder(Config().with_overrides(overrides), features, "cpu", progress=False)
+    assert result.encoder.classes == (
+        "fan/section_00/speed=fast",
+        "fan/section_00/speed=slow",
+        "valve/section_00/speed=fast",
+        "valve/section_00/speed=slow",
+    )
+    assert np.isfinite(result.history[0]["aux_loss"])

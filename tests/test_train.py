@@ -211,3 +211,39 @@ def test_bad_inputs_raise():
         train(cfg, clips[:, :5], lengths, mean, std, device="cpu", progress=False)
     with pytest.raises(AsdError, match="at least 2 clips"):
         train(cfg, clips[:1], lengths[:1], mean, std, device="cpu", progress=False)
+
+
+def tiny_labels(n=6):
+    from asd.margin import ClassLabels
+
+    return ClassLabels(np.arange(n, dtype=np.int64) % 2, ("even", "odd"))
+
+
+def test_class_labels_change_nothing_while_aux_weight_is_zero(full_run, data):
+    """The paper stays exactly reproducible: labels alone add no parameter and no draw."""
+    with_labels = run(tiny_config(), data, labels=tiny_labels())
+    assert losses(with_labels.history) == losses(full_run[0].history)
+    for k, v in full_run[0].encoder.state_dict().items():
+        torch.testing.assert_close(with_labels.encoder.state_dict()[k], v, rtol=0, atol=0)
+    assert with_labels.encoder.classes == ()
+
+
+@pytest.mark.parametrize("head", ["arcface", "adacos"])
+def test_aux_head_trains_resumes_and_names_its_classes(tmp_path, data, head):
+    cfg = tiny_config(**{"loss.aux_weight": 1.0, "loss.aux_head": head, "encoder.width": 8})
+    full = run(cfg, data, labels=tiny_labels())
+    assert full.encoder.classes == ("even", "odd")
+    assert all(math.isfinite(h["aux_loss"]) for h in full.history)
+
+    def stop_after_first(epoch, metrics, encoder):
+        if epoch == 1:
+            raise KeyboardInterrupt("preempted")
+
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, data, labels=tiny_labels(), checkpoint_dir=tmp_path, report=stop_after_first)
+    assert "centres" in torch.load(tmp_path / "last.pt", weights_only=True)["head"]
+    resumed = run(cfg, data, labels=tiny_labels(), checkpoint_dir=tmp_path)
+    assert [h["aux_loss"] for h in resumed.history] == [h["aux_loss"] for h in full.history]
+    assert losses(resumed.history) == losses(full.history)
+    with pytest.raises(AsdError, match="needs class labels"):
+        run(cfg, data)
