@@ -3,7 +3,8 @@
 Ray resolves storage with pyarrow filesystems, so the checks the driver makes before a sweep
 (does this sweep exist? which is the latest?) go through the same filesystem. An S3-compatible
 service other than AWS is named by the standard ``AWS_ENDPOINT_URL`` variable (or the URI's
-``?endpoint_override=`` query), with credentials in ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``.
+``?endpoint_override=`` query); pyarrow reads the credentials from the standard AWS variables
+or files itself: this module never touches them.
 """
 
 from __future__ import annotations
