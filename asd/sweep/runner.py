@@ -104,7 +104,7 @@ def run_sweep(settings: SweepSettings) -> SweepResult:
         result.tune_scores = {
             k: float(best[k]) for k in ("ml.hmean", "elliptic.hmean") if k in best
         }
-        encoder_path = winner_encoder_path(results, best)
+        encoder_path = winner_encoder_path(results, best, workdir / "winners" / name)
         if holdout:
             result.holdout_scores = score_holdout(encoder_path, features, holdout, settings)
         register_winner(tracker, result, encoder_path, settings, data_fp, tune_machines, holdout)

@@ -9,7 +9,7 @@ or files itself: this module never touches them.
 
 from __future__ import annotations
 
-import tempfile
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -78,8 +78,8 @@ def latest_sweep(storage: str | Path, prefix: str) -> str | None:
     return str(newest.base_name)
 
 
-def winner_encoder(result: Result, trial_id: str) -> Path:
-    """The encoder in a trial's last Tune checkpoint, fetched from storage to a local file.
+def winner_encoder(result: Result, trial_id: str, dest: Path) -> Path:
+    """The encoder in a trial's last Tune checkpoint, fetched from storage into ``dest``.
 
     The checkpoint travels through Tune's storage (a shared folder or a bucket), so this works
     whichever node ran the trial.
@@ -87,9 +87,11 @@ def winner_encoder(result: Result, trial_id: str) -> Path:
     checkpoint = result.checkpoint
     if checkpoint is None:
         raise AsdError(f"trial {trial_id} left no checkpoint in storage {result.path}")
-    local = Path(tempfile.mkdtemp(prefix=f"asd-winner-{trial_id}-"))
-    checkpoint.to_directory(str(local))
-    encoder = local / ENCODER_FILE
+    if dest.exists():
+        shutil.rmtree(dest)  # a resumed sweep may have crowned another trial before
+    dest.mkdir(parents=True)
+    checkpoint.to_directory(str(dest))
+    encoder = dest / ENCODER_FILE
     if not encoder.is_file():
         raise AsdError(
             f"trial {trial_id}'s last checkpoint ({checkpoint.path}) holds no {ENCODER_FILE}"

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def winner_encoder_path(results: Any, best: pd.Series) -> Path:
+def winner_encoder_path(results: Any, best: pd.Series, dest: Path) -> Path:
     """The winning trial's encoder, from its last Tune checkpoint (wherever storage is)."""
     for res in results:
         if (res.metrics or {}).get("trial_id") == best["trial_id"] or (
@@ -28,7 +28,7 @@ def winner_encoder_path(results: Any, best: pd.Series) -> Path:
                 local = Path(best["trial_dir"]) / "artifacts" / "encoder.pt"
                 if local.is_file():
                     return local
-            return winner_encoder(res, str(best["trial_id"]))
+            return winner_encoder(res, str(best["trial_id"]), dest)
     raise AsdError(f"trial {best['trial_id']} is not among the sweep's results")
 
 
