@@ -21,9 +21,11 @@ from asd.sweep.trial import OBJECTIVE
 class TrialLines(Callback):
     """A Tune callback printing one line per trial event through ``emit``."""
 
-    def __init__(self, base_epochs: int, emit: Callable[[str], None] = print) -> None:
+    def __init__(self, base_epochs: int, emit: Callable[[str], None] | None = None) -> None:
         self.base_epochs = base_epochs
-        self.emit = emit
+        # None prints: Tune pickles its callbacks, and a stored ``print`` may not pickle
+        # when something (a test's capture) has replaced the builtin meanwhile.
+        self._sink = emit
         self.best = -math.inf
         self.last_epoch: dict[str, int] = {}
 
@@ -59,6 +61,13 @@ class TrialLines(Callback):
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         """The root cause of a failure, one line."""
         self.emit(f"trial {trial.trial_id} failed: {_root_cause(trial)}")
+
+    def emit(self, line: str) -> None:
+        """One event's line, to ``emit`` if given, else to stdout at once."""
+        if self._sink is not None:
+            self._sink(line)
+        else:
+            print(line, flush=True)
 
     def _epochs(self, trial: Any) -> int:
         return int((trial.config or {}).get("train.epochs", self.base_epochs))
