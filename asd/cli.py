@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -74,7 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     data_sub = data.add_subparsers(metavar="ACTION")
     synth = data_sub.add_parser("synth", help="write a synthetic data set in the DCASE layout")
     synth.add_argument("--out", type=Path, required=True, help="folder to write")
-    synth.add_argument("--machines", nargs="+", help="machine types (default: the 7 dev types)")
+    synth.add_argument(
+        "--machines", nargs="+", action="extend", help="machine types (default: the 7 dev types)"
+    )
     synth.add_argument("--train-source", type=int, help="normal source train clips per machine")
     synth.add_argument("--train-target", type=int, help="normal target train clips per machine")
     synth.add_argument(
@@ -93,6 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(train)
     _add_config_args(train)
     train.add_argument("--out", type=Path, help="run folder (default: <workdir>/runs/<time>)")
+    again = train.add_mutually_exclusive_group()
+    again.add_argument(
+        "--resume", action="store_true", help="continue the run in --out (same config and data)"
+    )
+    again.add_argument("--overwrite", action="store_true", help="replace whatever run --out holds")
     train.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     train.set_defaults(func=cmd_train)
 
@@ -160,7 +168,7 @@ def _accept_debug_everywhere(parser: argparse.ArgumentParser) -> None:
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", type=Path, required=True, help="folder holding dev_data/")
-    p.add_argument("--machines", nargs="+", help="only these machine types")
+    p.add_argument("--machines", nargs="+", action="extend", help="only these machine types")
     p.add_argument("--ground-truth", type=Path, help="eval ground-truth CSV folder")
     p.add_argument(
         "--workdir",
@@ -177,6 +185,7 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--set",
         nargs="+",
+        action="extend",
         default=[],
         metavar="KEY=VALUE",
         help="overrides, e.g. loss.temperature=0.1 train.epochs=5",
@@ -232,7 +241,8 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
         "seconds": args.seconds,
     }
     start = time.monotonic()
-    root = synthesize(args.out, seed=args.seed, **{k: v for k, v in options.items() if v})
+    given = {k: v for k, v in options.items() if v is not None}  # an explicit 0 means 0
+    root = synthesize(args.out, seed=args.seed, **given)
     print(f"wrote a synthetic DCASE 2023 tree to {root} in {time.monotonic() - start:.1f}s")
     return 0
 
@@ -256,36 +266,63 @@ def cmd_train(args: argparse.Namespace) -> int:
     """Train an encoder and save it with its config and history."""
     import pandas as pd
 
-    from asd.data import fingerprint
+    from asd.data import fingerprint, index_dataset
     from asd.encoder import save_encoder
+    from asd.features import extract_features
+    from asd.fingerprint import STORE_NAME
     from asd.pipeline import train_encoder
+    from asd.runfolder import run_folder
 
     cfg = config_from_args(args)
-    features = load_feature_set(args, cfg.features)
     out = args.out or Path(args.workdir) / "runs" / time.strftime("%Y%m%d-%H%M%S")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(cfg.to_flat(), indent=2))
-    start = time.monotonic()
-    result = train_encoder(
-        cfg,
-        features,
-        device=args.device,
-        checkpoint_dir=out / "checkpoints",
-        progress=not args.quiet,
-    )
-    extra = {"data_fingerprint": fingerprint(features.index), "code_version": _code_version()}
-    save_encoder(result.encoder, out / "encoder.pt", cfg, extra)
-    pd.DataFrame(result.history).to_csv(out / "history.csv", index=False)
+    index = index_dataset(args.data, machines=args.machines, ground_truth=args.ground_truth)
+    cache = Path(args.workdir) / "features"
+    data_fp = fingerprint(index, cache / STORE_NAME)
+    mode = "resume" if args.resume else "overwrite" if args.overwrite else "auto"
+    with run_folder(out, cfg.to_flat(), data_fp, mode) as resume:
+        features = extract_features(index, cfg.features, cache, progress=not args.quiet)
+        start = time.monotonic()
+        result = train_encoder(
+            cfg,
+            features,
+            device=args.device,
+            checkpoint_dir=out / "checkpoints",
+            progress=not args.quiet,
+            resume=resume,
+        )
+        extra = {"data_fingerprint": data_fp, "code_version": _code_version()}
+        save_encoder(result.encoder, out / "encoder.pt", cfg, extra)
+        pd.DataFrame(result.history).to_csv(out / "history.csv", index=False)
     print(
-        f"trained {len(result.history)} epochs in {time.monotonic() - start:.0f}s; "
-        f"encoder saved to {out / 'encoder.pt'}"
+        f"{'resumed, ' if resume else ''}trained {len(result.history)} epochs in "
+        f"{time.monotonic() - start:.0f}s; encoder saved to {out / 'encoder.pt'}"
     )
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Score the test clips with one or both estimators; print tables and the official score."""
-    from asd.config import ESTIMATORS, Config
+    from asd.config import ESTIMATORS
+    from asd.staging import publish, tmp_folder
+
+    estimators = ESTIMATORS if args.estimator == "both" else (args.estimator,)
+    if args.out is not None and args.out.exists() and not args.out.is_dir():
+        raise AsdError(f"--out {args.out} is a file: evaluate writes a folder")
+    final_out, args.out = args.out, args.out and tmp_folder(args.out.parent, args.out.name)
+    try:
+        code = _evaluate(args, estimators)
+        if final_out is not None:
+            publish(args.out, final_out)
+            print(f"submission CSVs, scores and plots written to {final_out}")
+        return code
+    finally:
+        if args.out is not None and args.out.exists():
+            shutil.rmtree(args.out, ignore_errors=True)  # a failed run publishes nothing
+
+
+def _evaluate(args: argparse.Namespace, estimators: tuple[str, ...]) -> int:
+    """cmd_evaluate's work, with ``args.out`` (if any) the staging folder."""
+    from asd.config import Config
     from asd.pipeline import (
         evaluate_embeddings,
         evaluate_encoder,
@@ -293,7 +330,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         save_evaluation,
     )
 
-    estimators = ESTIMATORS if args.estimator == "both" else (args.estimator,)
     start = time.monotonic()
     if args.embedding == "mean-logmel":
         cfg = Config()
@@ -324,18 +360,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(f"evaluated in {time.monotonic() - start:.1f}s")
     if args.out:
         save_evaluation(evaluation, args.out)
-        print(f"submission CSVs, scores and plots written to {args.out}")
     return 0
 
 
 def cmd_score(args: argparse.Namespace) -> int:
     """Score new clips of one machine type; scorer fitted on its normal training clips."""
-    from asd.pipeline import score_new_clips
+    from asd.pipeline import other_machine_notes, score_new_clips
 
+    if args.out is not None and args.out.is_dir():
+        raise AsdError(f"--out {args.out} is a folder: give a file name for the scores CSV")
     paths: list[Path] = []
     for item in args.files:
         if item.is_dir():
-            paths += sorted(item.glob("*.wav"))
+            paths += sorted(p for p in item.iterdir() if p.suffix.lower() == ".wav")
         elif item.is_file():
             paths.append(item)
         else:
@@ -348,7 +385,10 @@ def cmd_score(args: argparse.Namespace) -> int:
     )
     print(table.to_string(index=False))
     print(f"{int(table['decision'].sum())} of {len(table)} clips flagged as anomalous")
+    for note in other_machine_notes(table, args.machine):
+        log.warning(note)
     if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
         table.to_csv(args.out, index=False)
     return 0
 
@@ -361,10 +401,12 @@ def resolve_encoder(
 
     if spec.startswith("models:/"):
         from asd.registry import download_champion
+        from asd.tracking.uri import check_tracking_uri
 
         uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
         if not uri:
             raise AsdError(f"{spec} needs --tracking-uri (or MLFLOW_TRACKING_URI)")
+        check_tracking_uri(uri, must_exist=True)
         name, sep, alias = spec.removeprefix("models:/").partition("@")
         if not sep or not name or not alias:
             raise AsdError(

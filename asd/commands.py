@@ -122,11 +122,13 @@ def _add_search_args(sweep: argparse.ArgumentParser) -> None:
     sweep.add_argument(
         "--tune-machines",
         nargs="+",
+        action="extend",
         help="machine types the search optimises (default: space's sweep:, else all)",
     )
     sweep.add_argument(
         "--holdout-machines",
         nargs="+",
+        action="extend",
         help="machine types only the winner sees (default: space's sweep:, else none)",
     )
     sweep.add_argument("--resume", action="store_true", help="continue an interrupted sweep")
@@ -199,9 +201,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _tracking_uri(args: argparse.Namespace) -> str:
+    """The store promote and sync read: it must exist (MLflow would create an empty one)."""
     from asd.tracking import default_tracking_uri
+    from asd.tracking.uri import check_tracking_uri
 
-    return args.tracking_uri or default_tracking_uri(Path(args.workdir).resolve())
+    uri = args.tracking_uri or default_tracking_uri(Path(args.workdir).resolve())
+    check_tracking_uri(uri, must_exist=True)
+    return uri
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
@@ -215,8 +221,11 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
 def cmd_sync(args: argparse.Namespace) -> int:
     """Replay journalled MLflow writes that could not reach the server."""
+    from asd.sweep.checks import check_name
     from asd.tracking import sync_journal
 
+    if args.name:
+        check_name(args.name)
     root = Path(args.workdir) / "journal"
     folders = [root / args.name] if args.name else sorted(p for p in root.glob("*") if p.is_dir())
     if not folders or not all(f.exists() for f in folders):

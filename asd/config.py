@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -141,6 +142,10 @@ class TrainConfig:
     """channels_last memory format on CUDA (ignored on CPU)."""
     grad_clip: float = 0.0
     """Clip the gradient norm to this value; 0 disables clipping."""
+    compile: str = "auto"
+    """torch.compile the encoder's step: 'auto' (on CUDA only), 'on' or 'off'."""
+    compile_backend: str = "inductor"
+    """torch.compile backend: 'inductor' (generated kernels); 'aot_eager' traces only."""
 
 
 @dataclass(frozen=True)
@@ -215,6 +220,13 @@ class Config:
             (self.features.n_mels > 0, "features.n_mels must be positive"),
             (self.features.hop_length > 0, "features.hop_length must be positive"),
             (self.features.f_max > self.features.f_min, "features.f_max must exceed f_min"),
+            (
+                self.features.f_max <= self.features.sample_rate / 2,
+                "features.f_max must not exceed Nyquist (features.sample_rate / 2)",
+            ),
+            (self.encoder.head_hidden_dim > 0, "encoder.head_hidden_dim must be positive"),
+            (0 <= t.lr_min <= t.lr, "train.lr_min must be between 0 and train.lr"),
+            (t.grad_clip >= 0, "train.grad_clip must be >= 0 (0 disables clipping)"),
             (a.n_views >= 1, "augment.n_views must be at least 1"),
             (len(a.recipes) >= 1, "augment.recipes must not be empty"),
             (
@@ -262,6 +274,9 @@ class Config:
             (0 < s.threshold_quantile < 1, "scoring.threshold_quantile must be in (0, 1)"),
             (0 <= s.support_fraction <= 1, "scoring.support_fraction must be in [0, 1]"),
         ]
+        for key, value in self.to_flat().items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise AsdError(f"{key} must be a finite number, got {value}")
         for ok, message in checks:
             if not ok:
                 raise AsdError(message)

@@ -10,8 +10,8 @@ headerless ground-truth CSVs.
 from __future__ import annotations
 
 import csv
-import hashlib
 import logging
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +21,7 @@ import pandas as pd
 import soundfile as sf
 
 from asd.errors import AsdError
+from asd.fingerprint import content_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,8 @@ def parse_clip_name(name: str) -> ClipName:
     ``noAttribute`` means none; an odd leftover token becomes a key with value ''.
     """
     base = Path(name).name
+    if base[-4:].lower() == ".wav":
+        base = base[:-4] + ".wav"  # section_00_0000.WAV is the same clip name
     match = _LABELED.match(base)
     if match:
         attrs = _parse_attributes(match["attrs"], name)
@@ -159,20 +162,23 @@ def _index_machine(
     subset: str, machine: str, folder: Path, truth: dict[tuple[str, str], dict[str, dict]]
 ) -> list[dict]:
     """Rows of one machine folder; errors for missing train clips or an empty test folder."""
-    train = sorted((folder / "train").glob("*.wav"))
+    train = _wav_files(folder / "train")
     if not train:
         raise AsdError(f"no training clips in {folder / 'train'}")
     test_dir = folder / "test"
-    test = sorted(test_dir.glob("*.wav")) if test_dir.is_dir() else []
+    test = _wav_files(test_dir) if test_dir.is_dir() else []
     if test_dir.is_dir() and not test:
         raise AsdError(f"no clips in {test_dir}")
+    both = sorted({p.name for p in train} & {p.name for p in test})
+    if both:
+        raise AsdError(f"clip {both[0]} is in both {folder / 'train'} and {test_dir}")
     rows = []
     for split, paths in (("train", train), ("test", test)):
         for path in paths:
             name = parse_clip_name(str(path))
             domain, label = name.domain, name.label
-            if split == "train" and name.split == "test":
-                raise AsdError(f"test clip in a train folder: {path}")
+            if name.split is not None and name.split != split:
+                raise AsdError(f"{name.split} clip in a {split} folder: {path}")
             if name.split is None:  # eval test clip: the name says nothing
                 if split == "train":
                     raise AsdError(f"training clip without domain and label in its name: {path}")
@@ -191,6 +197,20 @@ def _index_machine(
                 }
             )
     return rows
+
+
+def _wav_files(folder: Path) -> list[Path]:
+    """The ``*.wav`` / ``*.WAV`` files of a folder; AsdError for a broken link or a folder."""
+    found = []
+    for path in sorted(folder.iterdir()) if folder.is_dir() else []:
+        if path.suffix.lower() != ".wav":
+            continue
+        if path.is_symlink() and not path.exists():
+            raise AsdError(f"broken link {path} -> {os.readlink(path)}")
+        if not path.is_file():
+            raise AsdError(f"{path} is not a file (a folder named like a clip?)")
+        found.append(path)
+    return found
 
 
 def _lookup_truth(
@@ -260,6 +280,7 @@ def read_wav(path: str | Path, sample_rate: int) -> np.ndarray:
     if wave.shape[1] > 1:
         _note("stereo", path, f"mixed {wave.shape[1]} channels down to mono: {path}")
     mono = wave.mean(axis=1)
+    _check_samples(mono, rate, path)
     if rate != sample_rate:
         import torch
         import torchaudio.functional as AF
@@ -267,6 +288,30 @@ def read_wav(path: str | Path, sample_rate: int) -> np.ndarray:
         _note("resample", path, f"resampled {rate} Hz to {sample_rate} Hz: {path}")
         mono = AF.resample(torch.from_numpy(mono), rate, sample_rate).numpy()
     return np.ascontiguousarray(mono, dtype=np.float32)
+
+
+_MIN_PLAUSIBLE_RATE = 4000
+"""Header rates below this are almost surely a broken header, not a recording."""
+
+
+def _check_samples(mono: np.ndarray, rate: int, path: str | Path) -> None:
+    """Refuse NaN/inf samples (they poison training and scoring far away); warn on odd clips."""
+    finite = np.isfinite(mono)
+    if not finite.all():
+        raise AsdError(
+            f"{path} has {int((~finite).sum())} NaN or infinite samples (of {len(mono)})"
+        )
+    if rate < _MIN_PLAUSIBLE_RATE:
+        _note(
+            "rate", path,
+            f"{path}: header sample rate {rate} Hz makes it {len(mono) / rate:.0f} s long; "
+            "is the header wrong?",
+        )  # fmt: skip
+    peak = float(np.abs(mono).max())
+    if peak > 8.0:
+        _note("loud", path, f"{path}: samples reach {peak:.3g} (full scale is 1.0)")
+    elif len(mono) > 1 and peak > 0 and float(np.ptp(mono)) <= 1e-6 * peak:
+        _note("dc", path, f"{path}: a constant (DC-only) signal, no sound to analyse")
 
 
 def _note(kind: str, path: str | Path, message: str) -> None:
@@ -282,10 +327,10 @@ def normal_train_mask(index: pd.DataFrame) -> np.ndarray:
     return ((index["split"] == "train") & (index["label"] == "normal")).to_numpy()
 
 
-def fingerprint(index: pd.DataFrame) -> str:
-    """A hash of every clip's path and size: names the data set a result was computed on."""
-    h = hashlib.sha256()
-    for path in index["path"]:
-        p = Path(path)
-        h.update(f"{p.parent.parent.name}/{p.parent.name}/{p.name}:{p.stat().st_size}\n".encode())
-    return h.hexdigest()[:16]
+def fingerprint(index: pd.DataFrame, hash_store: Path | None = None) -> str:
+    """A hash of every clip's name and bytes: names the data set a result was computed on.
+
+    ``hash_store`` (e.g. ``<workdir>/features/content-hashes.json``) makes repeated calls fast:
+    only clips whose size, mtime or inode changed are read again (see asd.fingerprint).
+    """
+    return content_fingerprint(index, hash_store)

@@ -131,7 +131,6 @@ class Encoder(nn.Module):
         x = self.layers(x)  # (B, 8w, n_mels/32, T/32)
         return pool_features(x, self.cfg.pool)
 
-
     def _channels_last(self) -> bool:
         """Whether ``.to(memory_format=channels_last)`` was applied (a w x w conv tells)."""
         block = cast(BasicBlock, cast(nn.Sequential, self.layers[1])[0])

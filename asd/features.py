@@ -1,8 +1,9 @@
 """Waveform -> log-mel (dB of power), and the on-disk cache every trial of a sweep reads.
 
 Features are computed once per (feature config, data set): the cache folder is named by a
-hash of both, written to a temporary folder and renamed into place, so a killed extraction
-never leaves a half cache and two extractors of the same key cannot corrupt each other.
+hash of both (the data by its clips' bytes, see asd.fingerprint), written to a temporary
+folder and renamed into place (asd.staging), so a killed extraction never leaves a half
+cache and two extractors of the same key cannot corrupt each other.
 Clips may have any length: the store is ragged (one ``(total_frames, n_mels)`` array plus an
 ``offset``/``frames`` per clip), and ``padded`` builds batches for the encoder.
 """
@@ -16,7 +17,6 @@ import json
 import logging
 import os
 import shutil
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -29,11 +29,13 @@ from torch import Tensor, nn
 from asd import data
 from asd.config import FeatureConfig
 from asd.errors import AsdError
+from asd.fingerprint import STORE_NAME
 from asd.progress import progress as progress_bar
+from asd.staging import tmp_folder
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 """Bumped when the cache layout or the log-mel computation changes (old caches get a new key)."""
 
 _STD_FLOOR = 1e-3
@@ -242,35 +244,66 @@ class FeatureSet:
 # --------------------------------------------------------------------------- cache
 
 
-def cache_key(index: pd.DataFrame, cfg: FeatureConfig) -> str:
-    """Name of the cache of ``index`` under ``cfg``: hash of the feature config and data set."""
-    blob = f"v{CACHE_VERSION}:{cfg.key()}:{data.fingerprint(index)}".encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
+def cache_key(index: pd.DataFrame, cfg: FeatureConfig, hash_store: Path | None = None) -> str:
+    """Name of the cache of ``index`` under ``cfg``: hash of the feature config and clip bytes."""
+    return _key(cfg, data.fingerprint(index, hash_store))
+
+
+def _key(cfg: FeatureConfig, fingerprint: str) -> str:
+    return hashlib.sha256(f"v{CACHE_VERSION}:{cfg.key()}:{fingerprint}".encode()).hexdigest()[:16]
+
+
+_CACHE_FILES = ("mel.npy", "index.json", "meta.json")
 
 
 def load_features(path: str | Path) -> FeatureSet:
-    """A cache folder written by :func:`extract_features`, memory-mapped (nothing is read yet)."""
+    """A cache folder written by :func:`extract_features`, memory-mapped (nothing is read yet).
+
+    The index is JSON, never a pickle: a shared cache folder must not be able to run code.
+    Every file is checked against ``meta.json``; AsdError names the folder and what is wrong.
+    """
     path = Path(path)
     try:
         meta = json.loads((path / "meta.json").read_text())
-        index = pd.read_pickle(path / "index.pkl")
-        mel = np.load(path / "mel.npy", mmap_mode="r")
-    except (OSError, ValueError) as exc:
-        raise AsdError(f"cannot read feature cache {path}: {exc}") from None
-    cfg = FeatureConfig(**meta["config"])
-    return FeatureSet(
-        mel,
-        index,
-        cfg,
-        np.array(meta["mean"], np.float32),
-        np.array(meta["std"], np.float32),
-        path=path,
-    )
+        index = pd.DataFrame(json.loads((path / "index.json").read_text()))
+        mel = np.load(path / "mel.npy", mmap_mode="r", allow_pickle=False)
+        cfg = FeatureConfig(**meta["config"])
+        n_clips, total = int(meta["n_clips"]), int(meta["total_frames"])
+        mean, std = np.array(meta["mean"], np.float32), np.array(meta["std"], np.float32)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise AsdError(f"feature cache {path} is corrupt: {type(exc).__name__}: {exc}") from None
+    if len(index) != n_clips or mel.shape != (total, cfg.n_mels):
+        raise AsdError(
+            f"feature cache {path} is corrupt: {len(index)} clips and mel {mel.shape}, "
+            f"meta.json says {n_clips} clips and ({total}, {cfg.n_mels})"
+        )
+    if n_clips and int(index["offset"].iloc[-1] + index["frames"].iloc[-1]) != total:
+        raise AsdError(f"feature cache {path} is corrupt: offsets do not add up to {total}")
+    return FeatureSet(mel, index, cfg, mean, std, path=path)
 
 
 def _is_complete(path: Path) -> bool:
     """A cache folder is complete when its three files exist (it only ever appears by rename)."""
-    return all((path / name).is_file() for name in ("mel.npy", "index.pkl", "meta.json"))
+    return all((path / name).is_file() for name in _CACHE_FILES)
+
+
+def _load_or_discard(target: Path, index: pd.DataFrame) -> FeatureSet | None:
+    """The cache at ``target`` with this ``index``'s paths, or None (debris is removed)."""
+    if _is_complete(target):
+        try:
+            cached = load_features(target)
+        except AsdError as exc:
+            log.warning("%s: rebuilding it", exc)
+        else:
+            log.info("feature cache hit %s", target)
+            # Same bytes may sit at another path: report where the clips are now.
+            cached.index["path"] = index["path"].to_numpy()
+            return cached
+    if target.exists():
+        # Caches only appear by rename once complete, so this is debris (e.g. copied by hand).
+        log.warning("removing incomplete feature cache %s", target)
+        shutil.rmtree(target, ignore_errors=True)
+    return None
 
 
 def _npy_header(shape: tuple[int, int]) -> bytes:
@@ -298,24 +331,20 @@ def extract_features(
     another process finished the same key first, its cache wins and ours is discarded).
     """
     cache_dir = Path(cache_dir)
-    key = cache_key(index, cfg)
+    index = index.reset_index(drop=True)
+    fingerprint = data.fingerprint(index, cache_dir / STORE_NAME)
+    key = _key(cfg, fingerprint)
     target = cache_dir / key
-    if _is_complete(target):
-        log.info("feature cache hit %s", target)
-        return load_features(target)
-    if target.exists():
-        # Caches only appear by rename once complete, so this is debris (e.g. copied by hand).
-        log.warning("removing incomplete feature cache %s", target)
-        shutil.rmtree(target, ignore_errors=True)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = cache_dir / f".tmp-{key}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
+    cached = _load_or_discard(target, index)
+    if cached is not None:
+        return cached
+    tmp = tmp_folder(cache_dir, key)
     try:
-        _write_cache(index, cfg, tmp, key, progress)
+        _write_cache(index, cfg, tmp, key, fingerprint, progress)
         try:
             os.rename(tmp, target)
         except OSError:
-            if not _is_complete(target):
+            if _load_or_discard(target, index) is None:
                 raise
             log.info("feature cache %s appeared meanwhile; discarding ours", target)
             shutil.rmtree(tmp, ignore_errors=True)
@@ -326,9 +355,14 @@ def extract_features(
 
 
 def _write_cache(
-    index: pd.DataFrame, cfg: FeatureConfig, folder: Path, key: str, progress: bool
+    index: pd.DataFrame,
+    cfg: FeatureConfig,
+    folder: Path,
+    key: str,
+    fingerprint: str,
+    progress: bool,
 ) -> None:
-    """Compute every clip's log-mel into ``folder`` (mel.npy, index.pkl, meta.json)."""
+    """Compute every clip's log-mel into ``folder`` (mel.npy, index.json, meta.json)."""
     index = index.reset_index(drop=True)
     stats_rows = _normal_train_mask(index)
     moments = _Moments(cfg.n_mels)
@@ -369,6 +403,11 @@ def _write_cache(
         for row in rows:
             path = index.at[row, "path"]
             wave = data.read_wav(path, cfg.sample_rate)
+            if len(wave) < cfg.hop_length:
+                raise AsdError(
+                    f"features.hop_length={cfg.hop_length} is longer than clip {path} "
+                    f"({len(wave)} samples at {cfg.sample_rate} Hz)"
+                )
             if len(wave) <= cfg.n_fft // 2:
                 raise AsdError(
                     f"clip {path} is too short: {len(wave)} samples at {cfg.sample_rate} Hz, "
@@ -386,13 +425,13 @@ def _write_cache(
     full = index.copy()
     full["frames"] = frames
     full["offset"] = np.concatenate([[0], np.cumsum(frames)[:-1]]).astype(np.int64)
-    full.to_pickle(folder / "index.pkl")
+    (folder / "index.json").write_text(full.to_json(orient="records"))
     mean, std = moments.result()
     meta = {
         "key": key,
         "version": CACHE_VERSION,
         "config": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
-        "fingerprint": data.fingerprint(index),
+        "fingerprint": fingerprint,
         "n_clips": len(index),
         "total_frames": int(frames.sum()),
         "mean": mean.tolist(),

@@ -75,6 +75,7 @@ def train_encoder(
     report: Callable[[int, dict[str, float], Any], None] | None = None,
     checkpoint_dir: Path | None = None,
     progress: bool = True,
+    resume: bool = True,
 ) -> Any:
     """Train the contrastive encoder on the normal training clips of ``features``."""
     from asd.margin import class_labels
@@ -98,6 +99,7 @@ def train_encoder(
         device=device,
         report=report,
         checkpoint_dir=checkpoint_dir,
+        resume=resume,
         progress=progress,
         labels=labels,
     )
@@ -280,3 +282,29 @@ def score_new_clips(
     meta["decision"] = scorer.decide(scores, meta)
     meta["threshold"] = scorer.thresholds_[(machine, section)]
     return meta[["path", "machine", "section", "anomaly_score", "decision", "threshold"]]
+
+
+def other_machine_notes(table: pd.DataFrame, machine: str) -> list[str]:
+    """Hints that scored clips are not ``machine``'s, for a warning after `asd score`.
+
+    A folder named after another machine type, or every clip far beyond the threshold
+    (another machine's sound is far from all of ``machine``'s normal clips).
+    """
+    from asd.data import DEV_MACHINES, EVAL_MACHINES
+
+    notes = []
+    folders = [Path(p).parent.parent.name for p in table["path"]]
+    others = sorted({f for f in folders if f in DEV_MACHINES + EVAL_MACHINES and f != machine})
+    if others:
+        n = sum(f in others for f in folders)
+        notes.append(
+            f"{n} of {len(table)} clips sit in folders of machine type {', '.join(others)}, "
+            f"but were scored as {machine}"
+        )
+    ratio = table["anomaly_score"] / table["threshold"]
+    if len(table) >= 4 and bool(table["decision"].all()) and float(ratio.median()) > 3.0:
+        notes.append(
+            f"all {len(table)} clips are flagged, at a median {float(ratio.median()):.0f}x the "
+            f"threshold: are they {machine} clips (--machine, --section)?"
+        )
+    return notes

@@ -27,16 +27,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from asd.augment import make_views
+from asd.compilation import compile_enabled
 from asd.config import Config
-from asd.contrastive import gather_with_grad, nt_xent
+from asd.contrastive import nt_xent
+from asd.distributed import check_same_start, gather_shards, rank_seed, shard_sizes, world_rank
 from asd.encoder import Encoder, plain_batchnorm
 from asd.errors import AsdError
 from asd.margin import ClassLabels, EncoderWithHead, make_head
@@ -66,49 +67,19 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return torch.device(device)
 
 
-def world_rank() -> tuple[int, int]:
-    """``(rank, world_size)`` of the torch.distributed group, ``(0, 1)`` when not distributed."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def steps_per_epoch(n_clips: int, batch_size: int, world: int = 1) -> int:
+def steps_per_epoch(n_clips: int, batch_size: int, world: int = 1, drop_last: bool = False) -> int:
     """ceil(N / batch_size), minus a final batch of one clip (it has no negatives).
 
     Data parallel over ``world`` ranks, a final batch of fewer than ``world`` clips is
-    dropped too (some rank would have none).
+    dropped too (some rank would have none). ``drop_last`` drops any short final batch: a
+    compiled step then sees one batch shape and never recompiles.
     """
+    if drop_last and n_clips >= batch_size:
+        return n_clips // batch_size
     steps = math.ceil(n_clips / batch_size)
     if n_clips - (steps - 1) * batch_size < max(2, world):
         steps -= 1
     return steps
-
-
-def shard_sizes(batch: int, world: int) -> list[int]:
-    """Clips per rank of a ``batch``-clip global batch: contiguous shards in rank order.
-
-    As even as possible: the first ``batch % world`` ranks hold one clip more.
-    """
-    return [batch // world + (1 if r < batch % world else 0) for r in range(world)]
-
-
-def gather_shards(z: torch.Tensor, sizes: list[int]) -> torch.Tensor:
-    """All-gather each rank's ``(sizes[rank], ...)`` rows into ``(sum(sizes), ...)``.
-
-    Rank order, so the result is the global batch in the order one process would see it;
-    the local rows keep their graph (:func:`~asd.contrastive.gather_with_grad`). Shards of
-    unequal size are zero-padded for the collective and the padding dropped after it.
-    """
-    width = max(sizes)
-    if min(sizes) == width:
-        return gather_with_grad(z)
-    pad = z.new_zeros((width - z.shape[0], *z.shape[1:]))
-    full = gather_with_grad(torch.cat([z, pad]))  # (world * width, ...)
-    keep = torch.cat(
-        [torch.arange(r * width, r * width + n, device=z.device) for r, n in enumerate(sizes)]
-    )
-    return full[keep]
 
 
 def make_scheduler(
@@ -161,6 +132,81 @@ def random_crops(
     return torch.gather(chosen, 2, frame[:, None, :].expand(-1, chosen.shape[1], -1))
 
 
+def precision(device: torch.device, amp: bool) -> contextlib.AbstractContextManager[Any]:
+    """bf16 autocast on CUDA when ``amp``, else nothing (CPU trains in fp32)."""
+    if amp and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def make_batch(
+    clips: torch.Tensor,
+    valid: torch.Tensor,
+    positions: torch.Tensor,
+    cfg: Config,
+    generator: torch.Generator,
+    aug_generator: torch.Generator,
+    rank: int = 0,
+    world: int = 1,
+) -> tuple[torch.Tensor, list[int] | None, torch.Tensor]:
+    """Crops of the chosen clips and their views: ``(B, V, n_mels, crop)``, V = 1 + n_views.
+
+    Also returns the shard sizes for :func:`train_step`'s all-gather (None when not
+    parallel) and the positions (B,) of the clips in ``x``: data parallel, only this rank's
+    shard of the global batch is cut and augmented.
+    """
+    x = random_crops(clips, valid, positions, cfg.train.crop_frames, generator).float()
+    sizes = None
+    if world > 1:
+        sizes = shard_sizes(x.shape[0], world)
+        first = sum(sizes[:rank])
+        x = x[first : first + sizes[rank]]  # (B_rank, M, T) this rank's shard
+        positions = positions[first : first + sizes[rank]]
+    views = make_views(x, cfg.augment, cfg.features, aug_generator)  # (B, n_views, M, T)
+    return torch.cat([x[:, None], views], dim=1), sizes, positions  # (B, V, M, T)
+
+
+def train_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    cfg: Config,
+    autocast: contextlib.AbstractContextManager[Any],
+    sizes: list[int] | None = None,
+    loss_scale: float = 1.0,
+    labels: torch.Tensor | None = None,
+    clip_params: list[nn.Parameter] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One optimisation step on a batch ``x`` (B, V, M, T): (NT-Xent loss, aux loss or None).
+
+    ``model`` is the encoder as trained (maybe with its margin head, compiled or
+    DDP-wrapped); with ``labels`` (B,) it is an ``EncoderWithHead`` and every view carries its
+    clip's class. With ``sizes`` the embeddings of every rank are gathered so NT-Xent sees
+    the global batch. ``train.grad_clip`` clips ``clip_params`` (default: all the optimiser
+    holds). The learning rate schedule is the caller's. Both losses come back detached.
+    """
+    aux = None
+    with autocast:
+        if labels is None:
+            z = model(x.flatten(0, 1))  # (B*V, D)
+        else:
+            z, aux = model(x.flatten(0, 1), labels.repeat_interleave(x.shape[1]))  # y (B*V,)
+    z = z.view(x.shape[0], x.shape[1], -1)  # (B, V, D)
+    if sizes is not None:
+        z = gather_shards(z, sizes)  # (global B, V, D): every negative of the batch
+    loss = nt_xent(z, cfg.loss.temperature)
+    total = loss * loss_scale  # the aux loss is local: DDP's average is the global one
+    if aux is not None:
+        total = total + cfg.loss.aux_weight * aux
+    optimizer.zero_grad(set_to_none=True)
+    total.backward()
+    if cfg.train.grad_clip > 0:
+        params = clip_params or [p for group in optimizer.param_groups for p in group["params"]]
+        torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
+    optimizer.step()
+    return loss.detach(), None if aux is None else aux.detach()
+
+
 def train(
     cfg: Config,
     clips: Any,
@@ -199,11 +245,7 @@ def train(
     on_cuda = device.type == "cuda"
     if parallel and on_cuda and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())
-    autocast = (
-        torch.autocast("cuda", dtype=torch.bfloat16)
-        if on_cuda and t.amp
-        else contextlib.nullcontext()
-    )
+    autocast = precision(device, t.amp)
     channels_last = on_cuda and t.channels_last
     if on_cuda:
         torch.backends.cudnn.benchmark = True  # fixed crop shapes: let cuDNN pick its kernels
@@ -232,7 +274,8 @@ def train(
             f"train.batch_size={t.batch_size} with {n_clips} clips cannot feed {world} "
             "data-parallel workers: every worker needs at least one clip per step"
         )
-    n_steps = steps_per_epoch(n_clips, t.batch_size, world)
+    compiled = compile_enabled(t.compile, device)
+    n_steps = steps_per_epoch(n_clips, t.batch_size, world, drop_last=compiled)
     batch = min(t.batch_size, n_clips)
     n_copies = 1 + cfg.augment.n_views  # the original plus its views
 
@@ -251,6 +294,7 @@ def train(
     fused: dict[str, Any] = {"fused": True} if on_cuda else {}  # one kernel per update on GPU
     params = list(encoder.parameters()) + (list(head.parameters()) if head else [])
     optimizer = torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay, **fused)
+    encoder_params = list(encoder.parameters())  # what train.grad_clip clips
     scheduler = make_scheduler(optimizer, cfg)
     generator = torch.Generator(device=device)
     generator.manual_seed(t.seed)  # batches, crops and augmentation: one stream
@@ -274,11 +318,15 @@ def train(
 
     model: nn.Module = encoder if head is None else EncoderWithHead(encoder, head)
     if parallel:
-        _check_same_start(start_epoch, device)
+        check_same_start(start_epoch, device)
         # DDP broadcasts rank 0's weights and buffers now and averages gradients in backward
         model = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if on_cuda else None
         )
+    if compiled:
+        # forward and backward of the encoder as generated kernels; the augmentation (random
+        # streams) and the loss stay eager. Static shapes: the epoch has no short last batch.
+        model = cast(nn.Module, torch.compile(model, backend=t.compile_backend, dynamic=False))
     loss_scale = float(world)  # DDP averages; gather_with_grad keeps only local gradients
 
     # --- the loop ------------------------------------------------------------------------
@@ -286,43 +334,24 @@ def train(
         model.train()
         began = time.perf_counter()
         if parallel:
-            aug_generator.manual_seed(_rank_seed(t.seed, rank, epoch))
+            aug_generator.manual_seed(rank_seed(t.seed, rank, epoch))
         order = torch.randperm(n_clips, generator=generator, device=device)
         step_losses, aux_losses = [], []
         for step in range(n_steps):
             positions = order[step * batch : (step + 1) * batch]  # (B,) the global batch
-            x = random_crops(clips_t, valid, positions, t.crop_frames, generator).float()
-            if parallel:
-                sizes = shard_sizes(x.shape[0], world)
-                first = sum(sizes[:rank])
-                x = x[first : first + sizes[rank]]  # (B_rank, M, T) this rank's shard
-                positions = positions[first : first + sizes[rank]]
-            views = make_views(x, cfg.augment, cfg.features, aug_generator)  # (B, n_views, M, T)
-            x = torch.cat([x[:, None], views], dim=1)  # (B, V, M, T), V = 1 + n_views
-            with autocast:
-                if head is None:
-                    z = model(x.flatten(0, 1))  # (B*V, D)
-                else:  # every view carries its clip's class
-                    y = labels_t[positions].repeat_interleave(n_copies)  # (B*V,)
-                    z, aux = model(x.flatten(0, 1), y)
-                    aux_losses.append(aux.detach())
-            z = z.view(x.shape[0], n_copies, -1)  # (B, V, D)
-            if parallel:
-                z = gather_shards(z, sizes)  # (global B, V, D): every negative of the batch
-            loss = nt_xent(z, cfg.loss.temperature)
-            total = loss * loss_scale  # the aux loss is local: DDP's average is the global one
-            if head is not None:
-                total = total + cfg.loss.aux_weight * aux
-
-            optimizer.zero_grad(set_to_none=True)
-            total.backward()
-            if t.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(encoder.parameters(), t.grad_clip)
-            optimizer.step()
+            x, sizes, local = make_batch(
+                clips_t, valid, positions, cfg, generator, aug_generator, rank, world
+            )
+            y = None if head is None else labels_t[local]  # (B,) classes of this shard
+            loss, aux = train_step(
+                model, optimizer, x, cfg, autocast, sizes, loss_scale, y, encoder_params
+            )
+            if aux is not None:
+                aux_losses.append(aux)
             lr = optimizer.param_groups[0]["lr"]  # the rate this step used
             global_step = (epoch - 1) * n_steps + step + 1
             scheduler.step(schedule_time(global_step, n_steps, cfg))
-            step_losses.append(loss.detach())
+            step_losses.append(loss)
 
         # one host sync per epoch: the GPU never waits on a per-step .item()
         losses = torch.stack(step_losses)
@@ -374,22 +403,6 @@ def _kind(value: float) -> str:
     return "NaN" if math.isnan(value) else "infinite"
 
 
-def _rank_seed(seed: int, rank: int, epoch: int) -> int:
-    """A seed for one rank's augmentation in one epoch (independent streams, resumable)."""
-    return int(np.random.SeedSequence([seed, rank, epoch]).generate_state(1, np.uint64)[0])
-
-
-def _check_same_start(start_epoch: int, device: torch.device) -> None:
-    """Every rank must resume from the same epoch, or the collectives would mismatch."""
-    ends = torch.tensor([start_epoch, -start_epoch], device=device)
-    dist.all_reduce(ends, op=dist.ReduceOp.MAX)  # (max, -min)
-    if int(ends[0]) != -int(ends[1]):
-        raise AsdError(
-            f"data-parallel ranks would resume from epochs {-int(ends[1])}..{int(ends[0])}: "
-            "give every rank the same checkpoint"
-        )
-
-
 def _save_checkpoint(
     path: Path,
     encoder: Encoder,
@@ -430,7 +443,7 @@ def _load_checkpoint(path: Path, cfg: Config, device: torch.device) -> dict[str,
         diff = sorted(k for k, v in cfg.to_flat().items() if saved.get(k) != v)
         raise AsdError(
             f"checkpoint {path} was written for another config (differs in "
-            f"{', '.join(diff) or 'format'}): remove it or train with resume=False"
+            f"{', '.join(diff) or 'format'}): train with --overwrite to start again"
         )
     state["generator"] = state["generator"].cpu()
     return state

@@ -15,6 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # spawned scale workers import benchmarks.run by this path
 
 from benchmarks import run as bench_run  # noqa: E402
+from benchmarks import sweep as bench_sweep  # noqa: E402
 
 CORE = ["model", "step", "epoch", "features", "augment", "scoring", "scale"]
 
@@ -50,5 +51,5 @@ def test_sweep_section_skips_without_ray(monkeypatch):
         device=bench_run.torch.device("cpu"),
         sizes=bench_run.sizes_for("toy", bench_run.torch.device("cpu")),
     )
-    rows = bench_run.section_sweep(bench)
+    rows = bench_sweep.section(bench)
     assert [r.name for r in rows] == ["skipped"]

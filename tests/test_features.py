@@ -130,8 +130,8 @@ def test_extract_writes_cache_then_reuses_it(clips, tmp_path, monkeypatch):
     fs = extract_features(clips, CFG, cache, progress=False)
     key = features.cache_key(clips, CFG)
     folder = cache / key
-    assert sorted(p.name for p in cache.iterdir()) == [key]
-    assert {p.name for p in folder.iterdir()} == {"mel.npy", "index.pkl", "meta.json"}
+    assert sorted(p.name for p in cache.iterdir()) == [key, "content-hashes.json"]
+    assert {p.name for p in folder.iterdir()} == {"mel.npy", "index.json", "meta.json"}
     assert isinstance(fs.mel, np.memmap)
     assert fs.index["frames"].tolist() == [32, 47, 32, 22]
     wave = torch.from_numpy(data.read_wav(clips.path[1], SR))
@@ -154,7 +154,7 @@ def test_extract_writes_cache_then_reuses_it(clips, tmp_path, monkeypatch):
     other = FeatureConfig(n_mels=64)
     fs64 = extract_features(clips, other, cache, progress=False)
     assert features.cache_key(clips, other) != key
-    assert fs64.mel.shape == (133, 64) and len(list(cache.iterdir())) == 2
+    assert fs64.mel.shape == (133, 64) and len(list(cache.iterdir())) == 3
 
 
 def test_partial_caches_are_ignored(clips, tmp_path):
@@ -177,13 +177,13 @@ def test_rename_race_keeps_the_first_cache(clips, tmp_path, monkeypatch):
     key = features.cache_key(clips, CFG)
     real = features._write_cache
 
-    def slow_writer(index, cfg, folder, key_, progress):
-        real(index, cfg, folder, key_, progress)
+    def slow_writer(index, cfg, folder, key_, fingerprint, progress):
+        real(index, cfg, folder, key_, fingerprint, progress)
         shutil.copytree(tmp_path / "other" / key, cache / key)  # another process won
 
     monkeypatch.setattr(features, "_write_cache", slow_writer)
     fs = extract_features(clips, CFG, cache, progress=False)
-    assert [p.name for p in cache.iterdir()] == [key]  # our temp folder is gone
+    assert sorted(p.name for p in cache.iterdir()) == [key, "content-hashes.json"]  # tmp gone
     np.testing.assert_array_equal(fs.mel, first.mel)
 
 

@@ -8,6 +8,7 @@ tests/test_reliability_input.py (and tests/test_cluster_e2e.py for `ray job subm
 """
 
 import dataclasses
+import json
 import os
 import signal
 import socket
@@ -310,3 +311,61 @@ def test_mlflow_down_mid_sweep_then_sync_replays_everything_once(
         assert version.run_id == children[resumed.best_trial_id].info.run_id
     finally:
         _stop(server)
+
+
+# --------------------------------------------------------------------------- refused before work
+
+
+def test_resume_with_another_space_is_refused_naming_both_files(faulty_sweep, tmp_path):
+    from asd.errors import AsdError
+    from asd.sweep.runner import SweepSettings, run_sweep
+
+    result, _, _, _ = faulty_sweep
+    storage = Path(result.summary["trial_dir"].iloc[0]).parents[1]  # <storage>/faulty/<trial>
+    record = json.loads((storage / "faulty.space.json").read_text())
+    other = tmp_path / "other.yaml"
+    other.write_text(SPACE.format(lrs=[1.0e-3], n=1).replace("n_mels: 32", "n_mels: 64"))
+    settings = SweepSettings(space=other, data=Path("unused"), workdir=storage.parent,
+                             name="faulty", resume=True, device="cpu")  # fmt: skip
+    with pytest.raises(AsdError) as err:
+        run_sweep(settings)
+    message = str(err.value)
+    assert record["space"] in message and str(other) in message, message
+    assert "was started with search space" in message
+
+
+@pytest.mark.parametrize(
+    ("flags", "needle"),
+    [
+        (["--gpus-per-trial", "1"], "--gpus-per-trial 1.0"),
+        (["--cpus-per-trial", "4096"], "--cpus-per-trial 4096.0"),
+    ],
+)
+def test_a_trial_larger_than_the_cluster_is_refused_not_left_pending(
+    ray_with_faults_on_path, data, tmp_path, capsys, flags, needle
+):
+    from asd.cli import main
+
+    work = tmp_path / "work"
+    argv = ["sweep", "--space", str(_space(tmp_path, [1.0e-3], 1)), "--data", str(data),
+            "--workdir", str(work), *flags]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and needle in err and "cannot run on this Ray cluster" in err
+    assert "0 GPUs" in err, err
+    assert not (work / "ray_results").exists() and not (work / "mlflow.db").exists()
+
+
+def test_the_job_entry_point_refuses_a_gpu_trial_on_a_cpu_cluster(data, tmp_path):
+    work = tmp_path / "work"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.run(
+        [sys.executable, str(TESTS.parent / "jobs" / "sweep.py"), "--space",
+         str(_space(tmp_path, [1.0e-3], 1)), "--data", str(data), "--workdir", str(work),
+         "--gpus-per-trial", "1"],
+        capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("asd: --cpus-per-trial 1.0 --gpus-per-trial 1.0"), last
+    assert "0 GPUs" in last

@@ -213,6 +213,49 @@ def test_bad_inputs_raise():
         train(cfg, clips[:1], lengths[:1], mean, std, device="cpu", progress=False)
 
 
+def test_steps_per_epoch_drop_last_keeps_one_batch_shape():
+    assert steps_per_epoch(14, 6, drop_last=True) == 2  # the 2-clip batch would recompile
+    assert steps_per_epoch(12, 6, drop_last=True) == 2
+    assert steps_per_epoch(4, 6, drop_last=True) == 1  # fewer clips than a batch: one step
+
+
+def test_compiled_training_matches_eager_within_bf16_tolerance(full_run, data):
+    """torch.compile (aot_eager: the traced forward/backward graphs, no codegen) on CPU."""
+    cfg = tiny_config(**{"train.compile": "on", "train.compile_backend": "aot_eager"})
+    compiled = run(cfg, data)
+    eager = full_run[0]
+    assert [h["epoch"] for h in compiled.history] == [1, 2]
+    for got, want in zip(compiled.history, eager.history, strict=True):
+        assert got["loss"] == pytest.approx(want["loss"], rel=1e-2)
+        assert got["lr"] == pytest.approx(want["lr"], rel=1e-6)
+    for (name, got), want in zip(
+        compiled.encoder.state_dict().items(), eager.encoder.state_dict().values(), strict=True
+    ):
+        torch.testing.assert_close(got, want, rtol=1.6e-2, atol=1e-2, msg=name)  # bf16 eps
+    # the compiled encoder is the plain module (saved and embedded as usual)
+    assert type(compiled.encoder).__name__ == "Encoder"
+
+
+def test_compiled_training_never_recompiles_for_a_short_last_batch(monkeypatch):
+    """8 clips in batches of 3: eager runs 3 steps (the last of 2 clips), compiled runs 2."""
+    monkeypatch.setattr(torch._dynamo.config, "error_on_recompile", True)
+    data = tiny_clips(n=8)
+    cfg = tiny_config(
+        **{"train.compile": "on", "train.compile_backend": "eager", "train.epochs": 2}
+    )
+    torch._dynamo.reset()
+    result = run(cfg, data)
+    assert result.epochs_run == 2  # a recompile (new batch shape, or eval/train) would raise
+    batch_samples = 3 * (1 + cfg.augment.n_views)
+    first = result.history[0]
+    assert first["samples_per_s"] * first["seconds"] == pytest.approx(2 * batch_samples)
+
+
+def test_bad_compile_setting_names_it(data):
+    with pytest.raises(AsdError, match="train.compile"):
+        run(tiny_config(**{"train.compile": "yes"}), data)
+
+
 def tiny_labels(n=6):
     from asd.margin import ClassLabels
 

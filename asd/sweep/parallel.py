@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from asd.compilation import use_compile_cache
 from asd.config import Config
 from asd.errors import AsdError
 
@@ -51,6 +52,8 @@ class WorkerJob:
     """A folder holding ``last.pt`` to start from when Ray Train has no checkpoint of its own
     (e.g. the trial's Tune checkpoint from a plain single-GPU run)."""
     progress: bool = True
+    compile_cache: str | None = None
+    """torch.compile cache folder shared by the sweep's trials (see asd.compilation)."""
 
 
 def train_data_parallel(
@@ -65,6 +68,7 @@ def train_data_parallel(
     cpus_per_worker: float = 1.0,
     resume_from: str | Path | None = None,
     progress: bool = True,
+    compile_cache: str | None = None,
 ) -> Any:
     """Train ``cfg``'s encoder on ``workers`` data-parallel Ray Train workers; the Train result.
 
@@ -104,6 +108,7 @@ def train_data_parallel(
         use_gpu=use_gpu,
         resume_from=str(resume_from) if resume_from is not None else None,
         progress=progress,
+        compile_cache=compile_cache,
     )
     trainer = TorchTrainer(
         train_worker,
@@ -133,6 +138,8 @@ def train_worker(config: dict[str, Any]) -> None:
 
     job: WorkerJob = config["job"]
     rank = ray.train.get_context().get_world_rank()
+    if job.compile_cache:
+        use_compile_cache(job.compile_cache)
     features = load_features(job.features_path)
     ckpt_dir = Path(tempfile.mkdtemp(prefix=f"asd-rank{rank}-"))
     try:

@@ -18,11 +18,18 @@ from typing import Any
 import pandas as pd
 
 from asd.errors import AsdError
+from asd.sweep.checks import (
+    check_name,
+    check_resources,
+    check_same_space,
+    check_settings,
+    remember_space,
+)
 from asd.sweep.provenance import ARTIFACT_PATH as PROVENANCE
 from asd.sweep.provenance import write_provenance
 from asd.sweep.settings import SweepSettings, with_space_defaults
 from asd.sweep.space import SearchSpace, load_space, resolve_space
-from asd.sweep.storage import latest_sweep, storage_root, sweep_exists
+from asd.sweep.storage import is_uri, latest_sweep, storage_root, sweep_exists
 from asd.sweep.summary import format_summary, summarise
 from asd.sweep.trial import OBJECTIVE, TrialSetup, load_epoch_hook, run_trial
 from asd.sweep.winner import register_winner, score_holdout, winner_encoder_path
@@ -47,6 +54,10 @@ class SweepResult:
     """Why the winner was not registered now (MLflow was down: run `asd sync`, then resume)."""
     wall_s: float = 0.0
     train_s: float = 0.0
+    phases: dict[str, float] = field(default_factory=dict)
+    """Seconds per phase of this call: ``setup`` (space, data, features, parent run), ``tune``
+    (the trials, with Ray/Tune/MLflow in them), ``finalise`` (summary, closing runs), and
+    ``holdout``/``register`` when the winner was scored and registered."""
 
 
 def run_sweep(settings: SweepSettings) -> SweepResult:
@@ -59,24 +70,29 @@ def run_sweep(settings: SweepSettings) -> SweepResult:
     space_file = resolve_space(settings.space)
     space = load_space(space_file)
     settings = with_space_defaults(settings, space)
+    check_settings(settings)
     if settings.epoch_hook:
         load_epoch_hook(settings.epoch_hook)  # a typo fails here, not in every trial
     workers = workers_per_trial(settings)  # a bad GPU/worker pair fails before any work
     workdir = settings.workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     storage = storage_root(settings.storage_path, workdir)
-    name = _sweep_name(settings, space, storage)
+    records = _local_root(storage, workdir)
+    name = _sweep_name(settings, space, storage, records, space_file)
     tracking_uri = settings.tracking_uri or default_tracking_uri(workdir)
     check_tracking(tracking_uri)
+    _init_ray(settings)
+    check_resources(settings, workers)  # a trial no node can hold would stay PENDING forever
 
     data_root = settings.data or _synthetic_data(workdir)
     index = index_dataset(data_root, ground_truth=settings.ground_truth)
     tune_machines, holdout = _machine_groups(index, settings)
     features = extract_features(index, space.base.features, workdir / "features")
     data_fp = fingerprint(index)
-    _init_ray(settings)
     _check_nodes(settings, workdir, str(features.path), workers)
 
+    if not settings.resume:
+        remember_space(records, name, space_file)
     tracker = Tracker(tracking_uri, settings.experiment, journal_dir=workdir / "journal" / name)
     data = {"root": str(data_root), "fingerprint": data_fp, "tune_machines": tune_machines,
             "holdout_machines": holdout, "clips": len(index)}  # fmt: skip
@@ -91,12 +107,19 @@ def run_sweep(settings: SweepSettings) -> SweepResult:
         sweep_id=name,
         data_fingerprint=data_fp,
         journal_dir=str(workdir / "journal" / name),
-        **_trial_options(settings, workers),
+        **_trial_options(settings, workers, workdir),
     )
-    results = _tune(space, settings, setup, storage, name, workdir)
+    phases = {"setup": time.monotonic() - start}
+    mark = time.monotonic()
+    try:
+        results = _tune(space, settings, setup, storage, name, records)
+    except BaseException:
+        tracker.finish(parent, status="FAILED")  # a refused or broken sweep is never RUNNING
+        raise
+    phases["tune"], mark = time.monotonic() - mark, time.monotonic()
     summary = summarise(results)
     train_s = float(summary.get("train_s", pd.Series(dtype=float)).sum())
-    result = SweepResult(name, parent, summary, None, None, train_s=train_s)
+    result = SweepResult(name, parent, summary, None, None, train_s=train_s, phases=phases)
     _finalise_runs(tracker, summary)
     best = _best_row(summary)
     if best is not None:
@@ -105,10 +128,14 @@ def run_sweep(settings: SweepSettings) -> SweepResult:
             k: float(best[k]) for k in ("ml.hmean", "elliptic.hmean") if k in best
         }
         encoder_path = winner_encoder_path(results, best, workdir / "winners" / name)
+        phases["finalise"], mark = time.monotonic() - mark, time.monotonic()
         if holdout:
             result.holdout_scores = score_holdout(encoder_path, features, holdout, settings)
+            phases["holdout"], mark = time.monotonic() - mark, time.monotonic()
         register_winner(tracker, result, encoder_path, settings, data_fp, tune_machines, holdout)
+        phases["register"], mark = time.monotonic() - mark, time.monotonic()
     _log_summary(tracker, parent, result, space)
+    phases["finalise"] = phases.get("finalise", 0.0) + time.monotonic() - mark
     result.wall_s = time.monotonic() - start
     tracker.log_metrics(parent, {"sweep.wall_s": result.wall_s, "sweep.train_s": result.train_s})
     tracker.finish(parent, status="FINISHED")
@@ -142,9 +169,16 @@ def _start_parent(
     return parent
 
 
-def _sweep_name(settings: SweepSettings, space: SearchSpace, storage: str) -> str:
-    """The sweep's name; refuses a new sweep over an old one, or a resume of nothing."""
+def _sweep_name(
+    settings: SweepSettings, space: SearchSpace, storage: str, records: Path, space_file: Path
+) -> str:
+    """The sweep's name, checked.
+
+    Refuses a new sweep over an old one, a resume of nothing, or a resume with another search
+    space than the one the sweep started with.
+    """
     name = settings.name or _default_name(space.name, storage, settings.resume)
+    check_name(name)
     exists = sweep_exists(storage, name)
     if settings.resume and not exists:
         raise AsdError(f"nothing to resume: no sweep '{name}' in {storage}")
@@ -153,12 +187,23 @@ def _sweep_name(settings: SweepSettings, space: SearchSpace, storage: str) -> st
             f"sweep '{name}' already exists in {storage}: pass --resume to continue it "
             "or --name to start another"
         )
+    if settings.resume:
+        check_same_space(records, name, space_file)
     return name
 
 
-def _trial_options(settings: SweepSettings, workers: int) -> dict[str, Any]:
+def _local_root(storage: str, workdir: Path) -> Path:
+    """Where a sweep's local records (Optuna study, space identity) live.
+
+    Beside the sweep, or in the work folder when storage is a bucket.
+    """
+    return workdir / "sweeps" if is_uri(storage) else Path(storage)
+
+
+def _trial_options(settings: SweepSettings, workers: int, workdir: Path) -> dict[str, Any]:
     """The TrialSetup fields that come straight from the run settings."""
     return {
+        "compile_cache": str(workdir / "compile-cache"),
         "device": settings.device,
         "epoch_hook": settings.epoch_hook,
         "workers_per_trial": workers,
@@ -182,7 +227,7 @@ def _tune(
     setup: TrialSetup,
     storage: str,
     name: str,
-    workdir: Path,
+    records: Path,
 ) -> Any:
     """Start or restore the Tune experiment and run it to the end."""
     from ray import tune
@@ -215,7 +260,7 @@ def _tune(
             tune_config=tune.TuneConfig(
                 metric=OBJECTIVE,
                 mode="max",
-                search_alg=_searcher(settings, storage, name, workdir),
+                search_alg=_searcher(settings, records, name),
                 scheduler=ASHAScheduler(
                     time_attr="training_iteration",
                     max_t=space.max_epochs,
@@ -224,6 +269,9 @@ def _tune(
                 ),
                 num_samples=settings.num_samples or space.sweep.get("num_samples", 8),
                 max_concurrent_trials=max_concurrent or 1,
+                # one warm worker process runs trial after trial: torch, MLflow and the
+                # compile cache are loaded once per worker, not once per trial
+                reuse_actors=True,
             ),
             run_config=tune.RunConfig(
                 name=name,
@@ -237,23 +285,17 @@ def _tune(
     return tuner.fit()
 
 
-def _searcher(settings: SweepSettings, storage: str, name: str, workdir: Path) -> Any:
-    """Optuna TPE with its study in SQLite, where `optuna-dashboard` can read it.
-
-    The study file sits beside the sweep, or in the work folder when storage is a bucket.
-    """
+def _searcher(settings: SweepSettings, records: Path, name: str) -> Any:
+    """Optuna TPE with its study in SQLite in ``records``, where `optuna-dashboard` reads it."""
     import optuna
     from ray.tune.search.optuna import OptunaSearch
 
-    from asd.sweep.storage import is_uri
-
-    folder = workdir / "optuna" if is_uri(storage) else Path(storage)
-    folder.mkdir(parents=True, exist_ok=True)
+    records.mkdir(parents=True, exist_ok=True)
     return OptunaSearch(
         metric=OBJECTIVE,
         mode="max",
         study_name=name,
-        storage=optuna.storages.RDBStorage(f"sqlite:///{folder / f'{name}.optuna.db'}"),
+        storage=optuna.storages.RDBStorage(f"sqlite:///{records / f'{name}.optuna.db'}"),
         seed=settings.seed,
     )
 

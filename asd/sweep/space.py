@@ -134,10 +134,41 @@ def load_space(path: str | Path) -> SearchSpace:
 
     path = resolve_space(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise AsdError(
+            f"search space {path} is not UTF-8 text ({exc.reason} at byte {exc.start})"
+        ) from None
+    try:
+        raw = yaml.load(text, Loader=_unique_key_loader())  # a SafeLoader subclass
     except yaml.YAMLError as exc:
-        raise AsdError(f"search space {path} is not valid YAML: {exc}") from None
-    return parse_space(raw or {}, name=path.stem, source=str(path))
+        first = str(exc).replace("\n", " ")
+        raise AsdError(f"search space {path} is not valid YAML: {first}") from None
+    if raw is None:
+        raise AsdError(f"search space {path} is empty")
+    return parse_space(raw, name=path.stem, source=str(path))
+
+
+def _unique_key_loader() -> Any:
+    """A SafeLoader that refuses duplicate keys (plain YAML keeps the last one silently)."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    def mapping(loader: Any, node: Any, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = loader.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key '{key}'", key_node.start_mark
+                )
+            seen.add(key)
+        return dict(loader.construct_mapping(node, deep=deep))
+
+    Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    return Loader
 
 
 def parse_space(raw: dict[str, Any], name: str, source: str = "<space>") -> SearchSpace:
@@ -151,12 +182,16 @@ def parse_space(raw: dict[str, Any], name: str, source: str = "<space>") -> Sear
         )
     try:
         base = preset(str(raw.get("base", "paper")))
-        base = base.with_overrides(dict(raw.get("fixed") or {}))
+        fixed = raw.get("fixed") or {}
+        if not isinstance(fixed, dict):
+            raise AsdError(f"fixed: needs a mapping of config keys to values, got {fixed!r}")
+        base = base.with_overrides(dict(fixed))
     except AsdError as exc:
         raise AsdError(f"{source}: {exc}") from None
-    params = tuple(
-        _parse_param(key, spec, source) for key, spec in (raw.get("params") or {}).items()
-    )
+    raw_params = raw.get("params") or {}
+    if not isinstance(raw_params, dict):
+        raise AsdError(f"{source}: params: needs a mapping of config keys to distributions")
+    params = tuple(_parse_param(key, spec, source) for key, spec in raw_params.items())
     sweep = _parse_sweep(raw.get("sweep") or {}, source)
     space = SearchSpace(
         name=name,

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from asd.compilation import use_compile_cache
 from asd.config import Config
 from asd.errors import AsdError
 from asd.sweep.storage import ENCODER_FILE
@@ -53,6 +54,9 @@ class TrialSetup:
     """CPUs per data-parallel worker."""
     system_metrics_s: float = 10.0
     """Seconds between samples of the trial's CPU, memory and GPU use in MLflow (0 = off)."""
+    compile_cache: str | None = None
+    """torch.compile cache folder shared by every trial (``train.compile``): the first trial
+    compiles, later ones load its kernels."""
 
 
 def load_epoch_hook(spec: str) -> Any:
@@ -78,6 +82,8 @@ def run_trial(params: dict[str, Any], setup: TrialSetup) -> None:
     from asd.tracking.system import system_metrics
 
     cfg = setup.base_config.with_overrides(params)
+    if setup.compile_cache:
+        use_compile_cache(setup.compile_cache)
     context = tune.get_context()
     trial_id = context.get_trial_id()
     features = load_features(setup.features_path)
@@ -162,6 +168,7 @@ def _train(
             name="train",
             cpus_per_worker=setup.cpus_per_worker,
             resume_from=ckpt_dir if restored is not None else None,
+            compile_cache=setup.compile_cache,
         )
     else:
         train_encoder(  # it picks the normal train clips itself

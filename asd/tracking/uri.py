@@ -1,4 +1,10 @@
-"""Tracking URIs: the default store, password redaction, and a one-line health check."""
+"""Tracking URIs: the default store, password redaction, scheme and health checks.
+
+MLflow answers an unknown scheme or a malformed URI with a traceback from deep inside, and
+silently creates an empty database for a ``sqlite:///`` path that does not exist yet: right
+for a new sweep, wrong for `asd evaluate models:/...` or `asd promote`, which need the store
+a sweep wrote. ``check_tracking_uri`` says so in one line before anything starts.
+"""
 
 from __future__ import annotations
 
@@ -41,6 +47,49 @@ def redact_uri(uri: str) -> str:
     # user:password@ keeps the user; a lone token@ is the secret itself
     userinfo = f"{parts.username}:***" if parts.password is not None else "***"
     return urllib.parse.urlunsplit(parts._replace(netloc=f"{userinfo}@{host}"))
+
+
+SCHEMES = (
+    "http", "https", "file", "sqlite", "postgresql", "mysql", "mssql",
+    "databricks", "databricks-uc", "uc",
+)  # fmt: skip
+"""Tracking URI schemes MLflow serves (a database scheme may carry a driver: ``+psycopg2``)."""
+
+
+def check_tracking_uri(uri: str, must_exist: bool = False) -> None:
+    """AsdError in one line when ``uri`` cannot be an MLflow store.
+
+    With ``must_exist``, also when the local store it names (sqlite file, file folder) is missing.
+    """
+    try:
+        parts = urllib.parse.urlsplit(uri)
+        shown = redact_uri(uri)
+    except ValueError as exc:
+        raise AsdError(f"--tracking-uri {uri} is not a valid URI ({exc})") from None
+    scheme = parts.scheme.split("+")[0].lower()
+    if scheme not in SCHEMES:
+        raise AsdError(
+            f"--tracking-uri {shown}: unsupported scheme '{parts.scheme}' "
+            f"(use one of {', '.join(SCHEMES)}, e.g. http://host:5000 or sqlite:///path/mlflow.db)"
+        )
+    if scheme in ("http", "https") and not parts.hostname:
+        raise AsdError(f"--tracking-uri {shown} names no host")
+    local = _local_path(uri, scheme)
+    if must_exist and local is not None and not local.exists():
+        raise AsdError(
+            f"--tracking-uri {shown}: no MLflow store at {local} (MLflow would create an empty "
+            "one); point it at the store the sweep wrote"
+        )
+
+
+def _local_path(uri: str, scheme: str) -> Path | None:
+    if scheme == "sqlite":
+        if not uri.startswith("sqlite:///"):
+            raise AsdError(f"--tracking-uri {uri}: a SQLite URI is sqlite:///<path to .db>")
+        return Path(uri[len("sqlite:///") :])
+    if scheme == "file":
+        return Path(urllib.parse.urlsplit(uri).path)
+    return None
 
 
 def health_problem(uri: str, timeout_s: float) -> str | None:

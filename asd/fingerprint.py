@@ -1,0 +1,108 @@
+"""What a data set *is*: a hash of every clip's bytes, kept fast by a stat-keyed hash store.
+
+The feature cache, a run folder's resume check and promotion all trust a data fingerprint,
+so it must change when any clip's bytes change (a clip rewritten in place at the same size
+included) and must not change when the same bytes sit at another path. Hashing every byte
+on every call is slow for a 7,000-clip tree, so a store beside the cache remembers each
+file's ``(size, mtime_ns, inode, device)`` and the hash of its bytes: an unchanged file is
+one ``stat``, an edited or copied one is re-hashed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+
+import pandas as pd
+
+from asd.errors import AsdError
+
+STORE_NAME = "content-hashes.json"
+"""File name of the hash store inside a feature cache folder."""
+
+_READ_BYTES = 1 << 20
+
+
+def _signature(path: str) -> list[int]:
+    """``[size, mtime_ns, inode, device]``: changes whenever the file may have changed."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise AsdError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return [st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev]
+
+
+def file_digest(path: str) -> str:
+    """BLAKE2b of a file's bytes (hex, 32 characters)."""
+    h = hashlib.blake2b(digest_size=16)
+    try:
+        with open(path, "rb") as handle:
+            while chunk := handle.read(_READ_BYTES):
+                h.update(chunk)
+    except OSError as exc:
+        raise AsdError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return h.hexdigest()
+
+
+class HashStore:
+    """``{absolute path: [size, mtime_ns, inode, device, digest]}`` in one JSON file.
+
+    Without a file (``path=None``) it still works, hashing every clip each time.
+    """
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.entries: dict[str, list] = {}
+        self.changed = False
+        if path is not None and path.is_file():
+            try:
+                loaded = json.loads(path.read_text())
+                if isinstance(loaded, dict):
+                    self.entries = loaded
+            except (OSError, ValueError):
+                self.entries = {}  # a broken store only costs a re-hash
+
+    def digest(self, path: str) -> str:
+        """The content hash of ``path``, re-hashed only when its signature changed."""
+        key = os.path.abspath(path)
+        sig = _signature(key)
+        entry = self.entries.get(key)
+        if isinstance(entry, list) and len(entry) == 5 and entry[:4] == sig:
+            return str(entry[4])
+        digest = file_digest(key)
+        self.entries[key] = [*sig, digest]
+        self.changed = True
+        return digest
+
+    def save(self) -> None:
+        """Write the store atomically (tmp + rename) when something was hashed."""
+        if self.path is None or not self.changed:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        tmp.write_text(json.dumps(self.entries))
+        os.replace(tmp, self.path)
+        self.changed = False
+
+
+def clip_digests(paths: Iterable[str], store: Path | None = None) -> list[str]:
+    """Content hash of each path, in order, using (and updating) the store at ``store``."""
+    hashes = HashStore(store)
+    digests = [hashes.digest(str(p)) for p in paths]
+    hashes.save()
+    return digests
+
+
+def content_fingerprint(index: pd.DataFrame, store: Path | None = None) -> str:
+    """Hash of every clip's ``machine/split/name`` and bytes: the same data anywhere, same value."""
+    paths = [str(p) for p in index["path"]]
+    digests = clip_digests(paths, store)
+    h = hashlib.sha256()
+    for path, digest in zip(paths, digests, strict=True):
+        p = Path(path)
+        h.update(f"{p.parent.parent.name}/{p.parent.name}/{p.name}:{digest}\n".encode())
+    return h.hexdigest()[:16]
