@@ -60,10 +60,13 @@ class SweepResult:
     ``holdout``/``register`` when the winner was scored and registered."""
 
 
+ESTIMATOR_HMEANS = ("ml.hmean", "elliptic.hmean")
+"""Each estimator's official score of a finished trial."""
+
+
 def run_sweep(settings: SweepSettings) -> SweepResult:
     """Run (or resume) a sweep end to end and return its summary."""
-    from asd.data import fingerprint, index_dataset
-    from asd.features import extract_features
+    from asd.data import fingerprint
     from asd.tracking import Tracker, check_tracking, default_tracking_uri
 
     start = time.monotonic()
@@ -84,10 +87,8 @@ def run_sweep(settings: SweepSettings) -> SweepResult:
     _init_ray(settings)
     check_resources(settings, workers)  # a trial no node can hold would stay PENDING forever
 
-    data_root = settings.data or _synthetic_data(workdir)
-    index = index_dataset(data_root, ground_truth=settings.ground_truth)
+    data_root, index, features = _load_data(settings, space, workdir)
     tune_machines, holdout = _machine_groups(index, settings)
-    features = extract_features(index, space.base.features, workdir / "features")
     data_fp = fingerprint(index)
     _check_nodes(settings, workdir, str(features.path), workers)
 
@@ -124,9 +125,7 @@ def run_sweep(settings: SweepSettings) -> SweepResult:
     best = _best_row(summary)
     if best is not None:
         result.best_trial_id, result.best_run_id = best["trial_id"], best["mlflow_run_id"]
-        result.tune_scores = {
-            k: float(best[k]) for k in ("ml.hmean", "elliptic.hmean") if k in best
-        }
+        result.tune_scores = {k: float(best[k]) for k in ESTIMATOR_HMEANS if k in best}
         encoder_path = winner_encoder_path(results, best, workdir / "winners" / name)
         phases["finalise"], mark = time.monotonic() - mark, time.monotonic()
         if holdout:
@@ -140,6 +139,16 @@ def run_sweep(settings: SweepSettings) -> SweepResult:
     tracker.log_metrics(parent, {"sweep.wall_s": result.wall_s, "sweep.train_s": result.train_s})
     tracker.finish(parent, status="FINISHED")
     return result
+
+
+def _load_data(settings: SweepSettings, space: SearchSpace, workdir: Path) -> tuple[Path, Any, Any]:
+    """The data root, its clip index and its cached features (extracted once per sweep)."""
+    from asd.data import index_dataset
+    from asd.features import extract_features
+
+    data_root = settings.data or _synthetic_data(workdir)
+    index = index_dataset(data_root, ground_truth=settings.ground_truth)
+    return data_root, index, extract_features(index, space.base.features, workdir / "features")
 
 
 def _start_parent(
