@@ -6,7 +6,7 @@ export RAY_AUTH_MODE ?= disabled
 export MLFLOW_DISABLE_TELEMETRY ?= true
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install demo detector-demo test lint benchmark clean
+.PHONY: install demo detector-demo test lint benchmark quality clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -38,6 +38,11 @@ test: install lint
 
 benchmark: install
 	$(BIN)/python benchmarks/run.py
+
+# Detection quality (not in CI): references vs learned detectors, tuned vs held-out machine types.
+# QUALITY_ARGS=--size dcase --device cuda on a GPU; the default 'cpu' size fits a 2-core CPU.
+quality: install
+	$(BIN)/python benchmarks/quality.py $(QUALITY_ARGS)
 
 clean:
 	rm -rf asd-work .pytest_cache

@@ -10,7 +10,6 @@ import argparse
 import json
 import logging
 import os
-import re
 import shutil
 import sys
 import time
@@ -18,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from asd.errors import AsdError
+from asd.errors import AsdError, redact
 
 log = logging.getLogger("asd")
 
@@ -53,14 +52,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("asd: interrupted", file=sys.stderr)
         return 130
-
-
-_CREDENTIALS = re.compile(r"(\w+://[^/\s:@]+):[^/\s@]+@")
-
-
-def redact(text: str) -> str:
-    """``scheme://user:password@host`` -> ``scheme://user:***@host``: errors never show secrets."""
-    return _CREDENTIALS.sub(r"\1:***@", text)
 
 
 def build_parser() -> argparse.ArgumentParser:

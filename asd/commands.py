@@ -11,7 +11,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from asd.errors import AsdError
+from asd.errors import AsdError, redact
 
 SWEEP_EXAMPLES = """examples:
   # the README demo: in-process Ray, a local MLflow store, synthetic data
@@ -163,7 +163,6 @@ def _add_search_args(sweep: argparse.ArgumentParser) -> None:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Run or resume a sweep and print its summary."""
-    from asd.cli import redact
     from asd.sweep.runner import SweepSettings, format_summary, run_sweep
 
     settings = SweepSettings(

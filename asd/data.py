@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 
-from asd.errors import AsdError
+from asd.errors import AsdError, warn_once
 from asd.fingerprint import content_fingerprint
 
 log = logging.getLogger(__name__)
@@ -43,8 +43,6 @@ _LABELED = re.compile(
 _UNLABELED = re.compile(r"^section_(?P<section>\d+)_(?P<index>\d+)\.wav$")
 _TOKEN = re.compile(r"^[A-Za-z0-9.\-]+$")
 _GROUND_TRUTH = re.compile(r"^ground_truth_(?P<machine>.+)_section_(?P<section>\d+)_test\.csv$")
-
-_warned: set[tuple[str, str]] = set()  # (kind, path): each note is logged once per file
 
 
 @dataclass(frozen=True)
@@ -316,10 +314,7 @@ def _check_samples(mono: np.ndarray, rate: int, path: str | Path) -> None:
 
 def _note(kind: str, path: str | Path, message: str) -> None:
     """Log a warning about a file once: features read the same clip many times."""
-    key = (kind, str(path))
-    if key not in _warned:
-        _warned.add(key)
-        log.warning(message)
+    warn_once(log, message, key=(kind, str(path)))
 
 
 def normal_train_mask(index: pd.DataFrame) -> np.ndarray:

@@ -14,6 +14,7 @@ import torch
 from asd.encoder import Encoder
 from asd.features import FeatureSet
 from asd.progress import progress as progress_bar
+from asd.train import resolve_device
 
 
 def embed_clips(
@@ -28,9 +29,7 @@ def embed_clips(
     The encoder runs in eval mode without gradients (bf16 autocast on CUDA) and is moved to
     ``device``; its train/eval mode is restored afterwards so a per-epoch report can call this.
     """
-    if str(device) == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device)
+    device = resolve_device(device)
     frames = np.asarray(features.index["frames"], dtype=np.int64)
     out = np.zeros((len(frames), encoder.embedding_dim), dtype=np.float32)
     # equal-length groups, cut into batches: no padding ever reaches the pooling

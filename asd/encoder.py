@@ -17,13 +17,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from asd.config import Config, EncoderConfig
-from asd.errors import AsdError
+from asd.errors import AsdError, one_line
 
 BACKBONE_DIM = 512
 """Width of the ResNet-18 feature vector after global average pooling."""
-
-FREQ_BANDS = 4
-"""Frequency bands ``encoder.pool = 'freq'`` keeps (128 mels reach the last stage as 4)."""
 
 _FORMAT = "asd-encoder/1"
 
@@ -31,21 +28,21 @@ _FORMAT = "asd-encoder/1"
 class BasicBlock(nn.Module):
     """Two 3x3 convolutions with a residual connection (He et al., 2016)."""
 
-    def __init__(self, in_ch: int, out_ch: int, stride: int = 1) -> None:
+    def __init__(self, in_ch: int, out_ch: int, stride: int | tuple[int, int] = 1) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(out_ch)
         self.conv2 = nn.Conv2d(out_ch, out_ch, 3, stride=1, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(out_ch)
         self.downsample: nn.Module = nn.Identity()
-        if stride != 1 or in_ch != out_ch:
+        if stride not in (1, (1, 1)) or in_ch != out_ch:
             # 1x1 projection so the shortcut matches the new shape
             self.downsample = nn.Sequential(
                 nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False), nn.BatchNorm2d(out_ch)
             )
 
     def forward(self, x: Tensor) -> Tensor:
-        """(B, in_ch, H, W) -> (B, out_ch, H/stride, W/stride)."""
+        """(B, in_ch, F, T) -> (B, out_ch, F/stride, T/stride) (stride per axis if a pair)."""
         out = F.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         return F.relu(out + self.downsample(x))
@@ -79,7 +76,7 @@ class Encoder(nn.Module):
         widths = (base, 2 * base, 4 * base, 8 * base)
         blocks, layers, in_ch = (2, 2, 2, 2), [], base
         for i, (width, n) in enumerate(zip(widths, blocks, strict=True)):
-            stride = 1 if i == 0 else 2
+            stride = (1, 1) if i == 0 else (cfg.freq_stride, 2)  # (frequency, time)
             stage = [BasicBlock(in_ch, width, stride)] + [
                 BasicBlock(width, width) for _ in range(n - 1)
             ]
@@ -101,7 +98,7 @@ class Encoder(nn.Module):
     @property
     def backbone_dim(self) -> int:
         """Size of the pooled backbone vector: 8 * width channels, times what pooling keeps."""
-        per_channel = {"avg": 1, "freq": FREQ_BANDS, "meanstd": 2}[self.cfg.pool]
+        per_channel = {"avg": 1, "freq": self.cfg.freq_bands, "meanstd": 2}[self.cfg.pool]
         return 8 * self.cfg.width * per_channel
 
     @property
@@ -128,8 +125,8 @@ class Encoder(nn.Module):
         if self._channels_last():
             # the 1-channel stem leaves the format ambiguous: make the residual stages NHWC
             x = x.contiguous(memory_format=torch.channels_last)
-        x = self.layers(x)  # (B, 8w, n_mels/32, T/32)
-        return pool_features(x, self.cfg.pool)
+        x = self.layers(x)  # (B, 8w, n_mels/32 (n_mels/4 with freq_stride 1), T/32)
+        return pool_features(x, self.cfg.pool, self.cfg.freq_bands)
 
     def _channels_last(self) -> bool:
         """Whether ``.to(memory_format=channels_last)`` was applied (a w x w conv tells)."""
@@ -167,16 +164,16 @@ def plain_batchnorm(module: nn.Module) -> None:
             plain_batchnorm(child)
 
 
-def pool_features(x: Tensor, pool: str) -> Tensor:
+def pool_features(x: Tensor, pool: str, freq_bands: int = 4) -> Tensor:
     """(B, C, F, T) last-stage map -> (B, C * kept) vector, per ``encoder.pool``.
 
     'avg' averages time and frequency (the paper); 'freq' averages time only and keeps
-    FREQ_BANDS frequency bands, so where in the spectrum energy sits survives, as it does in
+    ``freq_bands`` frequency bands, so where in the spectrum energy sits survives, as it does in
     a clip-mean spectrum; 'meanstd' keeps the mean and standard deviation over time, each
     averaged over frequency, so how much a clip varies in time survives.
     """
     if pool == "freq":
-        return torch.flatten(F.adaptive_avg_pool2d(x, (FREQ_BANDS, 1)), 1)  # (B, C*FREQ_BANDS)
+        return torch.flatten(F.adaptive_avg_pool2d(x, (freq_bands, 1)), 1)  # (B, C*bands)
     if pool == "meanstd":
         mean = x.mean(dim=3)  # (B, C, F)
         std = (x.var(dim=3, unbiased=False) + 1e-5).sqrt()  # (B, C, F); eps: finite grads
@@ -229,7 +226,8 @@ def load_encoder(
         encoder.load_state_dict(state["state_dict"])
         encoder.classes = tuple(str(c) for c in state.get("classes", []))
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise AsdError(f"encoder file {path} is incomplete or inconsistent: {first_line}") from err
+        raise AsdError(
+            f"encoder file {path} is incomplete or inconsistent: {one_line(err)}"
+        ) from err
     encoder.to(map_location).eval()
     return encoder, config, dict(state.get("extra", {}))

@@ -62,11 +62,6 @@ def window_and_filters(cfg: FeatureConfig, device: torch.device) -> tuple[Tensor
     return window, fbank
 
 
-def n_frames(samples: int, cfg: FeatureConfig) -> int:
-    """Frames of a clip of ``samples`` samples (centred STFT): 160000 -> 313 at hop 512."""
-    return 1 + samples // cfg.hop_length
-
-
 def log_mel(waveform: Tensor, cfg: FeatureConfig) -> Tensor:
     """Log-mel in dB of power: ``(..., samples) -> (..., n_mels, frames)``.
 
@@ -112,8 +107,13 @@ class LogMel(nn.Module):
 # --------------------------------------------------------------------------- ragged store
 
 
-def _normal_train_mask(index: pd.DataFrame) -> np.ndarray:
-    """Rows the normalisation stats come from: normal train clips, else every clip."""
+def _stats_rows(index: pd.DataFrame) -> np.ndarray:
+    """Rows the normalisation stats come from: the normal train clips, else every clip.
+
+    Unlike :func:`asd.data.normal_train_mask`, a set without normal train clips (test clips
+    only, or an index without split/label) falls back to all its clips: it is normalised by
+    its own clips rather than not at all.
+    """
     if {"split", "label"} <= set(index.columns):
         mask = data.normal_train_mask(index)
         if mask.any():
@@ -180,7 +180,7 @@ class FeatureSet:
 
     def _stats(self) -> tuple[np.ndarray, np.ndarray]:
         moments = _Moments(self.config.n_mels)
-        for i in np.flatnonzero(_normal_train_mask(self.index)):
+        for i in np.flatnonzero(_stats_rows(self.index)):
             o, f = int(self.index.at[i, "offset"]), int(self.index.at[i, "frames"])
             moments.add(self.mel[o : o + f])
         return moments.result()
@@ -364,7 +364,7 @@ def _write_cache(
 ) -> None:
     """Compute every clip's log-mel into ``folder`` (mel.npy, index.json, meta.json)."""
     index = index.reset_index(drop=True)
-    stats_rows = _normal_train_mask(index)
+    stats_rows = _stats_rows(index)
     moments = _Moments(cfg.n_mels)
     frames = np.zeros(len(index), dtype=np.int64)
     # The header's length does not depend on the number of frames (padded to 64 bytes), so a

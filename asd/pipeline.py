@@ -139,7 +139,7 @@ def evaluate_embeddings(
             raise AsdError(f"unknown estimator '{estimator}' (known: {', '.join(ESTIMATORS)})")
         scoring = cfg.with_overrides({"scoring.estimator": estimator}).scoring
         scorer = MahalanobisScorer.from_config(scoring).fit(embeddings[fit_rows], meta_fit)
-        scores = scorer.score(embeddings[test_rows], meta_test)
+        scores = scorer.score_samples(embeddings[test_rows], meta_test)
         decisions = scorer.decide(scores, meta_test)
         results = meta_test[[c for c in META_COLUMNS if c in meta_test]].copy()
         results["anomaly_score"] = scores
@@ -276,7 +276,7 @@ def score_new_clips(
     scorer = MahalanobisScorer.from_config(scoring).fit(
         embed_clips(encoder, train_set, device=device), train_set.index
     )
-    scores = scorer.score(embed_clips(encoder, new_set, device=device), meta)
+    scores = scorer.score_samples(embed_clips(encoder, new_set, device=device), meta)
     meta["path"] = [str(p) for p in paths]
     meta["anomaly_score"] = scores
     meta["decision"] = scorer.decide(scores, meta)

@@ -43,8 +43,8 @@ import mlflow
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from asd.errors import AsdError
-from asd.tracking import ENCODER_FILE, check_tracking, is_unavailable, one_line, sqlite_path
+from asd.errors import AsdError, one_line
+from asd.tracking import ENCODER_FILE, check_tracking, is_unavailable, sqlite_path
 
 COMPARABLE_BY = ("metric", "data_fingerprint", "estimator")
 """Version tags that must match for two encoders' metric values to be compared."""

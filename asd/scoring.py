@@ -26,7 +26,7 @@ from sklearn.base import BaseEstimator
 from sklearn.covariance import EmpiricalCovariance, LedoitWolf
 
 from asd.config import DOMAIN_STRATEGIES, ESTIMATORS, ScoringConfig
-from asd.errors import AsdError
+from asd.errors import AsdError, warn_once
 from asd.mcd import FastEllipticEnvelope
 
 log = logging.getLogger(__name__)
@@ -177,15 +177,18 @@ class MahalanobisScorer(BaseEstimator):
         if not reason:
             reason = _singular(est.covariance_)
         if reason:
-            _warn_once(f"{name}: {reason}; using LedoitWolf shrinkage")
+            warn_once(log, f"{name}: {reason}; using LedoitWolf shrinkage")
             est = LedoitWolf().fit(z)
             if not np.trace(est.covariance_) > 0:
                 raise AsdError(f"{name}: all {n} normal train embeddings are identical")
         return est, centres, reason
 
     # ---------------------------------------------------------------- score
-    def score(self, embeddings: np.ndarray, meta: pd.DataFrame) -> np.ndarray:
-        """Anomaly scores (N,): Mahalanobis distance, nearest domain centre for 'min'."""
+    def score_samples(self, embeddings: np.ndarray, meta: pd.DataFrame) -> np.ndarray:
+        """Anomaly scores (N,): Mahalanobis distance, nearest domain centre for 'min'.
+
+        DCASE's sign, not scikit-learn's outlier detectors': higher means more anomalous.
+        """
         self._check_fitted()
         x = _check_embeddings(embeddings, meta, "score")
         if x.shape[1] != self.n_features_in_:
@@ -203,6 +206,10 @@ class MahalanobisScorer(BaseEstimator):
                 )
             scores[rows] = _min_distance(self.estimators_[key], self.centres_[key], x[rows])
         return scores
+
+    def predict(self, embeddings: np.ndarray, meta: pd.DataFrame) -> np.ndarray:
+        """0/1 decisions (N,), 1 = anomalous (DCASE's ``decision_result`` convention)."""
+        return self.decide(self.score_samples(embeddings, meta), meta)
 
     def decide(self, scores: np.ndarray, meta: pd.DataFrame) -> np.ndarray:
         """0/1 decisions (N,): 1 where the score exceeds its section's threshold."""
@@ -336,13 +343,3 @@ def write_submission(
             )
             paths.append(path)
     return paths
-
-
-_WARNED: set[str] = set()
-
-
-def _warn_once(message: str) -> None:
-    """A fallback note once per process: a sweep refits every epoch and would repeat it."""
-    if message not in _WARNED:
-        _WARNED.add(message)
-        log.warning(message)

@@ -26,6 +26,8 @@ import soundfile as sf
 
 from asd.data import DEV_MACHINES, EVAL_MACHINES
 from asd.errors import AsdError
+from asd.synth_temporal import apply as apply_temporal
+from asd.synth_temporal import draw_kinds
 
 Array = np.ndarray
 Render = Callable[[np.random.Generator, Array, Array, Array, int], Array]
@@ -541,7 +543,19 @@ def _render_all(
         n = len(chunk)
         op = np.array([clip.op for clip in chunk])[:, None]
         sev = np.array([clip.severity for clip in chunk])[:, None]
-        machine_sound = spec.render(rng, t, op, sev, sr)
+        # Temporal anomalies start from a normal sound; their own stream keeps the rest fixed.
+        kinds = draw_kinds(
+            np.random.default_rng([seed, _machine_id(machine), split_id, c, 1]), machine, sev
+        )
+        spectral = np.array([k is None for k in kinds])[:, None]
+        machine_sound = spec.render(rng, t, op, sev * spectral, sr)
+        machine_sound = apply_temporal(
+            np.random.default_rng([seed, _machine_id(machine), split_id, c, 2]),
+            machine_sound,
+            sev,
+            kinds,
+            sr,
+        )
         snr_db = _u(rng, 3.0, 15.0, n)  # machine-to-factory-noise ratio
         mix = machine_sound + 10 ** (-snr_db / 20) * _background(rng, n, samples, sr)
         level = 0.05 * 10 ** (_u(rng, -4.0, 4.0, n) / 20)  # the microphone gain varies too

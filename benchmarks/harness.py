@@ -165,6 +165,7 @@ class Bench:
             "features.n_mels": self.sizes.n_mels,
             "train.crop_frames": self.sizes.frames,
             "train.lr": 1e-3,
+            "train.compile": "off",  # eager figures; benchmarks/compiled.py times compiled ones
         }
         return Config().with_overrides({**base, **overrides})
 

@@ -38,6 +38,7 @@ def _scale_job(
             "train.batch_size": batch,
             "train.epochs": 1,
             "train.lr": 1e-3,
+            "train.compile": "off",  # a tiny job: a compile would dominate its time
             "train.seed": seed,
         }
     )

@@ -48,7 +48,7 @@ def section(bench: Bench) -> list[Row]:
         scorer = MahalanobisScorer(estimator=estimator).fit(emb, meta)
         fit_s = time.perf_counter() - start
         start = time.perf_counter()
-        scorer.score(emb, meta)
+        scorer.score_samples(emb, meta)
         score_s = time.perf_counter() - start
         note = f"{n:,} x {d} embeddings, {len(machines)} machine types ({per} each)"
         rows += [

@@ -53,3 +53,27 @@ def test_sweep_section_skips_without_ray(monkeypatch):
     )
     rows = bench_sweep.section(bench)
     assert [r.name for r in rows] == ["skipped"]
+
+
+@pytest.mark.slow
+def test_quality_reference_rows_and_missing_levers(tmp_path, capsys):
+    from benchmarks import quality
+
+    out = tmp_path / "quality"
+    rows = "reference-mean,reference-mean-std"
+    assert quality.main(["--size", "tiny", "--rows", rows, "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert (
+        "tuned group: ToyCar, bearing, fan, slider, valve; held-out group: ToyTrain, gearbox"
+        in text
+    )
+    line = next(x for x in text.splitlines() if x.startswith("| reference-mean |"))
+    figures = [float(c) for c in line.split("|")[2:6]]  # tuned ml, elliptic; held-out ml, elliptic
+    assert all(0 <= f <= 100 for f in figures)
+    assert list(out.glob("quality-tiny-*.md"))
+    # A lever this asd does not know is reported as n/a with its key, never silently skipped.
+    args = quality.parse_args(["--size", "tiny", "--out", str(out)])
+    bench = quality.Bench(args)
+    row = quality.Row("future", "encoder", "quick", {"encoder.no_such_lever": 1})
+    result = quality.run_row(bench, row)
+    assert result.missing == "n/a in this asd: encoder.no_such_lever" and not result.tuned

@@ -91,6 +91,14 @@ def evaluate(data, work, run, *flags):
     )  # fmt: skip
 
 
+def score(data, work, run, clips, *flags):
+    """`asd score` of ``clips`` (a folder or a file) as fan clips; returns the exit code."""
+    return main(
+        ["score", str(clips), "--encoder", str(run), "--machine", "fan", "--data", str(data),
+         "--workdir", str(work), "--quiet", *flags]
+    )  # fmt: skip
+
+
 def test_train_saves_encoder_config_and_history(trained):
     _, run = trained
     assert (run / "encoder.pt").stat().st_size > 0
@@ -120,19 +128,9 @@ def test_evaluate_prints_both_estimators_and_writes_submission(data, trained, tm
 
 def test_evaluate_reference_needs_no_encoder(data, tmp_path, capsys):
     code = main(
-        [
-            "evaluate",
-            "--data",
-            str(data),
-            "--workdir",
-            str(tmp_path),
-            "--embedding",
-            "mean-logmel",
-            "--estimator",
-            "ml",
-            "--quiet",
-        ]
-    )
+        ["evaluate", "--data", str(data), "--workdir", str(tmp_path), "--embedding", "mean-logmel",
+         "--estimator", "ml", "--quiet"]
+    )  # fmt: skip
     assert code == 0
     assert "reference: clip-mean log-mel" in capsys.readouterr().out
 
@@ -164,24 +162,9 @@ def test_score_new_clips_agrees_with_evaluate(data, trained, tmp_path):
     evaluated = pd.read_csv(tmp_path / "eval" / "ml" / "scores.csv")
     evaluated = evaluated[evaluated["machine"] == "fan"].set_index("clip")["anomaly_score"]
     out = tmp_path / "scored.csv"
-    code = main(
-        [
-            "score",
-            str(data / "dev_data" / "raw" / "fan" / "test"),
-            "--encoder",
-            str(run),
-            "--machine",
-            "fan",
-            "--data",
-            str(data),
-            "--workdir",
-            str(work),
-            "--out",
-            str(out),
-            "--quiet",
-        ]
+    assert (
+        score(data, work, run, data / "dev_data" / "raw" / "fan" / "test", "--out", str(out)) == 0
     )
-    assert code == 0
     scored = pd.read_csv(out)
     scored["clip"] = scored["path"].map(lambda p: p.rsplit("/", 1)[-1])
     scored = scored.set_index("clip")["anomaly_score"]
@@ -194,22 +177,7 @@ def test_score_new_clips_agrees_with_evaluate(data, trained, tmp_path):
 
 def test_score_rejects_missing_files(data, trained, tmp_path, capsys):
     work, run = trained
-    code = main(
-        [
-            "score",
-            str(tmp_path / "nope.wav"),
-            "--encoder",
-            str(run),
-            "--machine",
-            "fan",
-            "--data",
-            str(data),
-            "--workdir",
-            str(work),
-            "--quiet",
-        ]
-    )
-    assert code == 2
+    assert score(data, work, run, tmp_path / "nope.wav") == 2
     assert "nope.wav does not exist" in capsys.readouterr().err
 
 

@@ -13,32 +13,26 @@ import time
 from pathlib import Path
 
 import pytest
-
-from asd.synth import synthesize
-from tests import servers
-from tests.servers import free_port as _free_port
-from tests.servers import postgres_server
-from tests.servers import server_env as _env
+from servers import BIN, free_port, mlflow_server, postgres_server, server_env
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 PER_EPOCH = ("val_hmean", "train.loss", "train.lr", "time.train_s")
 
 
 @pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory):
+def mlflow_on_postgres(tmp_path_factory):
     """The deployment users run: `mlflow server` on a real PostgreSQL, artifacts proxied."""
     root = tmp_path_factory.mktemp("mlflow-server")
-    with postgres_server(root) as database, servers.mlflow_server(root, database) as uri:
+    with postgres_server(root) as database, mlflow_server(root, database) as uri:
         yield uri
 
 
 @pytest.fixture(scope="module")
 def ray_cluster(tmp_path_factory):
-    dashboard = _free_port()
-    gcs = _free_port()
+    dashboard = free_port()
+    gcs = free_port()
     started = subprocess.run(
         [
             str(BIN / "ray"),
@@ -58,7 +52,7 @@ def ray_cluster(tmp_path_factory):
             "0",
             "--disable-usage-stats",
         ],
-        env=_env(),
+        env=server_env(),
         capture_output=True,
         text=True,
         timeout=180,
@@ -68,23 +62,18 @@ def ray_cluster(tmp_path_factory):
         yield f"http://127.0.0.1:{dashboard}"
     finally:
         subprocess.run(
-            [str(BIN / "ray"), "stop", "--force"], env=_env(), timeout=120, capture_output=True
+            [str(BIN / "ray"), "stop", "--force"],
+            env=server_env(),
+            timeout=120,
+            capture_output=True,
         )
 
 
 @pytest.fixture(scope="module")
-def cluster_data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cluster-data")
-    synthesize(
-        root,
-        machines=("fan", "gearbox", "valve"),
-        train_source=12,
-        train_target=2,
-        test_per_domain=4,
-        seconds=1.0,
-        seed=7,
+def cluster_data(synth_tree):
+    return synth_tree(
+        machines=("fan", "gearbox", "valve"), train_source=12, test_per_domain=4, seed=7
     )
-    return root
 
 
 def _submit(address: str, job_args: list[str], timeout_s: int = 900) -> subprocess.CompletedProcess:
@@ -95,7 +84,7 @@ def _submit(address: str, job_args: list[str], timeout_s: int = 900) -> subproce
     ]  # fmt: skip
     for _ in range(24):
         job = subprocess.run(
-            cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=timeout_s
+            cmd, cwd=REPO, env=server_env(), capture_output=True, text=True, timeout=timeout_s
         )
         if "No available agent to submit job" not in job.stdout + job.stderr:
             return job
@@ -104,7 +93,7 @@ def _submit(address: str, job_args: list[str], timeout_s: int = 900) -> subproce
 
 
 def test_job_fails_at_once_when_mlflow_is_unreachable(ray_cluster, cluster_data, tmp_path):
-    dead = f"http://127.0.0.1:{_free_port()}"
+    dead = f"http://127.0.0.1:{free_port()}"
     start = time.monotonic()
     job = _submit(
         ray_cluster,
@@ -127,7 +116,7 @@ def test_job_fails_at_once_when_mlflow_is_unreachable(ray_cluster, cluster_data,
 
 
 def test_sweep_submitted_as_a_ray_job_is_tracked_on_the_mlflow_server(
-    ray_cluster, mlflow_server, cluster_data, tmp_path
+    ray_cluster, mlflow_on_postgres, cluster_data, tmp_path
 ):
     job = _submit(
         ray_cluster,
@@ -137,7 +126,7 @@ def test_sweep_submitted_as_a_ray_job_is_tracked_on_the_mlflow_server(
             "--data",
             str(cluster_data),
             "--tracking-uri",
-            mlflow_server,
+            mlflow_on_postgres,
             "--workdir",
             str(tmp_path / "work"),
             "--name",
@@ -160,7 +149,7 @@ def test_sweep_submitted_as_a_ray_job_is_tracked_on_the_mlflow_server(
 
     from mlflow import MlflowClient
 
-    client = MlflowClient(tracking_uri=mlflow_server, registry_uri=mlflow_server)
+    client = MlflowClient(tracking_uri=mlflow_on_postgres, registry_uri=mlflow_on_postgres)
     experiment = client.get_experiment_by_name("asd")
     runs = client.search_runs([experiment.experiment_id], max_results=1000)
     (parent,) = [

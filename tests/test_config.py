@@ -79,3 +79,13 @@ def test_feature_key_changes_with_feature_settings_only():
 def test_unknown_preset():
     with pytest.raises(AsdError, match="unknown preset 'fast'"):
         preset("fast")
+
+
+def test_quick_preset_is_the_paper_plus_its_listed_changes():
+    from asd.config import QUICK
+
+    quick, paper = preset("quick").to_flat(), preset("paper").to_flat()
+    changed = {k for k in quick if quick[k] != paper[k]}
+    assert changed == set(QUICK)
+    assert quick["encoder.width"] < paper["encoder.width"]  # what keeps it inside a CPU budget
+    assert paper["loss.aux_weight"] == 0 and paper["encoder.width"] == 64  # the paper unchanged

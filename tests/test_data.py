@@ -18,7 +18,6 @@ from asd.data import (
     read_wav,
 )
 from asd.errors import AsdError
-from asd.synth import synthesize
 
 # --------------------------------------------------------------------------- names
 
@@ -89,17 +88,10 @@ def test_parse_bad_names_raise_naming_the_file(bad):
 
 
 @pytest.fixture(scope="module")
-def tree(tmp_path_factory) -> Path:
+def tree(synth_tree) -> Path:
     """Two dev machines and one eval machine: a tiny but complete DCASE tree."""
-    root = tmp_path_factory.mktemp("dcase")
-    return synthesize(
-        root,
-        machines=("fan", "valve"),
-        train_source=5,
-        train_target=2,
-        test_per_domain=2,
-        seconds=0.25,
-        eval_machines=("Vacuum",),
+    return synth_tree(
+        machines=("fan", "valve"), train_source=5, seconds=0.25, eval_machines=("Vacuum",)
     )
 
 

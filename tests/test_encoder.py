@@ -141,3 +141,21 @@ def test_save_load_keeps_width_pool_and_classes(tmp_path):
     x = torch.randn(2, N_MELS, 40)
     with torch.no_grad():
         torch.testing.assert_close(loaded.embed(x), enc.embed(x), rtol=0, atol=0)
+
+
+def test_paper_encoder_is_resnet18_with_its_projection_head():
+    """Width, pool and freq_stride at their defaults build exactly the paper's network."""
+    enc = Encoder(EncoderConfig(), 128)
+    # ResNet-18 without fc and with a 1-channel stem, plus Linear(512, 512) and Linear(512, 128)
+    assert sum(p.numel() for p in enc.parameters()) == 11_170_240 + 262_656 + 65_664
+    assert enc.backbone_dim == 512
+
+
+def test_freq_stride_one_keeps_frequency_rows_for_the_pooling():
+    cfg = dataclasses.replace(CFG, width=4, pool="freq", freq_bands=8, freq_stride=1)
+    enc = Encoder(cfg, N_MELS).eval()
+    x = torch.randn(2, N_MELS, 64) * 10 - 50
+    with torch.no_grad():
+        fmap = enc.layers(enc.stem(((x - enc.mel_mean[:, None]) / enc.mel_std[:, None])[:, None]))
+        assert fmap.shape == (2, 32, N_MELS // 4, 2)  # time still strided by 32, frequency by 4
+        assert enc.backbone(x).shape == (2, 32 * 8) and enc.embedding_dim == 32 * 8

@@ -1,46 +1,37 @@
 """Registry and promotion against a real local MLflow SQLite store (one per module)."""
 
 import contextlib
-import os
 import threading
 import uuid
 
-os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+import mlflow.pyfunc
+import numpy as np
+import pytest
+import torch
+from servers import free_port
 
-import mlflow.pyfunc  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-
-from asd import registry  # noqa: E402
-from asd.config import Config  # noqa: E402
-from asd.encoder import Encoder, save_encoder  # noqa: E402
-from asd.errors import AsdError  # noqa: E402
-from asd.tracking import Tracker, default_tracking_uri  # noqa: E402
+from asd import registry
+from asd.errors import AsdError
+from asd.tracking import Tracker, default_tracking_uri
 
 N_MELS = 16
 
 
 @pytest.fixture(scope="module")
-def logged(tmp_path_factory):
+def logged(tmp_path_factory, tiny_encoder_file):
     """One store, one trial run, one logged encoder: (uri, tracker, model_uri, encoder path)."""
     root = tmp_path_factory.mktemp("registry")
     uri = default_tracking_uri(root)
     tracker = Tracker(uri, "registry-tests")
     sweep = tracker.start_sweep("sweep", {})
     trial = tracker.start_trial(sweep, "trial", {})
-    cfg = Config().with_overrides(
-        {
-            "encoder.embedding_dim": 8,
-            "encoder.head_hidden_dim": 16,
-            "encoder.embed_from": "projection",
-            "features.n_mels": N_MELS,
-        }
+    path = tiny_encoder_file(
+        root / "enc.pt",
+        n_mels=N_MELS,
+        embed_from="projection",
+        normalization=(-40.0, 10.0),
+        extra={"data_fingerprint": "abc"},
     )
-    torch.manual_seed(0)
-    encoder = Encoder(cfg.encoder, N_MELS)
-    encoder.set_normalization(np.full(N_MELS, -40.0), np.full(N_MELS, 10.0))
-    path = save_encoder(encoder, root / "enc.pt", cfg, {"data_fingerprint": "abc"})
     model_uri = tracker.log_encoder(trial, path)
     return uri, tracker, model_uri, path
 
@@ -175,14 +166,10 @@ def test_download_without_champion_says_so(logged, tmp_path):
 
 
 def test_offline_encoder_is_logged_on_sync(logged, tmp_path):
-    import socket
-
     from asd.tracking import sync_journal
 
     uri, _, _, path = logged
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        down = f"http://127.0.0.1:{s.getsockname()[1]}"
+    down = f"http://127.0.0.1:{free_port()}"
     offline = Tracker(down, "registry-tests", journal_dir=tmp_path / "j", probe_timeout_s=0.5)
     run_id = offline.start_trial(logged[1].start_sweep("sweep", {}), "offline-trial", {})
     model_uri = offline.log_encoder(run_id, path)

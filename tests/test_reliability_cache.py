@@ -30,18 +30,13 @@ CFG = FeatureConfig(n_mels=32)
 
 
 @pytest.fixture(scope="module")
-def pristine(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pristine")
-    synthesize(root, machines=("fan",), train_source=6, train_target=2, test_per_domain=2,
-               seconds=1.0, seed=3)  # fmt: skip
-    return root
+def pristine(synth_tree):
+    return synth_tree(machines=("fan",), train_source=6, seed=3)
 
 
 @pytest.fixture
-def data(pristine, tmp_path):
-    root = tmp_path / "data"
-    shutil.copytree(pristine, root)
-    return root
+def data(pristine, writable_copy):
+    return writable_copy(pristine)
 
 
 def _fresh(root, tmp_path):

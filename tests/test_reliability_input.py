@@ -10,42 +10,30 @@ where something was changed.
 import json
 import logging
 import shutil
-import socket
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
+from servers import free_port
 
 from asd.cli import main
-from asd.synth import synthesize
 
 SMOKE = str(Path(__file__).resolve().parents[1] / "search_spaces" / "smoke.yaml")
 CLIP = "section_00_source_train_normal_0000_m-n_W_spd_1.0.wav"
 
 
 @pytest.fixture(scope="module")
-def pristine(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pristine")
-    synthesize(
-        root,
-        machines=("fan", "slider"),
-        train_source=6,
-        train_target=2,
-        test_per_domain=2,
-        seconds=1.0,
-        seed=1,
-    )
+def pristine(synth_tree):
+    root = synth_tree(train_source=6, seed=1)
     assert (root / "dev_data/raw/fan/train" / CLIP).is_file()
     return root
 
 
 @pytest.fixture
-def data(pristine, tmp_path):
-    root = tmp_path / "data"
-    shutil.copytree(pristine, root)
-    return root
+def data(pristine, writable_copy):
+    return writable_copy(pristine)
 
 
 def _clip(root):
@@ -217,14 +205,8 @@ def test_bad_epoch_hook_fails_before_ray_starts(tmp_path, capsys):
     assert not (work / "ray_results").exists()
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]  # closed again when the socket is
-
-
 def test_unreachable_mlflow_is_refused_before_any_work(pristine, tmp_path, capsys):
-    uri = f"http://127.0.0.1:{_closed_port()}"
+    uri = f"http://127.0.0.1:{free_port()}"
     work = tmp_path / "work"
     argv = ["sweep", "--space", SMOKE, "--data", str(pristine),
             "--workdir", str(work), "--tracking-uri", uri]  # fmt: skip
@@ -233,7 +215,7 @@ def test_unreachable_mlflow_is_refused_before_any_work(pristine, tmp_path, capsy
 
 
 def test_credentials_in_a_tracking_uri_never_reach_the_terminal(pristine, tmp_path, capsys):
-    uri = f"http://alice:s3cret@127.0.0.1:{_closed_port()}"
+    uri = f"http://alice:s3cret@127.0.0.1:{free_port()}"
     argv = ["sweep", "--space", SMOKE, "--data", str(pristine),
             "--workdir", str(tmp_path / "work"), "--tracking-uri", uri]  # fmt: skip
     err = _fails(capsys, argv, "cannot reach MLflow", "alice:***@127.0.0.1")

@@ -10,40 +10,17 @@ tests/test_reliability_input.py (and tests/test_cluster_e2e.py for `ray job subm
 import dataclasses
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
-
-from asd.synth import synthesize
+from servers import free_port, start_mlflow, stop
 
 pytestmark = pytest.mark.slow
 
 TESTS = Path(__file__).resolve().parent
-BIN = Path(sys.executable).parent
-
-SPACE = """
-description: tiny sweep for fault injection
-base: smoke
-fixed:
-  train.epochs: 2
-  train.batch_size: 6
-  train.crop_frames: 16
-  features.n_mels: 32
-  augment.n_views: 2
-params:
-  loss.temperature: {{loguniform: [0.05, 0.5]}}
-  train.lr: {{choice: {lrs}}}
-sweep:
-  num_samples: {n}
-  max_concurrent_trials: 2
-  grace_period: 2
-"""
 NAN_LR = 1.0e30  # Adam with this rate overflows the weights in the first epoch: loss NaN
 
 
@@ -71,19 +48,19 @@ def ray_with_faults_on_path(faults_root):
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    synthesize(
-        root, machines=("fan", "slider"), train_source=8, train_target=2,
-        test_per_domain=2, seconds=1.0, seed=5,
-    )  # fmt: skip
-    return root
+def data(synth_tree):
+    return synth_tree(train_source=8, seed=5)
 
 
-def _space(tmp_path, lrs, n):
-    path = tmp_path / "space.yaml"
-    path.write_text(SPACE.format(lrs=lrs, n=n))
-    return path
+@pytest.fixture(scope="module")
+def space(tiny_space):
+    """``space(folder, lrs, n)``: the tiny space with ``train.lr`` chosen among ``lrs``."""
+
+    def write(folder, lrs, n):
+        params = {"loss.temperature": "{loguniform: [0.05, 0.5]}", "train.lr": f"{{choice: {lrs}}}"}
+        return tiny_space(folder / "space.yaml", params, num_samples=n)
+
+    return write
 
 
 def _faults_dir():
@@ -106,7 +83,7 @@ def _children(uri, sweep_id):
 
 
 @pytest.fixture(scope="module")
-def faulty_sweep(ray_with_faults_on_path, data, tmp_path_factory):
+def faulty_sweep(ray_with_faults_on_path, data, space, tmp_path_factory):
     from asd.sweep.runner import SweepSettings, run_sweep
     from asd.tracking import default_tracking_uri
 
@@ -115,7 +92,7 @@ def faulty_sweep(ray_with_faults_on_path, data, tmp_path_factory):
     faults = _faults_dir()
     (faults / "roles").write_text("kill_once\nraise_once\nalways_raise\n")
     settings = SweepSettings(
-        space=_space(tmp, [NAN_LR, 1.0e-3, 2.0e-3, 3.0e-3], 6),
+        space=space(tmp, [NAN_LR, 1.0e-3, 2.0e-3, 3.0e-3], 6),
         data=data,
         workdir=workdir,
         name="faulty",
@@ -208,46 +185,8 @@ def test_the_other_trials_finish_and_the_winner_is_registered(faulty_sweep):
 # --------------------------------------------------------------------------- MLflow outage
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _start_server(root, port):
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
-           "MLFLOW_DISABLE_TELEMETRY": "true"}  # fmt: skip
-    proc = subprocess.Popen(
-        [str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{root}/mlflow.db",
-         "--artifacts-destination", str(root / "artifacts"),
-         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        stdout=open(root / "server.log", "a"), stderr=subprocess.STDOUT, env=env,
-        start_new_session=True,
-    )  # fmt: skip
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, (root / "server.log").read_text()[-2000:]
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-                if r.status == 200:
-                    return proc
-        except OSError:
-            time.sleep(0.3)
-    raise AssertionError("mlflow server did not start")
-
-
-def _stop(proc):
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(proc.pid, sig)
-            proc.wait(timeout=15)
-            return
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            continue
-
-
 def test_mlflow_down_mid_sweep_then_sync_replays_everything_once(
-    ray_with_faults_on_path, data, tmp_path, capsys
+    ray_with_faults_on_path, data, space, tmp_path, capsys
 ):
     from mlflow import MlflowClient
 
@@ -256,14 +195,14 @@ def test_mlflow_down_mid_sweep_then_sync_replays_everything_once(
 
     server_root = tmp_path / "server"
     server_root.mkdir()
-    port = _free_port()
+    port = free_port()
     uri = f"http://127.0.0.1:{port}"
     workdir = tmp_path / "work"
-    server = _start_server(server_root, port)
+    server = start_mlflow(server_root, port)
     try:
         (_faults_dir() / "server.pid").write_text(str(server.pid))
         settings = SweepSettings(
-            space=_space(tmp_path, [1.0e-3], 2),
+            space=space(tmp_path, [1.0e-3], 2),
             data=data,
             workdir=workdir,
             name="outage",
@@ -280,7 +219,7 @@ def test_mlflow_down_mid_sweep_then_sync_replays_everything_once(
         assert all((d / "artifacts" / "encoder.pt").is_file() for d in trial_dirs)
         assert list((workdir / "journal" / "outage").glob("*.jsonl"))
 
-        server = _start_server(server_root, port)  # same database, same port
+        server = start_mlflow(server_root, port)  # same database, same port
         assert main(["sync", "--workdir", str(workdir), "--tracking-uri", uri]) == 0
         assert "replayed=0" not in capsys.readouterr().out
         client, parent, children = _children(uri, "outage")
@@ -310,13 +249,13 @@ def test_mlflow_down_mid_sweep_then_sync_replays_everything_once(
         version = MlflowClient(uri, uri).get_model_version("asd-encoder", resumed.model_version)
         assert version.run_id == children[resumed.best_trial_id].info.run_id
     finally:
-        _stop(server)
+        stop(server)
 
 
 # --------------------------------------------------------------------------- refused before work
 
 
-def test_resume_with_another_space_is_refused_naming_both_files(faulty_sweep, tmp_path):
+def test_resume_with_another_space_is_refused_naming_both_files(faulty_sweep, space, tmp_path):
     from asd.errors import AsdError
     from asd.sweep.runner import SweepSettings, run_sweep
 
@@ -324,7 +263,8 @@ def test_resume_with_another_space_is_refused_naming_both_files(faulty_sweep, tm
     storage = Path(result.summary["trial_dir"].iloc[0]).parents[1]  # <storage>/faulty/<trial>
     record = json.loads((storage / "faulty.space.json").read_text())
     other = tmp_path / "other.yaml"
-    other.write_text(SPACE.format(lrs=[1.0e-3], n=1).replace("n_mels: 32", "n_mels: 64"))
+    tiny = space(tmp_path, [1.0e-3], 1).read_text()
+    other.write_text(tiny.replace("n_mels: 32", "n_mels: 64"))
     settings = SweepSettings(space=other, data=Path("unused"), workdir=storage.parent,
                              name="faulty", resume=True, device="cpu")  # fmt: skip
     with pytest.raises(AsdError) as err:
@@ -342,12 +282,12 @@ def test_resume_with_another_space_is_refused_naming_both_files(faulty_sweep, tm
     ],
 )
 def test_a_trial_larger_than_the_cluster_is_refused_not_left_pending(
-    ray_with_faults_on_path, data, tmp_path, capsys, flags, needle
+    ray_with_faults_on_path, data, space, tmp_path, capsys, flags, needle
 ):
     from asd.cli import main
 
     work = tmp_path / "work"
-    argv = ["sweep", "--space", str(_space(tmp_path, [1.0e-3], 1)), "--data", str(data),
+    argv = ["sweep", "--space", str(space(tmp_path, [1.0e-3], 1)), "--data", str(data),
             "--workdir", str(work), *flags]  # fmt: skip
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
@@ -356,12 +296,12 @@ def test_a_trial_larger_than_the_cluster_is_refused_not_left_pending(
     assert not (work / "ray_results").exists() and not (work / "mlflow.db").exists()
 
 
-def test_the_job_entry_point_refuses_a_gpu_trial_on_a_cpu_cluster(data, tmp_path):
+def test_the_job_entry_point_refuses_a_gpu_trial_on_a_cpu_cluster(data, space, tmp_path):
     work = tmp_path / "work"
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     proc = subprocess.run(
         [sys.executable, str(TESTS.parent / "jobs" / "sweep.py"), "--space",
-         str(_space(tmp_path, [1.0e-3], 1)), "--data", str(data), "--workdir", str(work),
+         str(space(tmp_path, [1.0e-3], 1)), "--data", str(data), "--workdir", str(work),
          "--gpus-per-trial", "1"],
         capture_output=True, text=True, timeout=300, env=env,
     )  # fmt: skip

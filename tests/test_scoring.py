@@ -47,7 +47,7 @@ def test_pooled_ml_equals_numpy_formula(train):
     test = gaussian(rng, 50, 4, mean=1.0)
     fan = x[:300]
     expected = numpy_mahalanobis(test, fan.mean(0), np.cov(fan, rowvar=False, bias=True))
-    np.testing.assert_allclose(scorer.score(test, meta_for(50)), expected, rtol=1e-8)
+    np.testing.assert_allclose(scorer.score_samples(test, meta_for(50)), expected, rtol=1e-8)
 
 
 def test_min_ml_equals_shared_covariance_nearest_domain_mean():
@@ -62,7 +62,7 @@ def test_min_ml_equals_shared_covariance_nearest_domain_mean():
     expected = np.minimum(
         numpy_mahalanobis(test, src.mean(0), cov), numpy_mahalanobis(test, tgt.mean(0), cov)
     )
-    np.testing.assert_allclose(scorer.score(test, meta_for(40)), expected, rtol=1e-8)
+    np.testing.assert_allclose(scorer.score_samples(test, meta_for(40)), expected, rtol=1e-8)
 
 
 @pytest.mark.parametrize("estimator", ["ml", "elliptic"])
@@ -72,7 +72,7 @@ def test_shifted_anomalies_score_higher(train, estimator, strategy):
     scorer = MahalanobisScorer(estimator, strategy).fit(x, meta)
     rng = np.random.default_rng(3)
     normal, anomaly = gaussian(rng, 100, 4), gaussian(rng, 100, 4, mean=[2.5, -2.5, 0, 0])
-    scores = scorer.score(np.concatenate([normal, anomaly]), meta_for(200))
+    scores = scorer.score_samples(np.concatenate([normal, anomaly]), meta_for(200))
     y = np.r_[np.zeros(100), np.ones(100)]
     from sklearn.metrics import roc_auc_score
 
@@ -109,7 +109,7 @@ def test_min_strategy_handles_ten_shifted_target_clips():
     for strategy in ("min", "pooled"):
         scorer = MahalanobisScorer("ml", strategy).fit(x, train_meta)
         auc[strategy] = section_scores(
-            results.assign(anomaly_score=scorer.score(test, results))
+            results.assign(anomaly_score=scorer.score_samples(test, results))
         ).iloc[0]
     assert auc["min"].auc_target > 0.9
     assert auc["min"].auc_target > auc["pooled"].auc_target + 0.05  # here .996 vs .898
@@ -121,11 +121,22 @@ def test_threshold_is_requested_quantile_of_train_scores(train):
     x, meta = train
     scorer = MahalanobisScorer("ml", "min", threshold_quantile=0.8).fit(x, meta)
     for key, rows in (("fan", slice(0, 300)), ("valve", slice(300, 600))):
-        train_scores = scorer.score(x[rows], meta.iloc[rows])
+        train_scores = scorer.score_samples(x[rows], meta.iloc[rows])
         assert scorer.thresholds_[(key, 0)] == pytest.approx(np.quantile(train_scores, 0.8))
-    decisions = scorer.decide(scorer.score(x, meta), meta)
+    decisions = scorer.decide(scorer.score_samples(x, meta), meta)
     assert decisions.dtype.kind == "i" and set(np.unique(decisions)) <= {0, 1}
     assert decisions.mean() == pytest.approx(0.2, abs=0.01)
+    np.testing.assert_array_equal(scorer.predict(x, meta), decisions)
+
+
+def test_follows_the_estimator_contract(train):
+    """Per-clip values from ``score_samples``, decisions from ``predict``; ``score`` would be
+    scikit-learn's scalar, so the scorer has none rather than a per-clip one."""
+    x, meta = train
+    scorer = MahalanobisScorer("ml", "pooled").fit(x, meta)
+    assert scorer.score_samples(x[:5], meta.iloc[:5]).shape == (5,)
+    assert scorer.predict(x[:5], meta.iloc[:5]).shape == (5,)
+    assert not hasattr(scorer, "score")
 
 
 def test_fit_uses_only_normal_train_rows(train):
@@ -137,7 +148,7 @@ def test_fit_uses_only_normal_train_rows(train):
     )
     a = MahalanobisScorer("ml", "pooled").fit(np.concatenate([x, outliers]), full_meta)
     b = MahalanobisScorer("ml", "pooled").fit(x, meta)
-    np.testing.assert_allclose(a.score(x, meta), b.score(x, meta))
+    np.testing.assert_allclose(a.score_samples(x, meta), b.score_samples(x, meta))
 
 
 # ----------------------------------------------------------------- fallbacks
@@ -149,7 +160,7 @@ def test_fallback_when_fewer_clips_than_dimensions(caplog):
     assert ("fan", 0) in scorer.fallbacks_ and "rank" in scorer.fallbacks_[("fan", 0)]
     assert isinstance(scorer.estimators_[("fan", 0)], LedoitWolf)
     assert "LedoitWolf" in caplog.text
-    assert np.isfinite(scorer.score(gaussian(rng, 5, 20), meta_for(5))).all()
+    assert np.isfinite(scorer.score_samples(gaussian(rng, 5, 20), meta_for(5))).all()
 
 
 def test_fallback_counts_domain_centres_for_min():
@@ -170,7 +181,7 @@ def test_fallback_on_dead_dimension(estimator):
     scorer = MahalanobisScorer(estimator, "pooled").fit(x, meta_for(200))
     assert ("fan", 0) in scorer.fallbacks_
     assert isinstance(scorer.estimators_[("fan", 0)], LedoitWolf)
-    assert np.isfinite(scorer.score(x, meta_for(200))).all()
+    assert np.isfinite(scorer.score_samples(x, meta_for(200))).all()
 
 
 def test_elliptic_fallback_when_mcd_support_too_small():
@@ -198,17 +209,17 @@ def test_unknown_section_nan_and_shape_errors(train):
     x, meta = train
     scorer = MahalanobisScorer().fit(x, meta)
     with pytest.raises(AsdError, match="slider section 00 was not seen"):
-        scorer.score(x[:3], meta_for(3, "slider"))
+        scorer.score_samples(x[:3], meta_for(3, "slider"))
     bad = x[:3].copy()
     bad[1, 0] = np.nan
     with pytest.raises(AsdError, match="NaN"):
-        scorer.score(bad, meta_for(3))
+        scorer.score_samples(bad, meta_for(3))
     with pytest.raises(AsdError, match="NaN"):
         MahalanobisScorer().fit(np.where(np.arange(600)[:, None] == 5, np.nan, x), meta)
     with pytest.raises(AsdError, match="dimensions"):
-        scorer.score(x[:3, :2], meta_for(3))
+        scorer.score_samples(x[:3, :2], meta_for(3))
     with pytest.raises(AsdError, match="meta rows"):
-        scorer.score(x[:3], meta_for(4))
+        scorer.score_samples(x[:3], meta_for(4))
 
 
 def test_bad_settings_raise_at_fit(train):
@@ -237,7 +248,7 @@ def test_sklearn_contract(train):
     assert clone(scorer).get_params() == scorer.get_params()
     assert not hasattr(scorer, "estimators_")
     with pytest.raises(AsdError, match="not fitted"):
-        scorer.score(x, meta)
+        scorer.score_samples(x, meta)
     with pytest.raises(AsdError, match="not fitted"):
         scorer.decide(np.zeros(len(meta)), meta)
     assert scorer.fit(x, meta) is scorer

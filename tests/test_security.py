@@ -10,12 +10,11 @@ import os
 import pickle
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from asd.config import Config
-from asd.encoder import Encoder, load_encoder, save_encoder
+from asd.encoder import load_encoder
 from asd.errors import AsdError
 
 SECRETS = {
@@ -23,7 +22,6 @@ SECRETS = {
     "MLFLOW_TRACKING_PASSWORD": "mlflow-s3cret-51be02",
     "MLFLOW_TRACKING_TOKEN": "mlflow-t0ken-88d1c4",
 }
-N_MELS = 16
 
 
 # --------------------------------------------------------------------------- binds
@@ -76,17 +74,8 @@ class _Payload:
         return (Path.touch, (self.marker,))
 
 
-def _encoder_file(path: Path) -> Path:
-    cfg = Config().with_overrides(
-        {"encoder.embedding_dim": 8, "encoder.head_hidden_dim": 16, "features.n_mels": N_MELS}
-    )
-    encoder = Encoder(cfg.encoder, N_MELS)
-    encoder.set_normalization(np.zeros(N_MELS), np.ones(N_MELS))
-    return save_encoder(encoder, path, cfg, {"data_fingerprint": "x"})
-
-
-def test_an_encoder_file_with_a_pickled_object_is_refused(tmp_path):
-    path = _encoder_file(tmp_path / "encoder.pt")
+def test_an_encoder_file_with_a_pickled_object_is_refused(tmp_path, tiny_encoder_file):
+    path = tiny_encoder_file(tmp_path / "encoder.pt")
     load_encoder(path)  # the genuine file loads
     state = torch.load(path, weights_only=True)
     marker = tmp_path / "pwned"
@@ -120,7 +109,9 @@ def test_a_training_checkpoint_with_a_pickled_object_is_refused(tmp_path):
 # --------------------------------------------------------------------------- registry safety
 
 
-def test_promote_cli_refuses_an_incomparable_version_and_keeps_the_alias(tmp_path, capsys):
+def test_promote_cli_refuses_an_incomparable_version_and_keeps_the_alias(
+    tmp_path, capsys, tiny_encoder_file
+):
     from mlflow import MlflowClient
 
     from asd import registry
@@ -130,7 +121,7 @@ def test_promote_cli_refuses_an_incomparable_version_and_keeps_the_alias(tmp_pat
     uri = default_tracking_uri(tmp_path)
     tracker = Tracker(uri, "security")
     trial = tracker.start_trial(tracker.start_sweep("s", {}), "t", {})
-    model_uri = tracker.log_encoder(trial, _encoder_file(tmp_path / "encoder.pt"))
+    model_uri = tracker.log_encoder(trial, tiny_encoder_file(tmp_path / "encoder.pt"))
     base = {"metric": "holdout.hmean", "estimator": "ml", "data_fingerprint": "fp-1"}
     v1 = registry.register_encoder(uri, model_uri, "enc", {**base, "metric_value": "0.60"})
     assert main(["promote", "--model-name", "enc", "--version", v1, "--tracking-uri", uri]) == 0
@@ -152,28 +143,19 @@ def test_promote_cli_refuses_an_incomparable_version_and_keeps_the_alias(tmp_pat
 
 
 @pytest.mark.slow
-def test_a_sweep_logs_no_secret_from_the_environment(tmp_path, monkeypatch):
+def test_a_sweep_logs_no_secret_from_the_environment(tmp_path, monkeypatch, synth_tree, tiny_space):
     """Run a one-trial sweep with secrets in the environment; scan everything it wrote."""
     from mlflow import MlflowClient
 
     from asd.sweep.runner import SweepSettings, run_sweep
-    from asd.synth import synthesize
     from asd.tracking import default_tracking_uri
 
     for key, value in SECRETS.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "alice")
-    data = synthesize(
-        tmp_path / "data", machines=("fan", "slider"), train_source=6, train_target=2,
-        test_per_domain=2, seconds=1.0, seed=2,
-    )  # fmt: skip
-    space = tmp_path / "one.yaml"
-    space.write_text(
-        "base: smoke\nfixed:\n  train.epochs: 1\n  train.batch_size: 6\n"
-        "  train.crop_frames: 16\n  features.n_mels: 32\n  augment.n_views: 2\n"
-        "params:\n  loss.temperature: {uniform: [0.1, 0.2]}\n"
-        "sweep:\n  num_samples: 1\n  grace_period: 1\n"
-    )
+    data = synth_tree(train_source=6, seed=2)
+    params = {"loss.temperature": "{uniform: [0.1, 0.2]}"}
+    space = tiny_space(tmp_path / "one.yaml", params, num_samples=1, epochs=1)
     workdir = tmp_path / "work"
     result = run_sweep(
         SweepSettings(space=space, data=data, workdir=workdir, name="secrets", device="cpu")
@@ -218,10 +200,19 @@ def test_environment_secrets_are_not_read_by_the_package():
     assert os.environ.get("AWS_SECRET_ACCESS_KEY") not in SECRETS.values()
 
 
-def test_redact_uri_masks_passwords_and_lone_tokens():
-    from asd.tracking import redact_uri
+def test_redact_masks_passwords_and_lone_tokens():
+    from asd.errors import redact
 
-    assert redact_uri("http://alice:s3cret@host:5000/x") == "http://alice:***@host:5000/x"
-    assert redact_uri("https://t0ken@host") == "https://***@host"
-    assert redact_uri("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
-    assert redact_uri("sqlite:////tmp/mlflow.db") == "sqlite:////tmp/mlflow.db"
+    assert redact("http://alice:s3cret@host:5000/x") == "http://alice:***@host:5000/x"
+    assert redact("https://t0ken@host") == "https://***@host"
+    assert redact("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
+    assert redact("sqlite:////tmp/mlflow.db") == "sqlite:////tmp/mlflow.db"
+
+
+def test_redact_masks_every_uri_quoted_in_a_message():
+    from asd.errors import redact
+
+    text = "cannot reach postgresql://u:p@ss@db:5432/x (refused); s3://tok@bucket/k"
+    out = redact(text)
+    assert out == "cannot reach postgresql://u:***@db:5432/x (refused); s3://***@bucket/k"
+    assert "p@ss" not in out and "tok" not in out

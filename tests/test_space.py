@@ -37,7 +37,7 @@ def test_default_space_covers_the_issue_settings():
     assert {"augment.pitch_max_semitones", "augment.noise_snr_db_min", "augment.n_views"} <= keys
     assert {"augment.mask_short_ms", "augment.mask_long_ms"} <= keys
     assert {"encoder.width", "encoder.pool", "loss.aux_weight", "loss.aux_head"} <= keys
-    assert {"loss.aux_margin", "loss.aux_subclusters"} <= keys
+    assert {"loss.aux_margin", "loss.aux_subclusters", "encoder.freq_stride"} <= keys
     weights = next(p for p in space.params if p.key == "loss.aux_weight").values
     assert 0.0 in weights  # NT-Xent alone (the paper's loss) stays a candidate
 

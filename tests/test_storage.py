@@ -5,10 +5,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from servers import s3_server, server_env
 
 from asd.sweep.storage import is_uri, latest_sweep, storage_root, sweep_exists
 from asd.synth import synthesize
-from tests.servers import s3_server, server_env
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -12,49 +12,25 @@ from pathlib import Path
 import pytest
 
 from asd.errors import AsdError
-from asd.synth import synthesize
 
 pytestmark = pytest.mark.slow
 
-TINY_SPACE = """
-description: a sweep small enough for a test
-base: smoke
-fixed:
-  train.epochs: 2
-  train.batch_size: 6
-  train.crop_frames: 16
-  features.n_mels: 32
-  augment.n_views: 2
-params:
-  loss.temperature: {loguniform: [0.05, 0.5]}
-  train.lr: {loguniform: [3.0e-4, 3.0e-3]}
-sweep:
-  num_samples: 3
-  max_concurrent_trials: 2
-  grace_period: 2
-"""
+PARAMS = {
+    "loss.temperature": "{loguniform: [0.05, 0.5]}",
+    "train.lr": "{loguniform: [3.0e-4, 3.0e-3]}",
+}
 
 
 @pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    synthesize(
-        root,
-        machines=("fan", "slider", "valve"),
-        train_source=12,
-        train_target=2,
-        test_per_domain=4,
-        seconds=1.0,
-        seed=3,
+def tiny_data(synth_tree):
+    return synth_tree(
+        machines=("fan", "slider", "valve"), train_source=12, test_per_domain=4, seed=3
     )
-    return root
 
 
 @pytest.fixture(scope="module")
-def space_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("space") / "tiny.yaml"
-    path.write_text(TINY_SPACE)
-    return path
+def space_file(tiny_space, tmp_path_factory):
+    return tiny_space(tmp_path_factory.mktemp("space") / "tiny.yaml", PARAMS, num_samples=3)
 
 
 @pytest.fixture(scope="module")
@@ -284,7 +260,7 @@ def test_optuna_dashboard_serves_the_finished_sweep(finished_sweep, tmp_path):
     """The README's `optuna-dashboard sqlite:///.../<name>.optuna.db`, over HTTP."""
     import urllib.request
 
-    from tests.servers import optuna_dashboard
+    from servers import optuna_dashboard
 
     settings, result = finished_sweep
     db = Path(settings.workdir).resolve() / "ray_results" / f"{result.name}.optuna.db"

@@ -1,18 +1,15 @@
 """Tracker against a real local MLflow SQLite store (one store per module: creating it is slow)."""
 
 import math
-import os
-import socket
 import uuid
 
-os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+import pandas as pd
+import pytest
+from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+from servers import free_port
 
-import pandas as pd  # noqa: E402
-import pytest  # noqa: E402
-from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore  # noqa: E402
-
-from asd.errors import AsdError  # noqa: E402
-from asd.tracking import (  # noqa: E402
+from asd.errors import AsdError
+from asd.tracking import (
     TAG_PARENT,
     TAG_SWEEP,
     TAG_TRIAL,
@@ -21,12 +18,6 @@ from asd.tracking import (  # noqa: E402
     default_tracking_uri,
     sync_journal,
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -170,15 +161,20 @@ def test_online_journal_is_all_acked(store, tmp_path):
     assert sync_journal(tmp_path / "j", store).replayed == 0
 
 
+def offline(journal, experiment):
+    """A tracker whose MLflow is down (nothing listens on its port): every write waits."""
+    down = f"http://127.0.0.1:{free_port()}"
+    return Tracker(down, experiment, journal_dir=journal, probe_timeout_s=0.5)
+
+
 def test_offline_journal_replays_exactly_once(store, tmp_path):
     journal = tmp_path / "journal"
-    down = f"http://127.0.0.1:{free_port()}"
     experiment = f"exp-{uuid.uuid4().hex[:8]}"
-    driver = Tracker(down, experiment, journal_dir=journal, probe_timeout_s=0.5)
+    driver = offline(journal, experiment)
     parent = driver.start_sweep("sweep-i", {"train.epochs": 3})
     assert parent.startswith("pending-")
     # a trial in another process: its own tracker and journal file, the placeholder parent
-    trial = Tracker(down, experiment, journal_dir=journal, probe_timeout_s=0.5)
+    trial = offline(journal, experiment)
     child = trial.start_trial(parent, "t1", {"loss.temperature": 0.1})
     for epoch in range(3):
         trial.log_metrics(child, {"loss": 3.0 - epoch, "lr": 0.5}, step=epoch)
@@ -215,9 +211,8 @@ def test_offline_journal_replays_exactly_once(store, tmp_path):
 def test_replay_repeats_nothing_even_without_acks(store, tmp_path):
     """A crash between applying and acking: the operations themselves are idempotent."""
     journal = tmp_path / "journal"
-    down = f"http://127.0.0.1:{free_port()}"
     experiment = f"exp-{uuid.uuid4().hex[:8]}"
-    tracker = Tracker(down, experiment, journal_dir=journal, probe_timeout_s=0.5)
+    tracker = offline(journal, experiment)
     run_id = tracker.start_sweep("sweep-j", {"a": 1})
     tracker.log_metrics(run_id, {"loss": 1.0}, step=0)
     tracker.finish(run_id)

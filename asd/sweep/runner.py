@@ -30,7 +30,7 @@ from asd.sweep.provenance import write_provenance
 from asd.sweep.settings import SweepSettings, with_space_defaults
 from asd.sweep.space import SearchSpace, load_space, resolve_space
 from asd.sweep.storage import is_uri, latest_sweep, storage_root, sweep_exists
-from asd.sweep.summary import format_summary, summarise
+from asd.sweep.summary import format_summary, trial_summary
 from asd.sweep.trial import OBJECTIVE, TrialSetup, load_epoch_hook, run_trial
 from asd.sweep.winner import register_winner, score_holdout, winner_encoder_path
 
@@ -67,6 +67,7 @@ ESTIMATOR_HMEANS = ("ml.hmean", "elliptic.hmean")
 def run_sweep(settings: SweepSettings) -> SweepResult:
     """Run (or resume) a sweep end to end and return its summary."""
     from asd.data import fingerprint
+    from asd.fingerprint import STORE_NAME
     from asd.tracking import Tracker, check_tracking, default_tracking_uri
 
     start = time.monotonic()
@@ -89,7 +90,7 @@ def run_sweep(settings: SweepSettings) -> SweepResult:
 
     data_root, index, features = _load_data(settings, space, workdir)
     tune_machines, holdout = _machine_groups(index, settings)
-    data_fp = fingerprint(index)
+    data_fp = fingerprint(index, workdir / "features" / STORE_NAME)  # a stat per clip
     _check_nodes(settings, workdir, str(features.path), workers)
 
     if not settings.resume:
@@ -118,7 +119,7 @@ def run_sweep(settings: SweepSettings) -> SweepResult:
         tracker.finish(parent, status="FAILED")  # a refused or broken sweep is never RUNNING
         raise
     phases["tune"], mark = time.monotonic() - mark, time.monotonic()
-    summary = summarise(results)
+    summary = trial_summary(results)
     train_s = float(summary.get("train_s", pd.Series(dtype=float)).sum())
     result = SweepResult(name, parent, summary, None, None, train_s=train_s, phases=phases)
     _finalise_runs(tracker, summary)
@@ -441,4 +442,4 @@ def _log_summary(tracker: Any, parent: str, result: SweepResult, space: SearchSp
     tracker.set_tags(parent, tags)
 
 
-__all__ = ["SweepResult", "SweepSettings", "format_summary", "run_sweep", "summarise"]
+__all__ = ["SweepResult", "SweepSettings", "format_summary", "run_sweep", "trial_summary"]

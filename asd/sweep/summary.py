@@ -8,13 +8,14 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from asd.errors import one_line
 from asd.sweep.trial import OBJECTIVE
 
 if TYPE_CHECKING:
     from asd.sweep.runner import SweepResult
 
 
-def summarise(results: Any) -> pd.DataFrame:
+def trial_summary(results: Any) -> pd.DataFrame:
     """One row per trial: status, sampled params, the objective and both estimators' hmean."""
     rows = []
     for res in results:
@@ -29,7 +30,7 @@ def summarise(results: Any) -> pd.DataFrame:
             "train_s": metrics.get("time.train_s", 0.0),
             "mlflow_run_id": metrics.get("mlflow_run_id"),
             "trial_dir": res.path,
-            "error": _error_line(res.error) if res.error else "",
+            "error": one_line(res.error, last=True) if res.error else "",
         }
         row.update({f"param.{k}": v for k, v in (res.config or _params(res.path)).items()})
         rows.append(row)
@@ -56,15 +57,6 @@ def _params(path: str) -> dict[str, Any]:
         return dict(json.loads((Path(path) / "params.json").read_text()))
     except (OSError, ValueError, TypeError):
         return {}
-
-
-def _error_line(error: BaseException) -> str:
-    """The root cause: the last line of a (remote) traceback, e.g. ``AsdError: loss became NaN``.
-
-    The first line of a Ray task error only names the worker (``ray::ImplicitFunc.train()``).
-    """
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return (lines[-1] if lines else type(error).__name__)[:300]
 
 
 def format_summary(result: SweepResult) -> str:

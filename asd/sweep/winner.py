@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from asd.errors import AsdError
+from asd.errors import AsdError, redact
 from asd.sweep.storage import winner_encoder
 from asd.sweep.summary import trial_id_of
 
@@ -55,7 +55,6 @@ def register_winner(
 ) -> None:
     """Log the winner as an MLflow model, register it, and promote it when asked."""
     from asd.registry import promote, register_encoder
-    from asd.tracking import redact_uri
 
     scores = result.holdout_scores or result.tune_scores
     estimator = max(("ml", "elliptic"), key=lambda e: scores.get(f"{e}.hmean", float("-inf")))
@@ -65,7 +64,7 @@ def register_winner(
         # MLflow went down: the encoder waits in the journal and the registry cannot be reached.
         # Finish the sweep (every result is kept) and say how to register later.
         result.deferred = (
-            f"MLflow at {redact_uri(tracker.tracking_uri)} was unreachable, so the winner is not "
+            f"MLflow at {redact(tracker.tracking_uri)} was unreachable, so the winner is not "
             f"registered yet: run `asd sync --name {result.name}`, then "
             f"`asd sweep --name {result.name} --resume` to register it"
             + (" (with --promote to promote it)" if settings.promote else "")

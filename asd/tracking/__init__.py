@@ -1,6 +1,6 @@
 """MLflow tracking for sweeps: one parent run per sweep, one child run per trial.
 
-``uri`` checks and redacts tracking URIs; ``store`` is the MLflow adapter (the only code
+``uri`` checks tracking URIs; ``store`` is the MLflow adapter (the only code
 that writes); ``journal`` is the write-ahead journal, its one ``apply_entry`` and the replay
 (``sync_journal``); ``tracker`` is the :class:`Tracker` the sweep writes through; ``model``
 is the encoder as a pyfunc model.
@@ -21,8 +21,6 @@ from asd.tracking.uri import (
     check_tracking,
     default_tracking_uri,
     is_unavailable,
-    one_line,
-    redact_uri,
     sqlite_path,
 )
 
@@ -40,8 +38,6 @@ __all__ = [
     "check_tracking",
     "default_tracking_uri",
     "is_unavailable",
-    "one_line",
-    "redact_uri",
     "sqlite_path",
     "sync_journal",
 ]

@@ -38,9 +38,9 @@ import shutil
 from pathlib import Path
 from typing import Literal
 
-from asd.errors import AsdError
+from asd.errors import AsdError, one_line, redact
 from asd.tracking.store import Resolve, Store, Unresolved
-from asd.tracking.uri import check_tracking, is_unavailable, one_line, redact_uri
+from asd.tracking.uri import check_tracking, is_unavailable
 
 log = logging.getLogger(__name__)
 
@@ -217,7 +217,7 @@ class _Replay:
         outcome = apply_entry(self.store, path, entry, self.refs, self.resolve)
         if outcome.state == "pending" and outcome.error is not None:
             raise AsdError(
-                f"lost MLflow at {redact_uri(self.uri)} while replaying {path.name} "
+                f"lost MLflow at {redact(self.uri)} while replaying {path.name} "
                 f"#{entry['seq']} ({one_line(outcome.error)}): run the sync again later"
             ) from outcome.error
         if outcome.state == "failed":

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import mlflow
 
-from asd.errors import AsdError
+from asd.errors import AsdError, one_line, redact
 from asd.tracking.journal import (
     PENDING,
     Outcome,
@@ -26,7 +26,7 @@ from asd.tracking.journal import (
 )
 from asd.tracking.model import sha256
 from asd.tracking.store import ENCODER_DIR, Store, Unresolved, param_value
-from asd.tracking.uri import health_problem, is_http, one_line, redact_uri
+from asd.tracking.uri import health_problem, is_http
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -221,7 +221,7 @@ class Tracker:
             raise err
         if outcome.state == "pending":
             raise AsdError(
-                f"lost MLflow at {redact_uri(self.tracking_uri)} during {entry['op']} "
+                f"lost MLflow at {redact(self.tracking_uri)} during {entry['op']} "
                 f"({one_line(err)}): pass a journal folder to keep training through outages"
             ) from err
         raise AsdError(f"MLflow refused {entry['op']}: {one_line(err)}") from err
@@ -238,7 +238,7 @@ class Tracker:
         problem = health_problem(self.tracking_uri, self.probe_timeout_s)
         if problem is not None and self.journal_file is None:
             raise AsdError(
-                f"lost MLflow at {redact_uri(self.tracking_uri)} ({problem}): start the server, "
+                f"lost MLflow at {redact(self.tracking_uri)} ({problem}): start the server, "
                 "or pass a journal folder to keep training through outages"
             )
         return problem is None
@@ -281,7 +281,7 @@ class Tracker:
         if not self._pending:
             log.warning(
                 "MLflow at %s unavailable: journalling to %s; replay with sync_journal",
-                redact_uri(self.tracking_uri),
+                redact(self.tracking_uri),
                 journal_file,
             )
         keep_blobs(journal_file, entry)

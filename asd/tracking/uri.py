@@ -1,4 +1,4 @@
-"""Tracking URIs: the default store, password redaction, scheme and health checks.
+"""Tracking URIs: the default store, scheme and health checks.
 
 MLflow answers an unknown scheme or a malformed URI with a traceback from deep inside, and
 silently creates an empty database for a ``sqlite:///`` path that does not exist yet: right
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from mlflow.exceptions import MlflowException
 
-from asd.errors import AsdError
+from asd.errors import AsdError, redact
 
 
 def default_tracking_uri(workdir: Path) -> str:
@@ -38,17 +38,6 @@ def is_http(uri: str) -> bool:
     return uri.startswith(("http://", "https://"))
 
 
-def redact_uri(uri: str) -> str:
-    """The URI with any password replaced by ``***``: safe for messages and logs."""
-    parts = urllib.parse.urlsplit(uri)
-    if parts.username is None:
-        return uri
-    host = parts.netloc.rsplit("@", 1)[-1]
-    # user:password@ keeps the user; a lone token@ is the secret itself
-    userinfo = f"{parts.username}:***" if parts.password is not None else "***"
-    return urllib.parse.urlunsplit(parts._replace(netloc=f"{userinfo}@{host}"))
-
-
 SCHEMES = (
     "http", "https", "file", "sqlite", "postgresql", "mysql", "mssql",
     "databricks", "databricks-uc", "uc",
@@ -63,7 +52,7 @@ def check_tracking_uri(uri: str, must_exist: bool = False) -> None:
     """
     try:
         parts = urllib.parse.urlsplit(uri)
-        shown = redact_uri(uri)
+        shown = redact(uri)
     except ValueError as exc:
         raise AsdError(f"--tracking-uri {uri} is not a valid URI ({exc})") from None
     scheme = parts.scheme.split("+")[0].lower()
@@ -132,7 +121,7 @@ def check_tracking(uri: str, timeout_s: float = 5.0) -> None:
         problem = health_problem(uri, timeout_s)
         if problem is not None:
             raise AsdError(
-                f"cannot reach MLflow at {redact_uri(uri)} ({problem}): "
+                f"cannot reach MLflow at {redact(uri)} ({problem}): "
                 "start the server or pass --tracking-uri"
             )
         return
@@ -163,9 +152,3 @@ def is_unavailable(err: BaseException) -> bool:
             return True
         return err.get_http_status_code() in (502, 503, 504)
     return False
-
-
-def one_line(err: BaseException) -> str:
-    """The first line of an error's message (at most 300 characters), or its type's name."""
-    text = str(err).strip().splitlines()
-    return text[0][:300] if text else type(err).__name__

@@ -1,0 +1,128 @@
+"""Fixtures shared by the test modules: tiny DCASE trees, tiny search spaces, tiny encoders.
+
+Real server processes start from ``tests/servers.py``; the fault hooks that sweeps load into
+Ray workers live in ``tests/faults.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"  # before anything imports MLflow
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from asd.config import Config  # noqa: E402
+from asd.encoder import Encoder, save_encoder  # noqa: E402
+from asd.synth import synthesize  # noqa: E402
+
+TINY_SPACE = """\
+description: a sweep small enough for a test
+base: smoke
+fixed:
+  train.epochs: {epochs}
+  train.batch_size: 6
+  train.crop_frames: 16
+  features.n_mels: 32
+  augment.n_views: 2
+params:
+{params}
+sweep:
+  num_samples: {num_samples}
+  max_concurrent_trials: {concurrent}
+  grace_period: {epochs}
+"""
+
+
+TINY_TREE = {"machines": ("fan", "slider"), "train_target": 2, "test_per_domain": 2, "seconds": 1.0}
+"""What :func:`synth_tree` passes to ``synthesize`` unless a test says otherwise."""
+
+
+@pytest.fixture(scope="session")
+def synth_tree(tmp_path_factory) -> Callable[..., Path]:
+    """``synth_tree(**synthesize_args) -> root``: a tiny synthetic DCASE tree in a new folder.
+
+    Arguments not given come from :data:`TINY_TREE`; treat the tree as read-only (copy it
+    to damage it).
+    """
+
+    def make(**kwargs: Any) -> Path:
+        return synthesize(tmp_path_factory.mktemp("dcase"), **{**TINY_TREE, **kwargs})
+
+    return make
+
+
+@pytest.fixture
+def writable_copy(tmp_path) -> Callable[[Path], Path]:
+    """``writable_copy(root) -> copy``: a fresh copy of a shared tree that this test may damage."""
+    return lambda root: Path(shutil.copytree(root, tmp_path / "data"))
+
+
+@pytest.fixture(scope="session")
+def tiny_space() -> Callable[..., Path]:
+    """``tiny_space(path, params, num_samples, epochs=2, concurrent=2) -> path``.
+
+    A search space on the smoke preset, shrunk so a trial takes seconds; ``params`` maps a
+    dotted key to its YAML distribution, e.g. ``{"train.lr": "{choice: [0.001]}"}``.
+    """
+
+    def write(
+        path: Path, params: dict[str, str], num_samples: int, epochs: int = 2, concurrent: int = 2
+    ) -> Path:
+        lines = "\n".join(f"  {key}: {value}" for key, value in params.items())
+        text = TINY_SPACE.format(
+            epochs=epochs, params=lines, num_samples=num_samples, concurrent=concurrent
+        )
+        path.write_text(text)
+        return path
+
+    return write
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder_file() -> Callable[..., Path]:
+    """``tiny_encoder_file(path, n_mels=16, ...) -> path``: a small untrained encoder, saved.
+
+    Seeded, with an 8-d embedding, so two calls with the same arguments write the same weights.
+    """
+
+    def make(
+        path: Path,
+        n_mels: int = 16,
+        embed_from: str = "backbone",
+        normalization: tuple[float, float] = (0.0, 1.0),
+        extra: dict[str, Any] | None = None,
+    ) -> Path:
+        cfg = Config().with_overrides(
+            {
+                "encoder.embedding_dim": 8,
+                "encoder.head_hidden_dim": 16,
+                "encoder.embed_from": embed_from,
+                "features.n_mels": n_mels,
+            }
+        )
+        torch.manual_seed(0)
+        encoder = Encoder(cfg.encoder, n_mels)
+        mean, std = normalization
+        encoder.set_normalization(np.full(n_mels, mean), np.full(n_mels, std))
+        return save_encoder(encoder, path, cfg, extra or {"data_fingerprint": "x"})
+
+    return make
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_ray_left_running() -> Iterator[None]:
+    """Each module starts from no Ray: a sweep leaves its in-process Ray up, and a later
+    module that asserts 'no Ray started' (or starts Ray with its own environment) would
+    otherwise depend on which modules ran before it."""
+    yield
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
