@@ -10,10 +10,12 @@ managers stop theirs on exit.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -105,21 +107,25 @@ def mlflow_server(root: Path, backend_uri: str | None = None) -> Iterator[str]:
 
 @contextmanager
 def postgres_server(root: Path, database: str = "mlflow") -> Iterator[str]:
-    """A real PostgreSQL (binaries from the `pgserver` wheel) on a Unix socket in ``root``.
+    """A real PostgreSQL (binaries from the `pgserver` wheel) on a Unix socket in a temp folder.
 
     Yields a SQLAlchemy URI for ``database`` (psycopg2). As root, pgserver runs the server as
     an unprivileged system user it creates, since PostgreSQL refuses to run as root.
     """
     import pgserver
 
-    pgdata = root / "pgdata"
-    pgdata.mkdir(parents=True, exist_ok=True)
-    server = pgserver.get_server(pgdata, cleanup_mode="stop")
+    # Its own folder outside pytest's (which another pytest session may lock down to its
+    # owner, shutting out the unprivileged server user); ``root`` only names it in the logs.
+    pgdata = Path(tempfile.mkdtemp(prefix="asd-pg-")) / "pgdata"
+    pgdata.mkdir()
+    (root / "pgdata.txt").write_text(str(pgdata))
+    server = pgserver.get_server(pgdata, cleanup_mode="delete")
     try:
         server.psql(f"CREATE DATABASE {database};")
         yield server.get_uri(database).replace("postgresql://", "postgresql+psycopg2://", 1)
     finally:
         server.cleanup()
+        shutil.rmtree(pgdata.parent, ignore_errors=True)
 
 
 @contextmanager
