@@ -42,7 +42,14 @@ def test_in_process_ray_is_a_new_local_instance_without_dashboard(monkeypatch):
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     monkeypatch.setattr(ray, "init", lambda **kw: calls.append(kw))
     runner._init_ray(runner.SweepSettings(space=Path("x.yaml")))
-    assert calls == [{"address": "local", "include_dashboard": False, "log_to_driver": True}]
+    assert calls == [
+        {
+            "address": "local",
+            "include_dashboard": False,
+            "dashboard_host": "127.0.0.1",
+            "log_to_driver": True,
+        }
+    ]
 
 
 def test_readme_and_compose_servers_bind_to_localhost():
