@@ -325,9 +325,7 @@ class EpochValidator:
             "scorer": cfg.scoring.estimator,
         }
 
-    def _evaluate(
-        self, encoder: Encoder | None, last: bool, work: Path
-    ) -> tuple[Evaluation, str]:
+    def _evaluate(self, encoder: Encoder | None, last: bool, work: Path) -> tuple[Evaluation, str]:
         """(evaluation, scorer the objective reads) of this epoch.
 
         Before the last epoch only the trial's own scorer is validated (maximum likelihood
