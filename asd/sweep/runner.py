@@ -25,9 +25,11 @@ from asd.sweep.checks import (
     check_resources,
     check_same_space,
     check_settings,
+    machine_groups,
     remember_space,
+    workers_per_trial,
 )
-from asd.sweep.cluster import check_shared_workdir
+from asd.sweep.cluster import check_trial_nodes
 from asd.sweep.provenance import ARTIFACT_PATH as PROVENANCE
 from asd.sweep.provenance import write_provenance
 from asd.sweep.settings import SweepSettings, with_space_defaults
@@ -78,9 +80,9 @@ def run_sweep(settings: SweepSettings) -> SweepResult:
     _init_ray(settings)
     check_resources(settings, workers)  # a trial no node can hold would stay PENDING forever
     data_root, index, features = _load_data(settings, space, workdir)
-    tune_machines, holdout = _machine_groups(index, settings)
+    tune_machines, holdout = machine_groups(index, settings)
     data_fp = fingerprint(index, workdir / "features" / STORE_NAME)  # a stat per clip
-    _check_nodes(settings, workdir, str(features.path), workers)
+    check_trial_nodes(settings, workdir, str(features.path), workers)
     if not settings.resume:
         remember_space(records, name, space_file)
     tracker = Tracker(tracking_uri, settings.experiment, journal_dir=workdir / "journal" / name)
@@ -390,22 +392,6 @@ def _searcher(settings: SweepSettings, records: Path, name: str) -> OptunaSearch
     )
 
 
-def workers_per_trial(settings: SweepSettings) -> int:
-    """Ray Train workers per trial: explicit, else one per GPU when a trial has several."""
-    gpus = settings.gpus_per_trial or 0.0
-    if (settings.workers_per_trial or 0) < 0:
-        raise AsdError("--workers-per-trial must be >= 0")
-    if gpus > 1 and not float(gpus).is_integer():
-        raise AsdError(f"--gpus-per-trial {gpus}: above 1 it must be whole (one per worker)")
-    workers = settings.workers_per_trial or (int(gpus) if gpus > 1 else 1)
-    if workers > 1 and gpus > 0 and gpus != workers:
-        raise AsdError(
-            f"--workers-per-trial {workers} with --gpus-per-trial {gpus}: each worker holds "
-            "one GPU, so give the same number (or leave --workers-per-trial out)"
-        )
-    return workers
-
-
 def _default_name(space_name: str, storage: str, resume: bool) -> str:
     """A new sweep: ``<space>-<time>``; ``--resume`` without a name: the latest of that space."""
     if not resume:
@@ -449,14 +435,6 @@ def _init_ray(settings: SweepSettings) -> str | None:
     return None
 
 
-def _check_nodes(settings: SweepSettings, workdir: Path, features_path: str, workers: int) -> None:
-    """Refuse (one line) when a node that may run trials cannot read the driver's work folder."""
-    # A data-parallel trial's workers each hold one GPU and cpus_per_trial CPUs.
-    gpus = 1.0 if workers > 1 and settings.gpus_per_trial else settings.gpus_per_trial
-    nodes = check_shared_workdir(workdir, features_path, settings.cpus_per_trial or 1.0, gpus or 0)
-    log.info("work folder %s is readable on all %d node(s) that can run a trial", workdir, nodes)
-
-
 def _synthetic_data(workdir: Path) -> Path:
     """A small synthetic DCASE tree, generated once per workdir."""
     root = workdir / "synthetic"
@@ -464,26 +442,6 @@ def _synthetic_data(workdir: Path) -> Path:
         log.info("no --data given: generating a small synthetic set in %s", root)
         synthesize(root, seed=0)
     return root
-
-
-def _machine_groups(
-    index: pd.DataFrame, settings: SweepSettings
-) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """Split machine types into the tuned group and the held-out group (first-shot honesty)."""
-    present = tuple(sorted(index["machine"].unique()))
-    holdout = tuple(settings.holdout_machines or ())
-    tune_group = tuple(settings.tune_machines or [m for m in present if m not in holdout])
-    for machine in (*tune_group, *holdout):
-        if machine not in present:
-            raise AsdError(
-                f"machine type '{machine}' is not in the data (found: {', '.join(present)})"
-            )
-    overlap = set(tune_group) & set(holdout)
-    if overlap:
-        raise AsdError(f"machine types both tuned and held out: {', '.join(sorted(overlap))}")
-    if not tune_group:
-        raise AsdError("no machine types left to tune on (check --holdout-machines)")
-    return tune_group, holdout
 
 
 __all__ = ["SweepResult", "SweepSettings", "format_summary", "run_sweep", "trial_summary"]
