@@ -51,7 +51,7 @@ from asd.tracking import Tracker, check_tracking, default_tracking_uri
 
 if TYPE_CHECKING:
     from ray import tune
-    from ray.tune import ResultGrid
+    from ray.tune import Result
     from ray.tune.search.optuna import OptunaSearch
 
 # Ray, Optuna and the Tune console callback (a ray.tune.Callback) are imported where they are
@@ -120,7 +120,7 @@ def run_sweep(settings: SweepSettings) -> SweepResult:
 def _conclude(
     tracker: Tracker,
     setup: TrialSetup,
-    results: ResultGrid,
+    results: list[Result],
     features: FeatureSet,
     settings: SweepSettings,
     space: SearchSpace,
@@ -159,7 +159,7 @@ def _conclude(
 def _crown_winner(
     tracker: Tracker,
     setup: TrialSetup,
-    results: ResultGrid,
+    results: list[Result],
     features: FeatureSet,
     settings: SweepSettings,
     holdout: tuple[str, ...],
@@ -297,8 +297,8 @@ def _tune(
     storage: str,
     name: str,
     records: Path,
-) -> ResultGrid:
-    """Start or restore the Tune experiment and run it to the end."""
+) -> list[Result]:
+    """Start or restore the Tune experiment, run it to the end; one result per trial."""
     from ray import tune
 
     sweep_uri = f"{storage}/{name}"
@@ -310,7 +310,8 @@ def _tune(
         tuner = tune.Tuner.restore(sweep_uri, trainable, resume_errored=True)
     else:
         tuner = _new_tuner(trainable, space, settings, storage, name, records, max_concurrent)
-    return tuner.fit()
+    grid = tuner.fit()
+    return [grid[i] for i in range(len(grid))]
 
 
 def _trial_resources(
