@@ -115,7 +115,7 @@ def score_histograms(
     _need(results, ("machine", "label", "anomaly_score"))
     fig, panels = _machine_panels(results)
     for ax, machine, part, y, s in panels:
-        bins = np.histogram_bin_edges(s, bins=30)
+        bins: Any = np.histogram_bin_edges(s, bins=30)  # matplotlib's stubs omit arrays
         ax.hist(s[y == 0], bins=bins, alpha=0.6, color=_COLOURS["normal"], label="normal")
         ax.hist(s[y == 1], bins=bins, alpha=0.6, color="tab:red", label="anomaly")
         for t in _thresholds(part, machine, threshold):
