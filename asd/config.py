@@ -177,6 +177,13 @@ class ScoringConfig:
     """Weight of the encoder's standardised score in 'fusion'; the reference gets 1 - it."""
     threshold_folds: int = 5
     """Out-of-fold refits per section for thresholds and fusion statistics; 0 = in-sample."""
+    aggregate: str = "clip"
+    """Encoder score of a clip: 'clip' (one whole-clip embedding), or the 'max' / 'topk_mean'
+    of its crops' scores (crops of ``train.crop_frames``; local anomalies stay visible)."""
+    crop_hop: int = 32
+    """Frames between the starts of successive crops when ``aggregate`` is not 'clip'."""
+    crop_topk: int = 3
+    """Crops averaged by 'topk_mean' (all of a clip's crops when it has fewer)."""
 
 
 @dataclass(frozen=True)
@@ -313,6 +320,9 @@ ESTIMATORS = ("ml", "elliptic")
 SCORERS = ("ml", "elliptic", "knn")
 """Every scorer a trial reports: the two covariance estimators and cosine kNN."""
 
+AGGREGATES = ("clip", "max", "topk_mean")
+"""How a clip's encoder score is formed: whole-clip embedding, or its crops' max / top-k mean."""
+
 FAMILIES = ("encoder", "reference", "fusion")
 """Detector families a trial can be: learned, untrained reference, or their score fusion."""
 
@@ -336,6 +346,9 @@ def _scoring_checks(s: ScoringConfig) -> list[tuple[bool, str]]:
         (s.family in FAMILIES, f"scoring.family must be one of {FAMILIES}"),
         (s.reference in REFERENCES, f"scoring.reference must be one of {REFERENCES}"),
         (s.knn_k >= 1, "scoring.knn_k must be at least 1"),
+        (s.aggregate in AGGREGATES, f"scoring.aggregate must be one of {AGGREGATES}"),
+        (s.crop_hop >= 1, "scoring.crop_hop must be at least 1"),
+        (s.crop_topk >= 1, "scoring.crop_topk must be at least 1"),
         (0 <= s.fusion_weight <= 1, "scoring.fusion_weight must be in [0, 1]"),
         (
             s.threshold_folds == 0 or s.threshold_folds >= 2,
