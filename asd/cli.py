@@ -32,7 +32,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Every epoch checkpoints, so Tune snapshots often by design; its warning is noise here.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv  # the command line, e.g. for a sweep's provenance
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
@@ -109,9 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--quiet", action="store_true")
     score.set_defaults(func=cmd_score, machines=None, ground_truth=None)
 
-    from asd.commands import add_platform_commands
+    from asd.commands import accept_debug_everywhere, add_platform_commands
 
     add_platform_commands(sub)
+    accept_debug_everywhere(parser)
     return parser
 
 

@@ -379,20 +379,7 @@ def _write_cache(
         out.write(b"\0" * header_len)
 
         def flush() -> None:
-            # Equal lengths share one STFT call; results are written in index order.
-            by_len: dict[int, list[int]] = {}
-            for slot, (_, wave) in enumerate(buffer):
-                by_len.setdefault(len(wave), []).append(slot)
-            mels: list[np.ndarray | None] = [None] * len(buffer)
-            for slots in by_len.values():
-                batch = torch.from_numpy(np.stack([buffer[s][1] for s in slots]))
-                with torch.no_grad():
-                    db = log_mel(batch, cfg)  # (b, n_mels, frames)
-                db16 = db.transpose(1, 2).contiguous().numpy().astype(np.float16)
-                for s, m in zip(slots, db16, strict=True):
-                    mels[s] = m  # (frames, n_mels)
-            for (row, _), m in zip(buffer, mels, strict=True):
-                assert m is not None
+            for (row, _), m in zip(buffer, _batched_mels(buffer, cfg), strict=True):
                 frames[row] = m.shape[0]
                 if stats_rows[row]:
                     moments.add(m)
@@ -401,18 +388,7 @@ def _write_cache(
 
         rows = progress_bar(range(len(index)), len(index), "log-mel", enabled=progress)
         for row in rows:
-            path = index.at[row, "path"]
-            wave = data.read_wav(path, cfg.sample_rate)
-            if len(wave) < cfg.hop_length:
-                raise AsdError(
-                    f"features.hop_length={cfg.hop_length} is longer than clip {path} "
-                    f"({len(wave)} samples at {cfg.sample_rate} Hz)"
-                )
-            if len(wave) <= cfg.n_fft // 2:
-                raise AsdError(
-                    f"clip {path} is too short: {len(wave)} samples at {cfg.sample_rate} Hz, "
-                    f"features.n_fft={cfg.n_fft} needs more than {cfg.n_fft // 2}"
-                )
+            wave = _read_clip(index.at[row, "path"], cfg)
             buffer.append((row, wave))
             buffered += len(wave)
             if buffered >= _CHUNK_SAMPLES:
@@ -438,3 +414,35 @@ def _write_cache(
         "std": std.tolist(),
     }
     (folder / "meta.json").write_text(json.dumps(meta, indent=1))
+
+
+def _read_clip(path: str, cfg: FeatureConfig) -> np.ndarray:
+    """One clip's waveform; AsdError naming the clip when it is too short for one frame."""
+    wave = data.read_wav(path, cfg.sample_rate)
+    if len(wave) < cfg.hop_length:
+        raise AsdError(
+            f"features.hop_length={cfg.hop_length} is longer than clip {path} "
+            f"({len(wave)} samples at {cfg.sample_rate} Hz)"
+        )
+    if len(wave) <= cfg.n_fft // 2:
+        raise AsdError(
+            f"clip {path} is too short: {len(wave)} samples at {cfg.sample_rate} Hz, "
+            f"features.n_fft={cfg.n_fft} needs more than {cfg.n_fft // 2}"
+        )
+    return wave
+
+
+def _batched_mels(buffer: list[tuple[int, np.ndarray]], cfg: FeatureConfig) -> list[np.ndarray]:
+    """float16 log-mels (frames, n_mels) of the buffered waves, in order; one STFT per length."""
+    by_len: dict[int, list[int]] = {}
+    for slot, (_, wave) in enumerate(buffer):
+        by_len.setdefault(len(wave), []).append(slot)
+    mels: dict[int, np.ndarray] = {}
+    for slots in by_len.values():
+        batch = torch.from_numpy(np.stack([buffer[s][1] for s in slots]))
+        with torch.no_grad():
+            db = log_mel(batch, cfg)  # (b, n_mels, frames)
+        db16 = db.transpose(1, 2).contiguous().numpy().astype(np.float16)
+        for s, m in zip(slots, db16, strict=True):
+            mels[s] = m  # (frames, n_mels)
+    return [mels[s] for s in range(len(buffer))]

@@ -9,6 +9,10 @@ from the environment instead (ASD_DATA, MLFLOW_TRACKING_URI, ASD_WORKDIR): the j
 directory is a temporary upload, so the work folder defaults to ~/asd-work on the head node.
 (`asd sweep` itself reads MLFLOW_TRACKING_URI when no --tracking-uri is given.)
 The job checks MLflow and the data before any training and fails at once if either is missing.
+On several nodes the work folder must be storage every node mounts at the same path (the
+compose file sets ASD_WORKDIR=/shared/asd-work): before the first trial, a probe on every node
+that could run one reads the driver's feature cache, and the job stops with one line if any
+node cannot.
 """
 
 from __future__ import annotations

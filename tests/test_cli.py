@@ -203,3 +203,45 @@ def test_evaluate_can_score_on_either_vector_of_the_same_weights(data, trained, 
         scores[where] = pd.read_csv(out / "ml" / "scores.csv")["anomaly_score"].to_numpy()
     assert len(scores["backbone"]) == len(scores["projection"])
     assert not (scores["backbone"] == scores["projection"]).all()
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_debug_works_before_or_after_the_subcommand(where, tmp_path):
+    from asd.cli import build_parser
+
+    argv = ["data", "index", "--data", str(tmp_path)]
+    argv = ["--debug", *argv] if where == "before" else [*argv, "--debug"]
+    assert build_parser().parse_args(argv).debug is True
+    assert build_parser().parse_args(argv[1:] if where == "before" else argv[:-1]).debug is False
+
+
+def test_debug_after_the_subcommand_shows_the_traceback(tmp_path):
+    from asd.errors import AsdError
+
+    with pytest.raises(AsdError, match="nonesuch"):
+        main(["sweep", "--space", "nonesuch", "--workdir", str(tmp_path), "--debug"])
+
+
+def test_sweep_help_shows_defaults_and_two_examples(capsys):
+    with pytest.raises(SystemExit):
+        main(["sweep", "--help"])
+    text = capsys.readouterr().out
+    assert "(default: asd-work)" in text and "(default: smoke)" in text
+    assert "(default: 1)" in text  # --max-failures
+    examples = text.split("examples:", 1)[1]
+    assert examples.count("asd sweep ") == 2
+    for flag in ("--verbose", "--dashboard", "--storage-path", "s3://"):
+        assert flag in text
+
+
+def test_space_by_name_works_from_any_directory(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    # A typo fails in one line, naming the shipped spaces; a shipped name gets past the space.
+    assert main(["sweep", "--space", "defualt", "--workdir", str(tmp_path / "w")]) == 2
+    assert "shipped spaces: default, paper, smoke" in capsys.readouterr().err
+    code = main(
+        ["sweep", "--space", "default", "--workdir", str(tmp_path / "w"),
+         "--tracking-uri", "http://127.0.0.1:9", "--name", "x"]
+    )  # fmt: skip
+    assert code == 2
+    assert "cannot reach MLflow" in capsys.readouterr().err  # the space itself loaded

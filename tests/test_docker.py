@@ -19,7 +19,8 @@ COMPOSE = DOCKER / "compose.yaml"
 HADOLINT_CONFIG = DOCKER / ".hadolint.yaml"
 DOCKERFILES = sorted(p for p in DOCKER.glob("Dockerfile*") if p.suffix != ".dockerignore")
 
-LONG_RUNNING_WITH_HEALTHCHECK = ["postgres", "minio", "mlflow", "ray-head", "ray-worker"]
+LONG_RUNNING_WITH_HEALTHCHECK = ["postgres", "mlflow", "ray-head", "ray-worker"]
+RAY_NODES = ("ray-head", "ray-worker", "ray-worker-cpu")
 # Prefixes of the variables compose.yaml reads; cleared so a developer's shell cannot leak in.
 COMPOSE_VAR_PREFIXES = ("ASD_", "RAY_", "POSTGRES_", "MINIO_", "MLFLOW_", "COMPOSE_")
 
@@ -70,9 +71,16 @@ def test_compose_with_env_example_is_valid(tmp_path):
 
 
 def test_services_exist(config):
-    assert {"ray-head", "ray-worker", "mlflow", "postgres", "minio", "minio-init"} <= set(
-        config["services"]
-    )
+    assert {"ray-head", "ray-worker", "mlflow", "postgres"} <= set(config["services"])
+
+
+def test_no_minio_remains(tmp_path):
+    """MinIO went source-only: the MLflow server proxies artifacts to a volume instead."""
+    rendered = _config(tmp_path, "--profile", "cpu")
+    for name, service in rendered["services"].items():
+        assert "minio" not in name and "minio" not in service.get("image", ""), name
+        assert not any(k.startswith(("AWS_", "MLFLOW_S3")) for k in service.get("environment", {}))
+    assert not any("minio" in v for v in rendered.get("volumes", {}))
 
 
 def test_published_ports_bind_to_localhost_by_default(tmp_path):
@@ -123,25 +131,24 @@ def test_long_running_services_have_healthchecks(config):
         assert healthcheck.get("test") and not healthcheck.get("disable"), name
 
 
-def test_mlflow_waits_for_healthy_postgres_and_bucket(config):
+def test_mlflow_waits_for_healthy_postgres(config):
     depends_on = config["services"]["mlflow"]["depends_on"]
+    assert set(depends_on) == {"postgres"}
     assert depends_on["postgres"]["condition"] == "service_healthy"
-    assert depends_on["minio-init"]["condition"] == "service_completed_successfully"
-    assert config["services"]["minio-init"]["depends_on"]["minio"]["condition"] == (
-        "service_healthy"
-    )
 
 
 def test_mlflow_server_settings(config):
     mlflow = config["services"]["mlflow"]
     command = " ".join(mlflow["command"])
     assert "--backend-store-uri=postgresql://" in command
-    assert "--artifacts-destination=s3://mlflow/" in command
+    assert "--artifacts-destination=/mlartifacts" in command
+    assert "--no-serve-artifacts" not in command  # clients upload through the server
+    mounts = {v["target"]: v for v in mlflow["volumes"]}
+    assert mounts["/mlartifacts"]["type"] == "volume"
     assert "--workers=1" in command
     allowed = next(a for a in mlflow["command"] if a.startswith("--allowed-hosts="))
     hosts = set(allowed.split("=", 1)[1].split(","))
     assert {"mlflow:5000", "localhost:5000", "127.0.0.1:5000"} <= hosts
-    assert mlflow["environment"]["MLFLOW_S3_ENDPOINT_URL"] == "http://minio:9000"
     assert mlflow["environment"]["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
 
 
@@ -153,16 +160,32 @@ def test_ray_auth_mode_is_explicit_on_every_ray_node(tmp_path):
     assert token["ray-head"]["environment"]["RAY_AUTH_MODE"] == "token"
 
 
-def test_ray_nodes_share_data_and_results_volumes(tmp_path):
+def test_ray_nodes_mount_the_same_work_folder_and_storage(tmp_path):
+    """Head and every worker: same /data and /shared, ASD_WORKDIR inside /shared."""
     services = _config(tmp_path, "--profile", "cpu")["services"]
-    for name in ("ray-head", "ray-worker", "ray-worker-cpu"):
-        mounts = {v["target"]: v for v in services[name]["volumes"]}
-        assert mounts["/data"]["source"] == "asd-data", name
-        assert mounts["/shared/ray_results"]["source"] == "ray-results", name
+    seen = set()
+    for name in RAY_NODES:
+        mounts = {v["target"]: v["source"] for v in services[name]["volumes"]}
+        seen.add((mounts["/data"], mounts["/shared"]))
+        workdir = services[name]["environment"]["ASD_WORKDIR"]
+        assert workdir == "/shared/asd-work", name
+        # Tune storage defaults to <workdir>/ray_results: no node overrides it elsewhere.
+        assert "storage" not in " ".join(services[name]["command"]), name
+    assert seen == {("asd-data", "asd-shared")}
+
+
+def test_shared_volume_can_be_an_nfs_host_path(tmp_path):
+    services = _config(tmp_path, "--profile", "cpu", env={"ASD_SHARED_VOLUME": "/mnt/nfs"})
+    for name in RAY_NODES:
+        (shared,) = [v for v in services["services"][name]["volumes"] if v["target"] == "/shared"]
+        assert (shared["type"], shared["source"]) == ("bind", "/mnt/nfs"), name
 
 
 def test_stateful_services_use_named_volumes(config):
-    for name, target in [("postgres", "/var/lib/postgresql/data"), ("minio", "/data")]:
+    for name, target in [
+        ("postgres", "/var/lib/postgresql/data"),
+        ("mlflow", "/mlartifacts"),
+    ]:
         mounts = {v["target"]: v for v in config["services"][name]["volumes"]}
         assert mounts[target]["type"] == "volume", name
 

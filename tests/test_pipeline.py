@@ -6,7 +6,12 @@ import pytest
 
 from asd.config import Config
 from asd.errors import AsdError
-from asd.pipeline import evaluate_embeddings, labelled_test_mask, normal_train_mask
+from asd.pipeline import (
+    evaluate_embeddings,
+    labelled_test_mask,
+    normal_train_mask,
+    other_machine_notes,
+)
 
 
 def _index(machines=("fan", "valve"), n_train=30, n_test=8):
@@ -106,3 +111,29 @@ def test_train_encoder_gives_the_aux_head_the_training_clips_name_labels():
         "valve/section_00/speed=slow",
     )
     assert np.isfinite(result.history[0]["aux_loss"])
+
+
+def _scored(scores, threshold, normal_z, folder="incoming"):
+    n = len(scores)
+    return pd.DataFrame(
+        {
+            "path": [f"/x/{folder}/test/c{i}.wav" for i in range(n)],
+            "anomaly_score": scores,
+            "decision": [int(s > threshold) for s in scores],
+            "threshold": threshold,
+            "normal_z": normal_z,
+        }
+    )
+
+
+def test_other_machine_notes_measure_against_the_normal_spread_not_the_threshold():
+    # Out-of-fold thresholds sit high: far clips are < 3x the threshold yet many sd away.
+    far = _scored([115.0, 116.0, 137.0, 213.0], 51.0, [10.4, 10.5, 13.4, 24.5])
+    assert any("are they fan clips" in n for n in other_machine_notes(far, "fan"))
+    # The machine's own anomalies: flagged, but within 10 sd of its normal clips.
+    own = _scored([106.0, 107.0, 58.0, 87.0], 51.0, [9.0, 9.2, 2.0, 6.2])
+    assert other_machine_notes(own, "fan") == []
+    normal = _scored([47.0, 45.0, 43.0, 52.0], 51.0, [0.5, 0.2, -0.2, 1.2])
+    assert other_machine_notes(normal, "fan") == []
+    named = other_machine_notes(_scored([47.0] * 4, 51.0, [0.5] * 4, "slider"), "fan")
+    assert named == ["4 of 4 clips sit in folders of machine type slider, but were scored as fan"]

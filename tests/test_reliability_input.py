@@ -507,3 +507,16 @@ def test_scoring_another_machine_types_clips_warns(pristine, encoder, tmp_path, 
         out = _works(capsys, _score(pristine, encoder, tmp_path, [neutral]))
     assert f"{len(list(neutral.iterdir()))} of" in out
     assert any("are they fan clips" in r.message for r in caplog.records), (out, messages)
+
+
+def test_scoring_the_machines_own_normal_clips_does_not_warn(pristine, encoder, tmp_path,
+                                                            capsys, caplog):  # fmt: skip
+    own = tmp_path / "incoming"
+    own.mkdir()
+    for clip in (pristine / "dev_data/raw/fan/test").glob("*_normal_*.wav"):
+        shutil.copy(clip, own)
+    with caplog.at_level(logging.WARNING, logger="asd"):
+        out = _works(capsys, _score(pristine, encoder, tmp_path, [own]))
+    assert f"of {len(list(own.iterdir()))} clips flagged" in out
+    messages = [r.message for r in caplog.records]
+    assert [m for m in messages if "scored as" in m or "are they" in m] == []

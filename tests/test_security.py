@@ -42,7 +42,14 @@ def test_in_process_ray_is_a_new_local_instance_without_dashboard(monkeypatch):
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     monkeypatch.setattr(ray, "init", lambda **kw: calls.append(kw))
     runner._init_ray(runner.SweepSettings(space=Path("x.yaml")))
-    assert calls == [{"address": "local", "include_dashboard": False, "log_to_driver": True}]
+    assert calls == [
+        {
+            "address": "local",
+            "include_dashboard": False,
+            "dashboard_host": "127.0.0.1",
+            "log_to_driver": True,
+        }
+    ]
 
 
 def test_readme_and_compose_servers_bind_to_localhost():
@@ -89,13 +96,13 @@ def test_a_plain_pickle_posing_as_an_encoder_is_refused(tmp_path):
 
 
 def test_a_training_checkpoint_with_a_pickled_object_is_refused(tmp_path):
-    from asd.train import _load_checkpoint
+    from asd.train_checkpoint import load_checkpoint
 
     marker = tmp_path / "pwned"
     path = tmp_path / "last.pt"
     torch.save({"config": Config().to_json(), "evil": _Payload(marker)}, path)
     with pytest.raises(AsdError, match="cannot read checkpoint"):
-        _load_checkpoint(path, Config(), torch.device("cpu"))
+        load_checkpoint(path, Config(), torch.device("cpu"))
     assert not marker.exists()
 
 

@@ -76,6 +76,10 @@ def test_default_space_covers_the_issue_settings():
         ({"params": {"scoring.family": {"choice": ["encoder", "ensemble"]}}}, "scoring.family"),
         ({"params": {"scoring.fusion_weight": {"uniform": [0.5, 1.5]}}}, "fusion_weight"),
         ({"params": {"scoring.knn_k": {"int": [0, 8]}}}, "scoring.knn_k"),
+        ({"sweep": {"gpus_per_trial": -1}}, "sweep.gpus_per_trial must be a non-negative"),
+        ({"sweep": {"cpus_per_trial": 0}}, "sweep.cpus_per_trial must be a positive number"),
+        ({"sweep": {"tune_machines": "fan"}}, "sweep.tune_machines must be a list"),
+        ({"sweep": {"tune_machines": []}}, "at least one machine type"),
     ],
 )
 def test_bad_spaces_fail_before_any_trial(raw, message):
@@ -106,3 +110,35 @@ def test_exponent_numbers_without_a_dot_are_numbers():
     raw = yaml.safe_load("params:\n  train.lr: {loguniform: [1e-4, 1e-2]}\n")
     space = parse_space(raw, name="x")
     assert space.params[0].values == (1e-4, 1e-2)
+
+
+def test_sweep_section_sets_resources_and_machine_groups():
+    space = parse_space(
+        {
+            "sweep": {
+                "cpus_per_trial": 2,
+                "gpus_per_trial": 0.5,
+                "workers_per_trial": 0,
+                "tune_machines": ["fan", "valve"],
+                "holdout_machines": ["gearbox"],
+            }
+        },
+        name="groups",
+    )
+    assert space.sweep == {
+        "cpus_per_trial": 2.0,
+        "gpus_per_trial": 0.5,
+        "workers_per_trial": 0,
+        "tune_machines": ("fan", "valve"),
+        "holdout_machines": ("gearbox",),
+    }
+
+
+def test_shipped_space_is_found_by_name_from_any_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert load_space("default").name == "default"
+    assert load_space("smoke.yaml").name == "smoke"
+    with pytest.raises(AsdError, match=r"shipped spaces: default, paper, smoke"):
+        load_space("nonesuch")
+    with pytest.raises(AsdError, match="does not exist"):
+        load_space(tmp_path / "sub" / "default.yaml")  # a path is a path, not a name

@@ -292,6 +292,8 @@ def test_a_reference_family_trial_trains_nothing_and_still_reports_each_epoch(
     assert result.model_version is None and "untrained reference" in result.note
     artifacts = Path(row["trial_dir"]) / "artifacts"
     assert (artifacts / "config.json").is_file() and not (artifacts / "encoder.pt").exists()
+    fetched = settings.workdir / "winners" / "ref"  # from the trial's last Tune checkpoint
+    assert (fetched / "config.json").is_file() and not (fetched / "encoder.pt").exists()
 
     client, _ = _client(settings.workdir)
     parent, children = _runs(client, "ref")
@@ -302,3 +304,52 @@ def test_a_reference_family_trial_trains_nothing_and_still_reports_each_epoch(
     assert parent.data.metrics["vs_reference.holdout.hmean"] == 0.0
     printed = format_summary(result)
     assert "untrained reference" in printed and "+0.00 points" in printed
+
+
+def test_optuna_dashboard_serves_the_finished_sweep(finished_sweep, tmp_path):
+    """The README's `optuna-dashboard sqlite:///.../<name>.optuna.db`, over HTTP."""
+    import urllib.request
+
+    from servers import optuna_dashboard
+
+    settings, result = finished_sweep
+    db = Path(settings.workdir).resolve() / "ray_results" / f"{result.name}.optuna.db"
+    with optuna_dashboard(f"sqlite:///{db}", tmp_path) as uri:
+        with urllib.request.urlopen(f"{uri}/api/studies", timeout=10) as response:
+            studies = json.load(response)["study_summaries"]
+        (study,) = [s for s in studies if s["study_name"] == result.name]
+        with urllib.request.urlopen(f"{uri}/api/studies/{study['study_id']}", timeout=10) as r:
+            trials = json.load(r)["trials"]
+    assert len(trials) == len(result.summary) == 3
+    assert {t["state"] for t in trials} <= {"Complete", "Pruned", "Fail"}
+    assert any(t["state"] == "Complete" and t["values"] for t in trials)
+
+
+DASHBOARD_PROBE = """
+import json, sys, time, urllib.request
+from pathlib import Path
+from asd.sweep.runner import SweepSettings, _init_ray
+
+url = _init_ray(SweepSettings(space=Path("smoke"), dashboard=True))
+for _ in range(120):
+    try:
+        with urllib.request.urlopen(f"http://{url}/api/version", timeout=5) as response:
+            print(json.dumps({"url": url, "version": json.load(response)}))
+            sys.exit(0)
+    except OSError:
+        time.sleep(1)
+sys.exit(f"no answer from {url}")
+"""
+
+
+def test_dashboard_flag_serves_rays_dashboard_on_localhost(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    probe = subprocess.run(
+        [sys.executable, "-c", DASHBOARD_PROBE],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        env={**env, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )  # fmt: skip
+    assert probe.returncode == 0, probe.stderr[-3000:]
+    answer = json.loads(probe.stdout.strip().splitlines()[-1])
+    assert answer["url"].startswith("127.0.0.1:")
+    assert answer["version"]["ray_version"]

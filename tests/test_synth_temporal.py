@@ -9,7 +9,9 @@ from asd import synth_temporal
 from asd.config import FeatureConfig
 from asd.data import index_dataset, read_wav
 from asd.features import log_mel
-from asd.synth import _SPECS, _background, synthesize
+from asd.synth import synthesize
+from asd.synth_machines import SPECS
+from asd.synth_signals import background
 from asd.synth_temporal import TEMPORAL
 
 SR = 16_000
@@ -51,12 +53,12 @@ def _normal(machine: str) -> np.ndarray:
     """Four normal 4 s sounds of one machine type, before the factory noise."""
     t = np.arange(4 * SR) / SR
     rng = np.random.default_rng(0)
-    return _SPECS[machine].render(rng, t, np.ones((4, 1)), np.zeros((4, 1)), SR)
+    return SPECS[machine].render(rng, t, np.ones((4, 1)), np.zeros((4, 1)), SR)
 
 
 def _with_noise(x: np.ndarray) -> np.ndarray:
     """Factory noise 10 dB down, as the synth tree mixes it after the machine sound."""
-    return x + 0.3 * _background(np.random.default_rng(2), x.shape[0], x.shape[1], SR)
+    return x + 0.3 * background(np.random.default_rng(2), x.shape[0], x.shape[1], SR)
 
 
 @pytest.mark.parametrize("kind", sorted(TEMPORAL))

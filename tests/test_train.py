@@ -6,15 +6,8 @@ import torch
 
 from asd.config import Config
 from asd.errors import AsdError
-from asd.train import (
-    TrainResult,
-    make_scheduler,
-    random_crops,
-    schedule_time,
-    steps_per_epoch,
-    tile_short_clips,
-    train,
-)
+from asd.train import TrainResult, make_scheduler, schedule_time, steps_per_epoch, train
+from asd.train_data import random_crops, tile_short_clips
 
 N_MELS = 32
 

@@ -28,6 +28,7 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 def check_settings(settings: SweepSettings) -> None:
     """Counts and names a sweep could not run with (before any file or run is made)."""
     s = settings
+    cpus, gpus = float(s.cpus_per_trial or 0.0), float(s.gpus_per_trial or 0.0)  # filled by now
     counts = [
         ("--num-samples", s.num_samples, s.num_samples is None or s.num_samples >= 1, ">= 1"),
         (
@@ -36,8 +37,8 @@ def check_settings(settings: SweepSettings) -> None:
             s.max_concurrent_trials is None or s.max_concurrent_trials >= 1,
             ">= 1",
         ),
-        ("--cpus-per-trial", s.cpus_per_trial, s.cpus_per_trial > 0, "> 0"),
-        ("--gpus-per-trial", s.gpus_per_trial, s.gpus_per_trial >= 0, ">= 0"),
+        ("--cpus-per-trial", s.cpus_per_trial, cpus > 0, "> 0"),
+        ("--gpus-per-trial", s.gpus_per_trial, gpus >= 0, ">= 0"),
         ("--max-failures", s.max_failures, s.max_failures >= 0, ">= 0"),
     ]
     for flag, value, ok, rule in counts:
@@ -109,10 +110,12 @@ def check_resources(settings: SweepSettings, workers: int) -> None:
     nodes: list[dict[str, Any]] = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
     cpus = [float(n.get("CPU", 0)) for n in nodes] or [0.0]
     gpus = [float(n.get("GPU", 0)) for n in nodes] or [0.0]
-    use_gpu = settings.gpus_per_trial > 0
+    trial_cpus = float(settings.cpus_per_trial or 1.0)  # filled from the space by now
+    trial_gpus = float(settings.gpus_per_trial or 0.0)
+    use_gpu = trial_gpus > 0
     # One bundle per Ray Train worker, or the trial itself with k = 1.
-    bundle_cpu = settings.cpus_per_trial
-    bundle_gpu = (1.0 if use_gpu else 0.0) if workers > 1 else settings.gpus_per_trial
+    bundle_cpu = trial_cpus
+    bundle_gpu = (1.0 if use_gpu else 0.0) if workers > 1 else trial_gpus
     fits = [c >= bundle_cpu and g >= bundle_gpu for c, g in zip(cpus, gpus, strict=True)]
     whole = sum(min(int(c // bundle_cpu), int(g // bundle_gpu) if bundle_gpu else 10**6)
                 for c, g in zip(cpus, gpus, strict=True))  # fmt: skip

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,86 +24,59 @@ from asd.sweep.checks import (
     check_settings,
     remember_space,
 )
-from asd.sweep.space import SearchSpace, load_space
-from asd.sweep.summary import TRIAL_SCORES, SweepResult, finalise_runs, log_summary, trial_summary
+from asd.sweep.provenance import ARTIFACT_PATH as PROVENANCE
+from asd.sweep.provenance import write_provenance
+from asd.sweep.settings import SweepSettings, with_space_defaults
+from asd.sweep.space import SearchSpace, load_space, resolve_space
+from asd.sweep.storage import is_uri, latest_sweep, storage_root, sweep_exists
+from asd.sweep.summary import (
+    TRIAL_SCORES,
+    SweepResult,
+    close_lost_trials,
+    finalise_runs,
+    format_summary,
+    log_summary,
+    trial_summary,
+)
 from asd.sweep.trial import OBJECTIVE, TrialSetup, load_epoch_hook, run_trial
-from asd.sweep.winner import register, score_holdout, winner
+from asd.sweep.winner import register, score_holdout, winner, winner_artifacts
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class SweepSettings:
-    """Where and how a sweep runs; the search space says what it searches."""
-
-    space: Path
-    """A search space file (search_spaces/*.yaml)."""
-    data: Path | None = None
-    """DCASE tree; None generates a small synthetic set in the workdir on first use."""
-    workdir: Path = Path("asd-work")
-    """Feature cache, sweep storage, the local MLflow store and the Optuna database."""
-    name: str | None = None
-    """Sweep name (Tune experiment, MLflow parent run, Optuna study); default from the space."""
-    tracking_uri: str | None = None
-    """MLflow tracking URI; None = a local SQLite store in the workdir."""
-    experiment: str = "asd"
-    """MLflow experiment."""
-    ray_address: str | None = None
-    """Ray cluster address; None = in-process Ray (or the job's cluster under `ray job`)."""
-    storage_path: str | None = None
-    """Tune storage (shared storage on multi-node clusters); default <workdir>/ray_results."""
-    num_samples: int | None = None
-    max_concurrent_trials: int | None = None
-    cpus_per_trial: float = 1.0
-    gpus_per_trial: float = 0.0
-    workers_per_trial: int = 0
-    """Data-parallel Ray Train workers per trial; 0 = ``gpus_per_trial`` when it is > 1,
-    else 1 (the plain single-process trial). With GPUs each worker holds one."""
-    max_failures: int = 1
-    """Retries of a failed trial (from its last checkpoint) before it is recorded as failed."""
-    tune_machines: tuple[str, ...] | None = None
-    """Machine types whose test scores the search optimises (default: all)."""
-    holdout_machines: tuple[str, ...] = ()
-    """Machine types the search never scores; only the winner is scored on them."""
-    resume: bool = False
-    promote: bool = False
-    model_name: str = "asd-encoder"
-    seed: int = 0
-    device: str = "auto"
-    ground_truth: Path | None = None
-    epoch_hook: str | None = None
-    """``module:function`` each trial calls as ``hook(trial_id, epoch, trial_dir)`` at the start
-    of every epoch's report: for fault-injection tests and custom checks."""
-
-
 def run_sweep(settings: SweepSettings) -> SweepResult:
     """Run (or resume) a sweep end to end and return its summary."""
-    from asd.data import fingerprint, index_dataset
-    from asd.features import extract_features
+    from asd.data import fingerprint
     from asd.fingerprint import STORE_NAME
-    from asd.tracking import Tracker
+    from asd.tracking import Tracker, check_tracking, default_tracking_uri
 
     start = time.monotonic()
+    space_file = resolve_space(settings.space)
+    space = load_space(space_file)
+    settings = with_space_defaults(settings, space)
     check_settings(settings)
-    space = load_space(settings.space)
     if settings.epoch_hook:
         load_epoch_hook(settings.epoch_hook)  # a typo fails here, not in every trial
     workers = workers_per_trial(settings)  # a bad GPU/worker pair fails before any work
-    workdir, storage, name, tracking_uri = _locate(settings, space, workers)
-    data_root = settings.data or _synthetic_data(workdir)
-    index = index_dataset(data_root, ground_truth=settings.ground_truth)
+    workdir = settings.workdir.resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    storage = storage_root(settings.storage_path, workdir)
+    records = _local_root(storage, workdir)
+    name = _sweep_name(settings, space, storage, records, space_file)
+    tracking_uri = settings.tracking_uri or default_tracking_uri(workdir)
+    check_tracking(tracking_uri)
+    _init_ray(settings)
+    check_resources(settings, workers)  # a trial no node can hold would stay PENDING forever
+    data_root, index, features = _load_data(settings, space, workdir)
     tune_machines, holdout = _machine_groups(index, settings)
-    features = extract_features(index, space.base.features, workdir / "features")
     data_fp = fingerprint(index, workdir / "features" / STORE_NAME)  # a stat per clip
-
+    _check_nodes(settings, workdir, str(features.path), workers)
     if not settings.resume:
-        remember_space(storage, name, settings.space)
+        remember_space(records, name, space_file)
     tracker = Tracker(tracking_uri, settings.experiment, journal_dir=workdir / "journal" / name)
-    tags = {"asd.space": str(settings.space), "asd.data": str(data_root)}
-    tags.update({"asd.data_fingerprint": data_fp, "asd.tune_machines": ",".join(tune_machines)})
-    tags["asd.holdout_machines"] = ",".join(holdout)
-    params = {f"space.{p.key}": f"{p.kind}{list(p.values)}" for p in space.params}
-    parent = tracker.start_sweep(name, params=params, tags=tags)
+    data = {"root": str(data_root), "fingerprint": data_fp, "tune_machines": tune_machines,
+            "holdout_machines": holdout, "clips": len(index)}  # fmt: skip
+    parent = _start_parent(tracker, name, settings, space_file, space, data)
     setup = TrialSetup(
         base_config=space.base,
         features_path=str(features.path),
@@ -115,22 +87,17 @@ def run_sweep(settings: SweepSettings) -> SweepResult:
         sweep_id=name,
         data_fingerprint=data_fp,
         journal_dir=str(workdir / "journal" / name),
-        device=settings.device,
-        epoch_hook=settings.epoch_hook,
-        workers_per_trial=workers,
-        use_gpu=settings.gpus_per_trial > 0,
-        cpus_per_worker=settings.cpus_per_trial,
-        compile_cache=str(workdir / "compile-cache"),
+        **_trial_options(settings, workers, workdir),
     )
     phases = {"setup": time.monotonic() - start}
     mark = time.monotonic()
     try:
-        results = _tune(space, settings, setup, storage, name, storage / name)
+        results = _tune(space, settings, setup, storage, name, records)
     except BaseException:
         tracker.finish(parent, status="FAILED")  # a refused or broken sweep is never RUNNING
         raise
     phases["tune"] = time.monotonic() - mark
-    result = _conclude(tracker, setup, trial_summary(results), features, settings, space, holdout)
+    result = _conclude(tracker, setup, results, features, settings, space, holdout)
     result.phases = {**phases, **result.phases}
     result.wall_s = time.monotonic() - start
     tracker.log_metrics(parent, {"sweep.wall_s": result.wall_s, "sweep.train_s": result.train_s})
@@ -138,41 +105,10 @@ def run_sweep(settings: SweepSettings) -> SweepResult:
     return result
 
 
-def _locate(
-    settings: SweepSettings, space: SearchSpace, workers: int
-) -> tuple[Path, Path, str, str]:
-    """(workdir, Tune storage, sweep name, tracking URI), checked before any slow work.
-
-    It also starts (or joins) Ray and checks a trial fits on some node.
-    """
-    from asd.tracking import check_tracking, default_tracking_uri
-
-    workdir = settings.workdir.resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
-    storage = Path(settings.storage_path or workdir / "ray_results").resolve()
-    name = settings.name or _default_name(space.name, storage, settings.resume)
-    check_name(name)
-    sweep_dir = storage / name
-    if settings.resume and not sweep_dir.exists():
-        raise AsdError(f"nothing to resume: no sweep '{name}' in {storage}")
-    if not settings.resume and sweep_dir.exists():
-        raise AsdError(
-            f"sweep '{name}' already exists in {storage}: pass --resume to continue it "
-            "or --name to start another"
-        )
-    if settings.resume:
-        check_same_space(storage, name, settings.space)
-    tracking_uri = settings.tracking_uri or default_tracking_uri(workdir)
-    check_tracking(tracking_uri)
-    _init_ray(settings)
-    check_resources(settings, workers)  # a trial no node can hold would stay PENDING forever
-    return workdir, storage, name, tracking_uri
-
-
 def _conclude(
     tracker: Any,
     setup: TrialSetup,
-    summary: pd.DataFrame,
+    results: Any,
     features: Any,
     settings: SweepSettings,
     space: SearchSpace,
@@ -180,9 +116,13 @@ def _conclude(
 ) -> SweepResult:
     """Close the trials' runs; score the winner on held-out machine types; register it.
 
-    ``result.phases`` gets ``finalise``, ``holdout`` and ``register`` seconds.
+    The winner comes from its trial's last Tune checkpoint (``config.json``, and
+    ``encoder.pt`` unless it is the untrained reference), fetched into
+    ``<workdir>/winners/<sweep>``. ``result.phases`` gets ``finalise``, ``holdout`` and
+    ``register`` seconds.
     """
     mark = time.monotonic()
+    summary = trial_summary(results)
     result = SweepResult(
         name=setup.sweep_id,
         parent_run_id=setup.parent_run_id,
@@ -192,11 +132,14 @@ def _conclude(
         train_s=float(summary.get("train_s", pd.Series(dtype=float)).sum()),
     )
     finalise_runs(tracker, summary)
-    finished = summary[summary["status"] == "finished"] if not summary.empty else summary
-    if not finished.empty:
-        best = finished.sort_values(OBJECTIVE, ascending=False).iloc[0]
+    if settings.resume:
+        close_lost_trials(tracker.tracking_uri, setup.parent_run_id, summary)
+    best = _best_row(summary)
+    if best is not None:
         result.best_trial_id, result.best_run_id = best["trial_id"], best["mlflow_run_id"]
-        encoder, cfg, encoder_path = winner(Path(best["trial_dir"]) / "artifacts")
+        dest = settings.workdir.resolve() / "winners" / setup.sweep_id
+        artifacts = winner_artifacts(results, best, dest)
+        encoder, cfg, encoder_path = winner(artifacts, str(best.get("family") or "encoder"))
         result.family, result.scorer = cfg.scoring.family, cfg.scoring.estimator
         result.tune_scores = {k: float(best[k]) for k in TRIAL_SCORES if pd.notna(best.get(k))}
         result.phases["finalise"], mark = time.monotonic() - mark, time.monotonic()
@@ -225,22 +168,111 @@ def _conclude(
     return result
 
 
+def _load_data(settings: SweepSettings, space: SearchSpace, workdir: Path) -> tuple[Path, Any, Any]:
+    """The data root, its clip index and its cached features (extracted once per sweep)."""
+    from asd.data import index_dataset
+    from asd.features import extract_features
+
+    data_root = settings.data or _synthetic_data(workdir)
+    index = index_dataset(data_root, ground_truth=settings.ground_truth)
+    return data_root, index, extract_features(index, space.base.features, workdir / "features")
+
+
+def _start_parent(
+    tracker: Any,
+    name: str,
+    settings: SweepSettings,
+    space_file: Path,
+    space: SearchSpace,
+    data: dict[str, Any],
+) -> str:
+    """The sweep's parent run, with the space's ranges as params and its provenance files."""
+    parent: str = tracker.start_sweep(
+        name,
+        params={f"space.{p.key}": f"{p.kind}{list(p.values)}" for p in space.params},
+        tags={
+            "asd.space": str(settings.space),
+            "asd.data": data["root"],
+            "asd.data_fingerprint": data["fingerprint"],
+            "asd.tune_machines": ",".join(data["tune_machines"]),
+            "asd.holdout_machines": ",".join(data["holdout_machines"]),
+            "asd.command": (settings.command or "")[:4000],
+        },
+    )
+    folder = settings.workdir.resolve() / "provenance" / name
+    write_provenance(folder, settings, space_file, space, data)
+    tracker.log_artifacts(parent, folder, artifact_path=PROVENANCE)
+    return parent
+
+
+def _sweep_name(
+    settings: SweepSettings, space: SearchSpace, storage: str, records: Path, space_file: Path
+) -> str:
+    """The sweep's name, checked.
+
+    Refuses a new sweep over an old one, a resume of nothing, or a resume with another search
+    space than the one the sweep started with.
+    """
+    name = settings.name or _default_name(space.name, storage, settings.resume)
+    check_name(name)
+    exists = sweep_exists(storage, name)
+    if settings.resume and not exists:
+        raise AsdError(f"nothing to resume: no sweep '{name}' in {storage}")
+    if not settings.resume and exists:
+        raise AsdError(
+            f"sweep '{name}' already exists in {storage}: pass --resume to continue it "
+            "or --name to start another"
+        )
+    if settings.resume:
+        check_same_space(records, name, space_file)
+    return name
+
+
+def _local_root(storage: str, workdir: Path) -> Path:
+    """Where a sweep's local records (Optuna study, space identity) live.
+
+    Beside the sweep, or in the work folder when storage is a bucket.
+    """
+    return workdir / "sweeps" if is_uri(storage) else Path(storage)
+
+
+def _trial_options(settings: SweepSettings, workers: int, workdir: Path) -> dict[str, Any]:
+    """The TrialSetup fields that come straight from the run settings."""
+    return {
+        "compile_cache": str(workdir / "compile-cache"),
+        "device": settings.device,
+        "epoch_hook": settings.epoch_hook,
+        "workers_per_trial": workers,
+        "use_gpu": bool(settings.gpus_per_trial),
+        "cpus_per_worker": float(settings.cpus_per_trial or 1.0),
+        "system_metrics_s": settings.system_metrics_s,
+    }
+
+
+def _best_row(summary: pd.DataFrame) -> pd.Series | None:
+    """The finished trial with the highest objective (None when no trial finished)."""
+    if summary.empty:
+        return None
+    finished = summary[summary["status"] == "finished"]
+    return None if finished.empty else finished.sort_values(OBJECTIVE, ascending=False).iloc[0]
+
+
 def _tune(
     space: SearchSpace,
     settings: SweepSettings,
     setup: TrialSetup,
-    storage: Path,
+    storage: str,
     name: str,
-    sweep_dir: Path,
+    records: Path,
 ) -> Any:
     """Start or restore the Tune experiment and run it to the end."""
-    import optuna
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search.optuna import OptunaSearch
 
-    _init_ray(settings)
-    resources = {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial}
+    from asd.sweep.console import TrialLines
+
+    sweep_uri = f"{storage}/{name}"
+    resources = {"cpu": settings.cpus_per_trial or 1.0, "gpu": settings.gpus_per_trial or 0.0}
     max_concurrent = settings.max_concurrent_trials or space.sweep.get("max_concurrent_trials")
     if setup.workers_per_trial > 1:
         # The trial function only waits on its Ray Train workers, whose placement group holds
@@ -254,33 +286,23 @@ def _tune(
             max_concurrent = max(1, gpus // setup.workers_per_trial)
     trainable = tune.with_resources(tune.with_parameters(run_trial, setup=setup), resources)
     if settings.resume:
-        if not tune.Tuner.can_restore(str(sweep_dir)):
+        if not tune.Tuner.can_restore(sweep_uri):
             raise AsdError(f"sweep '{name}' in {storage} cannot be restored (no Tune state)")
-        tuner = tune.Tuner.restore(str(sweep_dir), trainable, resume_errored=True)
+        tuner = tune.Tuner.restore(sweep_uri, trainable, resume_errored=True)
     else:
-        sweep_dir.parent.mkdir(parents=True, exist_ok=True)
-        optuna_db = storage / f"{name}.optuna.db"
-        searcher = OptunaSearch(
-            metric=OBJECTIVE,
-            mode="max",
-            study_name=name,
-            storage=optuna.storages.RDBStorage(f"sqlite:///{optuna_db}"),
-            seed=settings.seed,
-        )
-        scheduler = ASHAScheduler(
-            time_attr="training_iteration",
-            max_t=space.max_epochs,
-            grace_period=min(space.sweep.get("grace_period", 1), space.max_epochs),
-            reduction_factor=space.sweep.get("reduction_factor", 3),
-        )
         tuner = tune.Tuner(
             trainable,
             param_space=space.to_tune(),
             tune_config=tune.TuneConfig(
                 metric=OBJECTIVE,
                 mode="max",
-                search_alg=searcher,
-                scheduler=scheduler,
+                search_alg=_searcher(settings, records, name),
+                scheduler=ASHAScheduler(
+                    time_attr="training_iteration",
+                    max_t=space.max_epochs,
+                    grace_period=min(space.sweep.get("grace_period", 1), space.max_epochs),
+                    reduction_factor=space.sweep.get("reduction_factor", 3),
+                ),
                 num_samples=settings.num_samples or space.sweep.get("num_samples", 8),
                 max_concurrent_trials=max_concurrent or 1,
                 # one warm worker process runs trial after trial: torch, MLflow and the
@@ -289,19 +311,35 @@ def _tune(
             ),
             run_config=tune.RunConfig(
                 name=name,
-                storage_path=str(storage),
+                storage_path=storage,
                 failure_config=tune.FailureConfig(max_failures=settings.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                verbose=1,
+                verbose=2 if settings.verbose else 0,
+                callbacks=[] if settings.verbose else [TrialLines(space.base.train.epochs)],
             ),
         )
     return tuner.fit()
 
 
+def _searcher(settings: SweepSettings, records: Path, name: str) -> Any:
+    """Optuna TPE with its study in SQLite in ``records``, where `optuna-dashboard` reads it."""
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    records.mkdir(parents=True, exist_ok=True)
+    return OptunaSearch(
+        metric=OBJECTIVE,
+        mode="max",
+        study_name=name,
+        storage=optuna.storages.RDBStorage(f"sqlite:///{records / f'{name}.optuna.db'}"),
+        seed=settings.seed,
+    )
+
+
 def workers_per_trial(settings: SweepSettings) -> int:
     """Ray Train workers per trial: explicit, else one per GPU when a trial has several."""
-    gpus = settings.gpus_per_trial
-    if settings.workers_per_trial < 0:
+    gpus = settings.gpus_per_trial or 0.0
+    if (settings.workers_per_trial or 0) < 0:
         raise AsdError("--workers-per-trial must be >= 0")
     if gpus > 1 and not float(gpus).is_integer():
         raise AsdError(f"--gpus-per-trial {gpus}: above 1 it must be whole (one per worker)")
@@ -314,24 +352,25 @@ def workers_per_trial(settings: SweepSettings) -> int:
     return workers
 
 
-def _default_name(space_name: str, storage: Path, resume: bool) -> str:
+def _default_name(space_name: str, storage: str, resume: bool) -> str:
     """A new sweep: ``<space>-<time>``; ``--resume`` without a name: the latest of that space."""
     if not resume:
         return f"{space_name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    earlier = sorted(
-        (p for p in storage.glob(f"{space_name}-*") if p.is_dir()), key=lambda p: p.stat().st_mtime
-    )
-    if not earlier:
+    latest = latest_sweep(storage, f"{space_name}-")
+    if latest is None:
         raise AsdError(f"nothing to resume: no sweep of space '{space_name}' in {storage}")
-    log.info("resuming the latest sweep of space '%s': %s", space_name, earlier[-1].name)
-    return earlier[-1].name
+    log.info("resuming the latest sweep of space '%s': %s", space_name, latest)
+    return latest
 
 
-def _init_ray(settings: SweepSettings) -> None:
+def _init_ray(settings: SweepSettings) -> str | None:
+    """Join the cluster, or start in-process Ray; the dashboard's address when it started one."""
     import ray
 
     if ray.is_initialized():
-        return
+        return None
+    if settings.dashboard and (settings.ray_address or os.environ.get("RAY_ADDRESS")):
+        raise AsdError("--dashboard is for in-process Ray; a cluster has its own dashboard")
     try:
         if settings.ray_address:
             ray.init(address=settings.ray_address, log_to_driver=True)
@@ -340,11 +379,30 @@ def _init_ray(settings: SweepSettings) -> None:
         else:
             # address="local": a new in-process instance, never a cluster that someone else
             # started on this machine with `ray start` (which a bare ray.init() would join).
-            ray.init(address="local", include_dashboard=False, log_to_driver=True)
+            context = ray.init(
+                address="local",
+                include_dashboard=settings.dashboard,
+                dashboard_host="127.0.0.1",
+                log_to_driver=True,
+            )
+            if settings.dashboard:
+                log.info("Ray dashboard: http://%s", context.dashboard_url)
+                return str(context.dashboard_url)
     except ConnectionError as exc:
         raise AsdError(
             f"cannot reach Ray at {settings.ray_address or os.environ.get('RAY_ADDRESS')}: {exc}"
         ) from None
+    return None
+
+
+def _check_nodes(settings: SweepSettings, workdir: Path, features_path: str, workers: int) -> None:
+    """Refuse (one line) when a node that may run trials cannot read the driver's work folder."""
+    from asd.sweep.cluster import check_shared_workdir
+
+    # A data-parallel trial's workers each hold one GPU and cpus_per_trial CPUs.
+    gpus = 1.0 if workers > 1 and settings.gpus_per_trial else settings.gpus_per_trial
+    nodes = check_shared_workdir(workdir, features_path, settings.cpus_per_trial or 1.0, gpus or 0)
+    log.info("work folder %s is readable on all %d node(s) that can run a trial", workdir, nodes)
 
 
 def _synthetic_data(workdir: Path) -> Path:
@@ -363,7 +421,7 @@ def _machine_groups(
 ) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """Split machine types into the tuned group and the held-out group (first-shot honesty)."""
     present = tuple(sorted(index["machine"].unique()))
-    holdout = tuple(settings.holdout_machines)
+    holdout = tuple(settings.holdout_machines or ())
     tune_group = tuple(settings.tune_machines or [m for m in present if m not in holdout])
     for machine in (*tune_group, *holdout):
         if machine not in present:
@@ -376,3 +434,6 @@ def _machine_groups(
     if not tune_group:
         raise AsdError("no machine types left to tune on (check --holdout-machines)")
     return tune_group, holdout
+
+
+__all__ = ["SweepResult", "SweepSettings", "format_summary", "run_sweep", "trial_summary"]

@@ -15,6 +15,11 @@ A space file::
       max_concurrent_trials: 2
       grace_period: 2
       reduction_factor: 3
+      cpus_per_trial: 4         # resources of one trial
+      gpus_per_trial: 1
+      workers_per_trial: 0      # data-parallel workers (0: one per GPU when a trial has > 1)
+      tune_machines: [fan, valve]      # machine groups: what the search scores ...
+      holdout_machines: [ToyCar]       # ... and what only the winner is scored on
 
 Validation resolves every key against :class:`asd.config.Config`, rejects empty or
 impossible ranges, and builds the config at every corner of the space (all lows/highs
@@ -39,7 +44,17 @@ SWEEP_KEYS = {
     "max_concurrent_trials": int,
     "grace_period": int,
     "reduction_factor": int,
+    "cpus_per_trial": float,
+    "gpus_per_trial": float,
+    "workers_per_trial": int,
+    "tune_machines": tuple,
+    "holdout_machines": tuple,
 }
+"""Run defaults a space may set in its ``sweep:`` section, with their types."""
+ZERO_ALLOWED = ("gpus_per_trial", "workers_per_trial", "holdout_machines")
+"""Sweep keys for which 0 (or an empty list) is a meaningful value."""
+SHIPPED_SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
+"""The spaces shipped beside the package, found by name (``--space default``)."""
 
 
 @dataclass(frozen=True)
@@ -77,7 +92,8 @@ class SearchSpace:
     base: Config
     params: tuple[Param, ...]
     description: str = ""
-    sweep: dict[str, int] = field(default_factory=dict)
+    sweep: dict[str, Any] = field(default_factory=dict)
+    """Run defaults from the ``sweep:`` section (see ``SWEEP_KEYS``); flags override them."""
 
     def config_for(self, sampled: dict[str, Any]) -> Config:
         """The full config of a trial given its sampled values."""
@@ -96,13 +112,27 @@ class SearchSpace:
         return self.base.train.epochs
 
 
+def resolve_space(spec: str | Path) -> Path:
+    """A space file: the path as given, else a shipped space by name (``default``, ``smoke``).
+
+    Names work from any directory, so ``asd sweep --space default`` needs no checkout path.
+    """
+    path = Path(spec)
+    if path.is_file():
+        return path
+    name = path.name.removesuffix(".yaml")
+    shipped = SHIPPED_SPACES / f"{name}.yaml"
+    if path.parent == Path(".") and shipped.is_file():
+        return shipped
+    names = ", ".join(sorted(p.stem for p in SHIPPED_SPACES.glob("*.yaml")))
+    raise AsdError(f"search space {spec} does not exist (shipped spaces: {names or 'none'})")
+
+
 def load_space(path: str | Path) -> SearchSpace:
     """Read and validate a space file; AsdError naming the file and the key on any problem."""
     import yaml
 
-    path = Path(path)
-    if not path.is_file():
-        raise AsdError(f"search space {path} does not exist")
+    path = resolve_space(path)
     try:
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -208,17 +238,34 @@ def _parse_param(key: str, spec: Any, source: str) -> Param:
     return Param(key, kind, (float(low), float(high)))
 
 
-def _parse_sweep(raw: Any, source: str) -> dict[str, int]:
+def _parse_sweep(raw: Any, source: str) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise AsdError(f"{source}: sweep must be a mapping")
-    out: dict[str, int] = {}
+    out: dict[str, Any] = {}
     for key, value in raw.items():
         if key not in SWEEP_KEYS:
             raise AsdError(f"{source}: unknown key sweep.{key} (known: {', '.join(SWEEP_KEYS)})")
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise AsdError(f"{source}: sweep.{key} must be a positive integer, got {value!r}")
-        out[key] = value
+        out[key] = _sweep_value(key, value, f"{source}: sweep.{key}")
     return out
+
+
+def _sweep_value(key: str, value: Any, where: str) -> Any:
+    """One ``sweep:`` value checked against its type in SWEEP_KEYS."""
+    kind = SWEEP_KEYS[key]
+    low = 0 if key in ZERO_ALLOWED else 1
+    if kind is tuple:
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise AsdError(f"{where} must be a list of machine types, got {value!r}")
+        if len(value) < low:
+            raise AsdError(f"{where} must name at least one machine type")
+        return tuple(value)
+    allowed = (int,) if kind is int else (int, float)
+    whole = isinstance(value, allowed) and not isinstance(value, bool) and math.isfinite(value)
+    if not whole or value < low or (kind is float and low and value <= 0):
+        what = "integer" if kind is int else "number"
+        sign = "a non-negative" if low == 0 else "a positive"
+        raise AsdError(f"{where} must be {sign} {what}, got {value!r}")
+    return kind(value)
 
 
 def _check_corners(space: SearchSpace, source: str) -> None:

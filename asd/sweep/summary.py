@@ -8,6 +8,7 @@ must see whether the learned part earns its cost.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ TRIAL_SCORES = tuple(
     for scorer in SCORERS
 )
 """The summary figures a trial reports for each scorer: its detector and the companions."""
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -62,7 +65,7 @@ def trial_summary(results: Any) -> pd.DataFrame:
     for res in results:
         metrics = res.metrics or {}
         row: dict[str, Any] = {
-            "trial_id": metrics.get("trial_id") or _trial_id(res.path),
+            "trial_id": metrics.get("trial_id") or trial_id_of(res.path),
             "status": "error" if res.error else "finished",
             "epochs": metrics.get("epoch", 0),
             "family": metrics.get("family", ""),
@@ -86,7 +89,7 @@ def trial_summary(results: Any) -> pd.DataFrame:
     return frame.sort_values(OBJECTIVE, ascending=False, na_position="last").reset_index(drop=True)
 
 
-def _trial_id(path: str) -> str:
+def trial_id_of(path: str) -> str:
     """Tune's trial id from its folder name (``run_trial_<id>_<n>_<params>_<time>``)."""
     name = Path(path).name
     return name.split("_")[2] if name.startswith("run_trial_") else name
@@ -190,6 +193,44 @@ def finalise_runs(tracker: Any, summary: pd.DataFrame) -> None:
         elif row["status"] == "error":
             tracker.set_tags(run_id, {"asd.status": "failed", "asd.error": row["error"]})
             tracker.finish(run_id, status="FAILED")
+
+
+def close_lost_trials(tracking_uri: str, parent: str, summary: pd.DataFrame) -> list[str]:
+    """Retire child runs of trials Tune never recorded; their run ids.
+
+    A driver killed between a trial's start and Tune's next snapshot of the experiment leaves
+    that trial's child run RUNNING, and the resumed Tune samples another trial in its place.
+    Such a run is ended KILLED, tagged ``asd.status=lost_with_the_driver`` and moved to MLflow's
+    deleted runs (``mlflow runs restore`` brings it back), so the parent shows one child per
+    trial of the sweep.
+    """
+    from mlflow import MlflowClient
+
+    from asd.tracking import TAG_TRIAL
+
+    if parent.startswith("pending-"):
+        return []  # MLflow is away: the journal replays the runs later
+    known = set(summary["trial_id"]) if not summary.empty else set()
+    client = MlflowClient(tracking_uri=tracking_uri)
+    experiment = client.get_run(parent).info.experiment_id
+    lost = [
+        run
+        for run in client.search_runs(
+            [experiment], f"tags.`mlflow.parentRunId` = '{parent}'", max_results=10000
+        )
+        if run.info.status == "RUNNING" and run.data.tags.get(TAG_TRIAL) not in known
+    ]
+    for run in lost:
+        client.set_tag(run.info.run_id, "asd.status", "lost_with_the_driver")
+        client.set_terminated(run.info.run_id, status="KILLED")
+        client.delete_run(run.info.run_id)
+        log.warning(
+            "trial %s: Tune never recorded it (its driver died first); its MLflow run %s is "
+            "ended KILLED and moved to the deleted runs",
+            run.data.tags.get(TAG_TRIAL),
+            run.info.run_id,
+        )
+    return [run.info.run_id for run in lost]
 
 
 def log_summary(tracker: Any, parent: str, result: SweepResult, space: SearchSpace) -> None:

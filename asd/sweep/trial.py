@@ -23,6 +23,7 @@ from typing import Any
 from asd.compilation import use_compile_cache
 from asd.config import Config
 from asd.errors import AsdError
+from asd.sweep.storage import CONFIG_FILE, ENCODER_FILE
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,8 @@ class TrialSetup:
     """Data-parallel workers hold one GPU each."""
     cpus_per_worker: float = 1.0
     """CPUs per data-parallel worker."""
+    system_metrics_s: float = 10.0
+    """Seconds between samples of the trial's CPU, memory and GPU use in MLflow (0 = off)."""
     compile_cache: str | None = None
     """torch.compile cache folder shared by every trial (``train.compile``): the first trial
     compiles, later ones load its kernels."""
@@ -82,6 +85,7 @@ def run_trial(params: dict[str, Any], setup: TrialSetup) -> None:
     from ray import tune
 
     from asd.features import load_features
+    from asd.tracking.system import system_metrics
 
     cfg = setup.base_config.with_overrides(params)
     if setup.compile_cache:
@@ -96,10 +100,11 @@ def run_trial(params: dict[str, Any], setup: TrialSetup) -> None:
         setup, cfg, trial_id, run_id, str(trial_dir), tracker=tracker, validation=validation
     )
     try:
-        if cfg.scoring.family == "reference":
-            _run_reference(cfg, epoch_report)
-        else:
-            _run_training(cfg, setup, features, epoch_report, tracker, run_id, trial_dir)
+        with system_metrics(setup.tracking_uri, run_id, setup.system_metrics_s):
+            if cfg.scoring.family == "reference":
+                _run_reference(cfg, epoch_report, trial_dir)
+            else:
+                _run_training(cfg, setup, features, epoch_report, tracker, run_id, trial_dir)
     except Exception as exc:
         tracker.set_tags(run_id, {"asd.error": str(exc)[:5000]})
         tracker.finish(run_id, status="FAILED")
@@ -126,16 +131,27 @@ def _start_run(setup: TrialSetup, cfg: Config, trial_id: str) -> tuple[Any, str]
     return tracker, run_id
 
 
-def _run_reference(cfg: Config, epoch_report: EpochReport) -> None:
-    """A trial of the untrained reference: nothing to train, so nothing to checkpoint.
+def _run_reference(cfg: Config, epoch_report: EpochReport, trial_dir: Path) -> None:
+    """A trial of the untrained reference: nothing to train; its last checkpoint is its config.
 
     It still reports once per epoch (the same figures: the reference does not change), so
-    ASHA's rungs compare encoder trials against it at every epoch like any other trial.
+    ASHA's rungs compare encoder trials against it at every epoch like any other trial. The
+    last report carries a checkpoint holding only ``config.json``: the sweep rebuilds a
+    winning reference from it, wherever the trial ran.
     """
     from ray import tune
 
     for epoch in range(1, cfg.train.epochs + 1):
-        tune.report(epoch_report(epoch, {}, None))
+        row = epoch_report(epoch, {}, None)
+        if epoch < cfg.train.epochs:
+            tune.report(row)
+            continue
+        scratch = Path(tempfile.mkdtemp(prefix=f"asd-{epoch_report.trial_id}-"))
+        try:
+            shutil.copy2(trial_dir / "artifacts" / CONFIG_FILE, scratch / CONFIG_FILE)
+            tune.report(row, checkpoint=tune.Checkpoint.from_directory(str(scratch)))
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _run_training(
@@ -149,8 +165,6 @@ def _run_training(
 ) -> None:
     """Train the encoder (one process or data parallel), resuming from Tune's checkpoint."""
     from ray import tune
-
-    from asd.pipeline import train_encoder
 
     # Checkpoints live in a scratch folder (Tune copies each reported one into the sweep's
     # storage); final artifacts go to the trial folder, which outlives MLflow outages.
@@ -166,33 +180,63 @@ def _run_training(
 
     def report(epoch: int, metrics: dict[str, float], encoder: Any) -> None:
         row = epoch_report(epoch, metrics, encoder)
+        if epoch >= cfg.train.epochs:
+            # The winner travels in its last checkpoint, through Tune's (shared) storage:
+            # the encoder and the config its detector is rebuilt from.
+            for file in (ENCODER_FILE, CONFIG_FILE):
+                final = trial_dir / "artifacts" / file
+                if final.is_file():
+                    shutil.copy2(final, ckpt_dir / file)
         tune.report(row, checkpoint=tune.Checkpoint.from_directory(str(ckpt_dir)))
 
     try:
-        if setup.workers_per_trial > 1:
-            from asd.sweep.parallel import train_data_parallel
-
-            # Rank 0 of the worker group runs a fresh copy of epoch_report (its own tracker
-            # and validation set); Ray Train keeps this trial's checkpoints in the trial
-            # folder and resumes from them when Tune retries or restores the trial.
-            train_data_parallel(
-                cfg,
-                setup.features_path,
-                workers=setup.workers_per_trial,
-                use_gpu=setup.use_gpu,
-                report=EpochReport(setup, cfg, epoch_report.trial_id, run_id, str(trial_dir)),
-                storage_path=trial_dir,
-                name="train",
-                cpus_per_worker=setup.cpus_per_worker,
-                resume_from=ckpt_dir if restored is not None else None,
-                compile_cache=setup.compile_cache,
-            )
-        else:
-            train_encoder(  # it picks the normal train clips itself
-                cfg, features, device=setup.device, report=report, checkpoint_dir=ckpt_dir
-            )
+        trial_id = epoch_report.trial_id
+        _train(setup, cfg, trial_id, run_id, trial_dir, ckpt_dir, restored, features, report)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _train(
+    setup: TrialSetup,
+    cfg: Config,
+    trial_id: str,
+    run_id: str,
+    trial_dir: Path,
+    ckpt_dir: Path,
+    restored: Any,
+    features: Any,
+    report: Any,
+) -> None:
+    """Train one trial's encoder: in this process, or data parallel on Ray Train workers."""
+    from asd.pipeline import train_encoder
+
+    if setup.workers_per_trial > 1:
+        from asd.sweep.parallel import train_data_parallel
+
+        # Rank 0 of the worker group runs a fresh copy of epoch_report (its own tracker
+        # and validation set); Ray Train keeps this trial's checkpoints in the trial
+        # folder and resumes from them when Tune retries or restores the trial.
+        train_data_parallel(
+            cfg,
+            setup.features_path,
+            workers=setup.workers_per_trial,
+            use_gpu=setup.use_gpu,
+            report=EpochReport(setup, cfg, trial_id, run_id, str(trial_dir)),
+            storage_path=trial_dir,
+            name="train",
+            cpus_per_worker=setup.cpus_per_worker,
+            resume_from=ckpt_dir if restored is not None else None,
+            compile_cache=setup.compile_cache,
+        )
+    else:
+        train_encoder(  # it picks the normal train clips itself
+            cfg,
+            features,
+            device=setup.device,
+            report=report,
+            checkpoint_dir=ckpt_dir,
+            progress=True,
+        )
 
 
 @dataclass
@@ -319,10 +363,10 @@ def _log_final(
 
     save_evaluation(evaluation, work / "evaluation")
     tracker.log_artifacts(run_id, work / "evaluation", artifact_path="evaluation")
-    (work / "config.json").write_text(cfg.to_json())
-    tracker.log_artifact(run_id, work / "config.json", artifact_path="detector")
+    (work / CONFIG_FILE).write_text(cfg.to_json())
+    tracker.log_artifact(run_id, work / CONFIG_FILE, artifact_path="detector")
     if encoder is not None:
-        encoder_path = work / "encoder.pt"
+        encoder_path = work / ENCODER_FILE
         save_encoder(
             encoder,
             encoder_path,

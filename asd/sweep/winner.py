@@ -1,9 +1,11 @@
 """The sweep's winner: its detector rebuilt, scored on held-out machine types, registered.
 
-A winner of the ``reference`` family has no encoder: it is scored like any other, and
-nothing is registered (``SweepResult.note`` says so). Every registered version carries the
-reference's score on the same machine types and scorer, so `asd promote` can say when a
-candidate does not beat it.
+The winner comes from its trial's last Tune checkpoint (wherever storage is: a shared folder
+or a bucket), never from a path into a trial folder on some node. A winner of the
+``reference`` family has no encoder: its checkpoint holds only ``config.json``, it is scored
+like any other, and nothing is registered (``SweepResult.note`` says so). Every registered
+version carries the reference's score on the same machine types and scorer, so `asd promote`
+can say when a candidate does not beat it.
 """
 
 from __future__ import annotations
@@ -14,25 +16,46 @@ from typing import TYPE_CHECKING, Any
 
 from asd.config import Config
 from asd.errors import AsdError, redact
-from asd.sweep.summary import TRIAL_SCORES, SweepResult
+from asd.sweep.storage import CONFIG_FILE, ENCODER_FILE, fetch_checkpoint
+from asd.sweep.summary import TRIAL_SCORES, SweepResult, trial_id_of
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from asd.sweep.runner import SweepSettings
 
 log = logging.getLogger(__name__)
 
 
-def winner(artifacts: Path) -> tuple[Any, Config, Path | None]:
+def winner_artifacts(results: Any, best: pd.Series, dest: Path) -> Path:
+    """The folder holding the winning trial's ``config.json`` (and ``encoder.pt``)."""
+    for res in results:
+        if (res.metrics or {}).get("trial_id") == best["trial_id"] or (
+            trial_id_of(res.path) == best["trial_id"]
+        ):
+            if res.checkpoint is None:  # data-parallel trials keep theirs in Ray Train's storage
+                local = Path(best["trial_dir"]) / "artifacts"
+                if (local / CONFIG_FILE).is_file():
+                    return local
+            return fetch_checkpoint(res, str(best["trial_id"]), dest)
+    raise AsdError(f"trial {best['trial_id']} is not among the sweep's results")
+
+
+def winner(artifacts: Path, family: str) -> tuple[Any, Config, Path | None]:
     """(encoder or None, config, encoder file or None) of the best trial's detector."""
     from asd.encoder import load_encoder
 
-    encoder_path = artifacts / "encoder.pt"
-    if encoder_path.is_file():
+    encoder_path = artifacts / ENCODER_FILE
+    if family != "reference":
+        if not encoder_path.is_file():
+            raise AsdError(
+                f"the best trial ({family} family) left no {ENCODER_FILE} in {artifacts}"
+            )
         encoder, cfg, _ = load_encoder(encoder_path)
         return encoder, cfg, encoder_path
-    config_path = artifacts / "config.json"
+    config_path = artifacts / CONFIG_FILE
     if not config_path.is_file():
-        raise AsdError(f"the best trial left neither encoder.pt nor config.json in {artifacts}")
+        raise AsdError(f"the best trial left no {CONFIG_FILE} in {artifacts}")
     return None, Config.from_json(config_path.read_text()), None
 
 

@@ -1,0 +1,307 @@
+"""The synthetic machine types: one physical mechanism per type and how its files are named.
+
+Why it exists: each machine type has its own mechanism (motor harmonics, rail clacks, a
+bearing resonance, blade-pass tones, gear mesh sidebands, sliding bursts, valve clicks)
+driven by one operating value ``op`` (speed or rate); anomalies are mechanism-specific
+(defect impulses, imbalance, rattle, leaks, ...) with a severity per clip. :data:`SPECS`
+maps every DCASE 2023 machine name (dev and eval) to its recipe, file-name template and
+source/target operating points; :mod:`asd.synth` lays out the tree and writes the files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from asd import synth_signals as sig
+
+Array = np.ndarray
+Render = Callable[[np.random.Generator, Array, Array, Array, int], Array]
+"""(rng, t (samples,), op (n, 1), severity (n, 1), sample_rate) -> machine sound (n, samples)."""
+
+
+# --------------------------------------------------------------------------- machine recipes
+# Each recipe: (rng, t, op, severity, sr) -> (n, samples). The normal sound is built to RMS 1
+# and anomalies are added relative to it, so severity is a level, not an absolute loudness.
+
+
+def _toycar(rng, t, op, sev, sr):
+    """Toy car: DC-motor harmonics, gear whine, road rumble; anomalies tick, whine, wobble."""
+    n, samples = sev.shape[0], t.size
+    f0 = 110.0 * op * sig.uniform(rng, 0.97, 1.03, n)
+    phase = sig.phase(t, f0, sig.uniform(rng, 0.002, 0.01, n), sig.uniform(rng, 0.3, 2.0, n), rng)
+    amps = (1.0 / np.arange(1, 9)) * rng.uniform(0.6, 1.4, (n, 8))
+    motor = sig.harmonics(rng, phase, amps)
+    whine = sig.harmonics(rng, 7.0 * phase, sig.uniform(rng, 0.1, 0.3, n))
+    rumble = sig.shaped_noise(
+        rng, n, samples, sr, lambda f: 1.0 / (1.0 + (f[None, :] / 250.0) ** 2)
+    )
+    normal = sig.unit(
+        sig.unit(motor) + 0.3 * sig.unit(whine) + sig.uniform(rng, 0.3, 0.8, n) * rumble
+    )
+    tick, bad_whine, wobble = sig.split_kinds(rng, sev, 3)
+    wheel = f0 / 12.0
+    ticks = sig.ring(
+        sig.impulse_train(rng, samples, sr, 1.0 / wheel, 1.0),
+        sig.uniform(rng, 2500, 4000, n),
+        sig.uniform(rng, 0.002, 0.005, n),
+        sr,
+    )
+    extra = sig.harmonics(rng, 7.5 * phase, np.ones((n, 1)))  # a chipped gear: whine off its order
+    am = 1.0 + 1.2 * wobble * np.sin(2 * np.pi * wheel * t[None, :])
+    return normal * am + 0.8 * tick * sig.unit(ticks) + 0.9 * bad_whine * sig.unit(extra)
+
+
+def _toytrain(rng, t, op, sev, sr):
+    """Toy train: rail-joint double clacks, motor hum, rolling noise; flat wheel, scrape."""
+    n, samples = sev.shape[0], t.size
+    f0 = 85.0 * op * sig.uniform(rng, 0.97, 1.03, n)
+    motor = sig.harmonics(
+        rng,
+        sig.phase(t, f0, sig.uniform(rng, 0.002, 0.01, n), sig.uniform(rng, 0.3, 2.0, n), rng),
+        (1.0 / np.arange(1, 7) ** 1.5) * rng.uniform(0.6, 1.4, (n, 6)),
+    )
+    joint = 0.3 / op * sig.uniform(rng, 0.95, 1.05, n)
+    imp = sig.impulse_train(rng, samples, sr, joint, 1.0, jitter=0.01)
+    lag = int(0.05 * sr)
+    imp = imp + 0.7 * np.roll(imp, lag, axis=-1)  # the second bogie crosses the same joint
+    clacks = sig.ring(imp, sig.uniform(rng, 1500, 2200, n), sig.uniform(rng, 0.005, 0.012, n), sr)
+    rolling = sig.shaped_noise(
+        rng, n, samples, sr, sig.band(sig.uniform(rng, 600, 900, n), sig.uniform(rng, 300, 500, n))
+    )
+    normal = sig.unit(
+        sig.unit(motor) + sig.unit(clacks) * sig.uniform(rng, 0.8, 1.2, n) + 0.4 * rolling
+    )
+    flat, scrape, slip = sig.split_kinds(rng, sev, 3)
+    flats = sig.ring(
+        sig.impulse_train(rng, samples, sr, 1.0 / (f0 / 10.0), 1.0),
+        sig.uniform(rng, 3000, 4500, n),
+        sig.uniform(rng, 0.002, 0.004, n),
+        sr,
+    )
+    scraping = sig.shaped_noise(
+        rng, n, samples, sr, sig.band(sig.uniform(rng, 4000, 5500, n), 600.0)
+    )
+    scraping = scraping * sig.gate(
+        t,
+        sig.uniform(rng, 0.2, 0.6, n),
+        sig.uniform(rng, 0, 0.5, n),
+        sig.uniform(rng, 0.05, 0.15, n),
+        0.01,
+    )
+    slipping = sig.harmonics(
+        rng, sig.phase(t, 1.35 * f0, 0.01, 1.0, rng), np.ones((n, 2)) * [1.0, 0.5]
+    )
+    return (
+        normal
+        + 0.8 * flat * sig.unit(flats)
+        + 0.6 * scrape * sig.unit(scraping)
+        + 0.5 * slip * sig.unit(slipping)
+    )
+
+
+def _bearing(rng, t, op, sev, sr):
+    """Bearing: a structural resonance amplitude-modulated at shaft rate; defect impulse trains."""
+    n, samples = sev.shape[0], t.size
+    shaft = 25.0 * op * sig.uniform(rng, 0.98, 1.02, n)
+    res_f = sig.uniform(rng, 3000, 3400, n)
+    res = sig.shaped_noise(rng, n, samples, sr, sig.band(res_f, sig.uniform(rng, 150, 300, n)))
+    am = 1.0 + sig.uniform(rng, 0.2, 0.4, n) * np.sin(
+        2 * np.pi * shaft * t[None, :] + sig.uniform(rng, 0, 6.3, n)
+    )
+    low = sig.harmonics(rng, sig.phase(t, shaft, 0.003, 0.5, rng), rng.uniform(0.3, 1.0, (n, 3)))
+    broad = sig.shaped_noise(rng, n, samples, sr, lambda f: 1.0 / (1.0 + f[None, :] / 500.0))
+    normal = sig.unit(sig.unit(res * am) + 0.5 * sig.unit(low) + 0.4 * broad)
+    outer, inner = sig.split_kinds(rng, sev, 2)
+    bpfo = sig.ring(
+        sig.impulse_train(rng, samples, sr, 1.0 / (3.58 * shaft), 1.0, jitter=0.01),
+        sig.uniform(rng, 4200, 5200, n),
+        sig.uniform(rng, 0.001, 0.002, n),
+        sr,
+    )
+    bpfi = sig.ring(
+        sig.impulse_train(rng, samples, sr, 1.0 / (5.42 * shaft), 1.0, jitter=0.01),
+        res_f,
+        sig.uniform(rng, 0.001, 0.002, n),
+        sr,
+    ) * (1.0 + np.sin(2 * np.pi * shaft * t[None, :]))  # inner race: modulated by the load zone
+    return normal + 0.7 * outer * sig.unit(bpfo) + 0.7 * inner * sig.unit(bpfi)
+
+
+def _fan(rng, t, op, sev, sr):
+    """Fan: broadband airflow plus blade-pass harmonics; imbalance wobble, rubbing bursts."""
+    n, samples = sev.shape[0], t.size
+    shaft = 22.0 * op * sig.uniform(rng, 0.98, 1.02, n)
+    blades = 7.0
+    phase = sig.phase(
+        t, shaft, sig.uniform(rng, 0.002, 0.008, n), sig.uniform(rng, 0.2, 1.0, n), rng
+    )
+    bpf = sig.harmonics(rng, blades * phase, (0.6 ** np.arange(4)) * rng.uniform(0.7, 1.3, (n, 4)))
+    hump = sig.uniform(rng, 500, 800, n) * op
+
+    def air(f: Array) -> Array:
+        return 1.0 / (1.0 + (f[None, :] / hump) ** 2) + 0.1 / (1.0 + f[None, :] / 4000.0)
+
+    airflow = sig.shaped_noise(rng, n, samples, sr, air)
+    normal = sig.unit(sig.unit(airflow) + sig.uniform(rng, 0.4, 0.7, n) * sig.unit(bpf))
+    imbalance, rubbing = sig.split_kinds(rng, sev, 2)
+    wobble = 1.0 + 0.8 * imbalance * np.sin(phase)
+    one_x = sig.harmonics(rng, phase, np.ones((n, 2)) * [1.0, 0.4])
+    rub = sig.shaped_noise(rng, n, samples, sr, sig.band(sig.uniform(rng, 2500, 4000, n), 800.0))
+    rub = rub * sig.gate(t, 1.0 / shaft, sig.uniform(rng, 0, 0.05, n), 0.25 / shaft, 0.002)
+    return normal * wobble + 0.8 * imbalance * sig.unit(one_x) + 0.8 * rubbing * sig.unit(rub)
+
+
+def _gearbox(rng, t, op, sev, sr):
+    """Gearbox: mesh frequency with shaft-rate sidebands; broken tooth, wear."""
+    n, samples = sev.shape[0], t.size
+    shaft = 14.0 * op * sig.uniform(rng, 0.98, 1.02, n)
+    teeth = 23.0
+    shaft_phase = sig.phase(
+        t, shaft, sig.uniform(rng, 0.001, 0.005, n), sig.uniform(rng, 0.2, 1.0, n), rng
+    )
+    mesh = teeth * shaft_phase
+    side = 1.0 + sig.uniform(rng, 0.05, 0.15, n) * np.sin(shaft_phase)  # mild eccentricity
+    tones = sig.harmonics(rng, mesh, (0.5 ** np.arange(3)) * rng.uniform(0.7, 1.3, (n, 3))) * side
+    oil = sig.shaped_noise(rng, n, samples, sr, lambda f: 1.0 / (1.0 + (f[None, :] / 1500.0) ** 2))
+    normal = sig.unit(sig.unit(tones) + sig.uniform(rng, 0.3, 0.6, n) * oil)
+    broken, wear = sig.split_kinds(rng, sev, 2)
+    knocks = sig.ring(
+        sig.impulse_train(rng, samples, sr, 1.0 / shaft, 1.0, jitter=0.005),
+        sig.uniform(rng, 2000, 3000, n),
+        sig.uniform(rng, 0.002, 0.006, n),
+        sr,
+    )
+    worn = sig.harmonics(rng, mesh, np.ones((n, 3)) * [0.0, 1.0, 0.8]) * (
+        1.0 + np.sin(2 * shaft_phase)
+    )
+    return normal + 0.8 * broken * sig.unit(knocks) + 0.6 * wear * sig.unit(worn)
+
+
+def _slider(rng, t, op, sev, sr):
+    """Slide rail: periodic sliding bursts ending in end-stop clicks; rattle, friction squeal."""
+    n, samples = sev.shape[0], t.size
+    stroke = 0.5 / op * sig.uniform(rng, 0.96, 1.04, n)
+    offset = sig.uniform(rng, 0, 0.5, n)
+    on = 0.6 * stroke
+    env = sig.gate(t, stroke, offset, on, 0.03)
+    slide = sig.shaped_noise(
+        rng, n, samples, sr, sig.band(sig.uniform(rng, 1200, 1600, n) * op**0.5, 700.0)
+    )
+    events = int(t[-1] / float(stroke.min())) + 2
+    stop_times = (offset + on + np.arange(events)[None, :] * stroke) * sr
+    stops = sig.ring(
+        sig.place(stop_times, np.ones((n, events)), samples),
+        sig.uniform(rng, 900, 1400, n),
+        sig.uniform(rng, 0.004, 0.01, n),
+        sr,
+    )
+    hum = sig.harmonics(
+        rng, 2 * np.pi * 100.0 * t[None, :] * np.ones((n, 1)), rng.uniform(0, 1, (n, 3))
+    )
+    normal = sig.unit(sig.unit(slide * env) + 0.6 * sig.unit(stops) + 0.2 * sig.unit(hum))
+    rattle, squeal = sig.split_kinds(rng, sev, 2)
+    rattles = (
+        sig.ring(
+            sig.random_events(rng, n, samples, sig.uniform(rng, 20, 40, n), 1.0, sr),
+            sig.uniform(rng, 3500, 5000, n),
+            0.002,
+            sr,
+        )
+        * env
+    )
+    squeals = (
+        sig.harmonics(
+            rng, sig.phase(t, sig.uniform(rng, 2200, 3200, n), 0.01, 5.0, rng), np.ones((n, 1))
+        )
+        * env
+    )
+    return normal + 0.8 * rattle * sig.unit(rattles) + 0.5 * squeal * sig.unit(squeals)
+
+
+def _valve(rng, t, op, sev, sr):
+    """Solenoid valve: open/close clicks and flow hiss while open; leak hiss, timing faults."""
+    n, samples = sev.shape[0], t.size
+    cycle = 0.4 / op * sig.uniform(rng, 0.97, 1.03, n)
+    offset = sig.uniform(rng, 0, 0.4, n)
+    leak, timing = sig.split_kinds(rng, sev, 2)
+    open_s = (
+        cycle * (0.45 + 0.3 * timing) * sig.uniform(rng, 0.95, 1.05, n)
+    )  # a sticky valve stays open
+    events = int(t[-1] / float(cycle.min())) + 2
+    starts = offset + np.arange(events)[None, :] * cycle
+    ones = np.ones((n, events))
+    clicks_open = sig.ring(
+        sig.place(starts * sr, ones, samples), sig.uniform(rng, 2600, 3000, n), 0.004, sr
+    )
+    clicks_close = sig.ring(
+        sig.place((starts + open_s) * sr, ones, samples), sig.uniform(rng, 1700, 2100, n), 0.006, sr
+    )
+    env = sig.gate(t, cycle, offset, open_s, 0.01)
+    hiss = sig.shaped_noise(
+        rng, n, samples, sr, lambda f: (f[None, :] / 4000.0) / (1 + (f[None, :] / 4000.0) ** 2)
+    )
+    pump = sig.harmonics(
+        rng, 2 * np.pi * 50.0 * t[None, :] * np.ones((n, 1)), rng.uniform(0, 1, (n, 3))
+    )
+    normal = sig.unit(
+        sig.unit(clicks_open)
+        + 0.8 * sig.unit(clicks_close)
+        + 0.5 * sig.unit(hiss * env)
+        + 0.2 * sig.unit(pump)
+    )
+    whistle = sig.shaped_noise(
+        rng, n, samples, sr, sig.band(sig.uniform(rng, 5000, 6500, n), 500.0)
+    )
+    return (
+        normal + 0.7 * leak * sig.unit(whistle * (1.0 - env)) + 0.5 * timing * sig.unit(hiss * env)
+    )
+
+
+@dataclass(frozen=True)
+class MachineSpec:
+    """How one machine type is drawn and named."""
+
+    render: Render
+    template: str
+    """Attribute part of the file name; ``{v}`` is replaced by the operating value's label."""
+    source: tuple[tuple[str, float], ...]
+    """(label, op) pairs of the source domain: train clips draw among them."""
+    target: tuple[tuple[str, float], ...]
+    """(label, op) pairs of the target domain: a shifted operating point."""
+    scale: float = 1.0
+    """Multiplies ``op``: lets eval machines reuse a dev mechanism at other speeds."""
+
+
+SPECS: dict[str, MachineSpec] = {
+    "ToyCar": MachineSpec(
+        _toycar, "car_A1_spd_{v}_mic_1", (("28V", 1.0), ("31V", 1.1)), (("37V", 1.3),)
+    ),
+    "ToyTrain": MachineSpec(
+        _toytrain, "car_E1_spd_{v}_mic_1", (("6", 1.0), ("7", 1.15)), (("9", 1.4),)
+    ),
+    "bearing": MachineSpec(_bearing, "vel_{v}_loc_A", (("6", 1.0), ("8", 1.15)), (("12", 1.35),)),
+    "fan": MachineSpec(_fan, "m-n_W_spd_{v}", (("1.0", 1.0), ("1.1", 1.1)), (("1.3", 1.3),)),
+    "gearbox": MachineSpec(
+        _gearbox, "volt_{v}_wt_30", (("1.0", 1.0), ("1.3", 1.12)), (("2.0", 1.35),)
+    ),
+    "slider": MachineSpec(
+        _slider, "vel_{v}_ac_0.03", (("300", 1.0), ("400", 1.15)), (("600", 1.4),)
+    ),
+    "valve": MachineSpec(_valve, "pat_{v}_panel_open", (("00", 1.0), ("01", 1.1)), (("03", 1.3),)),
+    "ToyDrone": MachineSpec(_fan, "mode_{v}_noise_1", (("A", 1.0), ("B", 1.1)), (("C", 1.3),), 3.0),
+    "ToyNscale": MachineSpec(
+        _toytrain, "train_B_spd_{v}", (("5", 1.0), ("6", 1.1)), (("8", 1.35),), 0.8
+    ),
+    "ToyTank": MachineSpec(
+        _toycar, "spd_{v}_mic_2", (("20V", 1.0), ("22V", 1.1)), (("26V", 1.3),), 0.7
+    ),
+    "Vacuum": MachineSpec(_fan, "noAttribute", (("", 1.0),), (("", 1.3),), 1.8),
+    "bandsaw": MachineSpec(_gearbox, "vel_{v}", (("1", 1.0), ("2", 1.12)), (("4", 1.35),), 1.5),
+    "grinder": MachineSpec(
+        _bearing, "grindstone_1_speed_{v}", (("3", 1.0), ("4", 1.1)), (("6", 1.3),), 1.6
+    ),
+    "shaker": MachineSpec(_slider, "speed_{v}", (("50", 1.0), ("60", 1.12)), (("80", 1.4),), 0.8),
+}
