@@ -98,6 +98,8 @@ class EncoderConfig:
     keeping ``freq_bands`` frequency bands), 'meanstd' (mean and standard deviation over time)."""
     freq_bands: int = 4
     """Frequency bands ``pool='freq'`` keeps (a clip-mean spectrum needs ~16 on synth data)."""
+    arch: str = "resnet"
+    """'resnet' (ResNet-18, the paper) or 'tdnn' (dilated 1-D convs over time, mels as channels)."""
     freq_stride: int = 2
     """Frequency stride of ResNet stages 2-4: 2 = ResNet-18 (n_mels/32 rows reach the pooling),
     1 = stride in time only (n_mels/4 rows), so fine spectral detail survives."""
@@ -177,6 +179,12 @@ class ScoringConfig:
     """Weight of the encoder's standardised score in 'fusion'; the reference gets 1 - it."""
     threshold_folds: int = 5
     """Out-of-fold refits per section for thresholds and fusion statistics; 0 = in-sample."""
+    aggregate: str = "clip"
+    """Encoder clip score: 'clip' (whole-clip embedding), 'max' / 'topk_mean' of its crops'."""
+    crop_hop: int = 32
+    """Frames between the starts of successive crops when ``aggregate`` is not 'clip'."""
+    crop_topk: int = 3
+    """Crops averaged by 'topk_mean' (all of a clip's crops when it has fewer)."""
 
 
 @dataclass(frozen=True)
@@ -232,12 +240,7 @@ class Config:
 
     def validate(self) -> None:
         """Reject settings no trial could run with, naming the setting."""
-        checks = [
-            *_signal_checks(self.features, self.augment),
-            *_model_checks(self.encoder, self.loss),
-            *_train_checks(self.train),
-            *_scoring_checks(self.scoring),
-        ]
+        checks = _training_checks(self) + _scoring_checks(self.scoring)
         for key, value in self.to_flat().items():
             if isinstance(value, float) and not math.isfinite(value):
                 raise AsdError(f"{key} must be a finite number, got {value}")
@@ -264,6 +267,7 @@ ESTIMATORS = ("ml", "elliptic")
 SCORERS = ("ml", "elliptic", "knn")
 """Every scorer a trial reports: the two covariance estimators and cosine kNN."""
 
+AGGREGATES = ("clip", "max", "topk_mean")  # scoring.aggregate: whole clip, or crops' max/top-k
 FAMILIES = ("encoder", "reference", "fusion")
 """Detector families a trial can be: learned, untrained reference, or their score fusion."""
 
@@ -280,8 +284,9 @@ DOMAIN_STRATEGIES = ("min", "pooled")
 """'min': shared covariance, nearest domain centre; 'pooled': one Gaussian per section."""
 
 
-def _signal_checks(f: FeatureConfig, a: AugmentConfig) -> list[tuple[bool, str]]:
-    """(ok, message) per rule of the log-mel and its views (see :meth:`Config.validate`)."""
+def _training_checks(cfg: Config) -> list[tuple[bool, str]]:
+    """(ok, message) per rule of what training uses: log-mel, views, encoder, loss, loop."""
+    f, a, e, loss, t = cfg.features, cfg.augment, cfg.encoder, cfg.loss, cfg.train
     return [
         (f.n_mels > 0, "features.n_mels must be positive"),
         (f.hop_length > 0, "features.hop_length must be positive"),
@@ -302,12 +307,6 @@ def _signal_checks(f: FeatureConfig, a: AugmentConfig) -> list[tuple[bool, str]]
             "augment.noise_snr_db_* must satisfy 0 < min <= max",
         ),
         (0 < a.mask_short_ms and 0 < a.mask_long_ms, "augment.mask_*_ms must be positive"),
-    ]
-
-
-def _model_checks(e: EncoderConfig, loss: LossConfig) -> list[tuple[bool, str]]:
-    """(ok, message) per rule of the encoder and its training loss."""
-    return [
         (e.head_hidden_dim > 0, "encoder.head_hidden_dim must be positive"),
         (e.embedding_dim > 0, "encoder.embedding_dim must be positive"),
         (
@@ -318,18 +317,16 @@ def _model_checks(e: EncoderConfig, loss: LossConfig) -> list[tuple[bool, str]]:
         (e.pool in POOLS, f"encoder.pool must be one of {', '.join(POOLS)}"),
         (e.freq_bands >= 1, "encoder.freq_bands must be at least 1"),
         (e.freq_stride in (1, 2), "encoder.freq_stride must be 1 or 2"),
+        (
+            (e.arch, e.pool) != ("tdnn", "freq") and e.arch in ("resnet", "tdnn"),
+            "encoder.arch must be 'resnet' or 'tdnn' (tdnn: pool avg or meanstd)",
+        ),
         (loss.temperature > 0, "loss.temperature must be positive"),
         (loss.aux_weight >= 0, "loss.aux_weight must be >= 0"),
         (loss.aux_head in AUX_HEADS, f"loss.aux_head must be one of {', '.join(AUX_HEADS)}"),
         (0 <= loss.aux_margin < 1.5, "loss.aux_margin must be in [0, 1.5) radians"),
         (loss.aux_scale > 0, "loss.aux_scale must be positive"),
         (loss.aux_subclusters >= 1, "loss.aux_subclusters must be at least 1"),
-    ]
-
-
-def _train_checks(t: TrainConfig) -> list[tuple[bool, str]]:
-    """(ok, message) per rule of the training loop."""
-    return [
         (t.epochs >= 1, "train.epochs must be at least 1"),
         (t.batch_size >= 2, "train.batch_size must be at least 2 (negatives are needed)"),
         (t.lr > 0, "train.lr must be positive"),
@@ -347,6 +344,8 @@ def _scoring_checks(s: ScoringConfig) -> list[tuple[bool, str]]:
         (s.family in FAMILIES, f"scoring.family must be one of {FAMILIES}"),
         (s.reference in REFERENCES, f"scoring.reference must be one of {REFERENCES}"),
         (s.knn_k >= 1, "scoring.knn_k must be at least 1"),
+        (s.aggregate in AGGREGATES, f"scoring.aggregate must be one of {AGGREGATES}"),
+        (min(s.crop_hop, s.crop_topk) >= 1, "scoring.crop_hop, scoring.crop_topk must be >= 1"),
         (0 <= s.fusion_weight <= 1, "scoring.fusion_weight must be in [0, 1]"),
         (
             s.threshold_folds == 0 or s.threshold_folds >= 2,
