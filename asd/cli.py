@@ -191,7 +191,7 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
         "--workdir",
         type=Path,
         default=DEFAULT_WORKDIR,
-        help="feature cache and runs (default: ./asd-work)",
+        help=f"feature cache and runs (default: ./{DEFAULT_WORKDIR})",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
