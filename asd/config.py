@@ -99,6 +99,8 @@ class EncoderConfig:
     keeping ``freq_bands`` frequency bands), 'meanstd' (mean and standard deviation over time)."""
     freq_bands: int = 4
     """Frequency bands ``pool='freq'`` keeps (a clip-mean spectrum needs ~16 on synth data)."""
+    arch: str = "resnet"
+    """'resnet' (ResNet-18, the paper) or 'tdnn' (dilated 1-D convs over time, mels as channels)."""
     freq_stride: int = 2
     """Frequency stride of ResNet stages 2-4: 2 = ResNet-18 (n_mels/32 rows reach the pooling),
     1 = stride in time only (n_mels/4 rows), so fine spectral detail survives."""
@@ -178,6 +180,12 @@ class ScoringConfig:
     """Weight of the encoder's standardised score in 'fusion'; the reference gets 1 - it."""
     threshold_folds: int = 5
     """Out-of-fold refits per section for thresholds and fusion statistics; 0 = in-sample."""
+    aggregate: str = "clip"
+    """Encoder clip score: 'clip' (whole-clip embedding), 'max' / 'topk_mean' of its crops'."""
+    crop_hop: int = 32
+    """Frames between the starts of successive crops when ``aggregate`` is not 'clip'."""
+    crop_topk: int = 3
+    """Crops averaged by 'topk_mean' (all of a clip's crops when it has fewer)."""
 
 
 @dataclass(frozen=True)
@@ -259,10 +267,7 @@ class Config:
                 0 < a.noise_snr_db_min <= a.noise_snr_db_max,
                 "augment.noise_snr_db_* must satisfy 0 < min <= max",
             ),
-            (
-                0 < a.mask_short_ms and 0 < a.mask_long_ms,
-                "augment.mask_*_ms must be positive",
-            ),
+            (0 < a.mask_short_ms and 0 < a.mask_long_ms, "augment.mask_*_ms must be positive"),
             (self.encoder.embedding_dim > 0, "encoder.embedding_dim must be positive"),
             (
                 self.encoder.embed_from in ("projection", "backbone"),
@@ -272,6 +277,11 @@ class Config:
             (self.encoder.pool in POOLS, f"encoder.pool must be one of {', '.join(POOLS)}"),
             (self.encoder.freq_bands >= 1, "encoder.freq_bands must be at least 1"),
             (self.encoder.freq_stride in (1, 2), "encoder.freq_stride must be 1 or 2"),
+            (
+                (self.encoder.arch, self.encoder.pool) != ("tdnn", "freq")
+                and self.encoder.arch in ("resnet", "tdnn"),
+                "encoder.arch must be 'resnet' or 'tdnn' (tdnn: pool avg or meanstd)",
+            ),
             (self.loss.temperature > 0, "loss.temperature must be positive"),
             (self.loss.aux_weight >= 0, "loss.aux_weight must be >= 0"),
             (
@@ -317,6 +327,7 @@ ESTIMATORS = ("ml", "elliptic")
 SCORERS = ("ml", "elliptic", "knn")
 """Every scorer a trial reports: the two covariance estimators and cosine kNN."""
 
+AGGREGATES = ("clip", "max", "topk_mean")  # scoring.aggregate: whole clip, or crops' max/top-k
 FAMILIES = ("encoder", "reference", "fusion")
 """Detector families a trial can be: learned, untrained reference, or their score fusion."""
 
@@ -340,6 +351,8 @@ def _scoring_checks(s: ScoringConfig) -> list[tuple[bool, str]]:
         (s.family in FAMILIES, f"scoring.family must be one of {FAMILIES}"),
         (s.reference in REFERENCES, f"scoring.reference must be one of {REFERENCES}"),
         (s.knn_k >= 1, "scoring.knn_k must be at least 1"),
+        (s.aggregate in AGGREGATES, f"scoring.aggregate must be one of {AGGREGATES}"),
+        (min(s.crop_hop, s.crop_topk) >= 1, "scoring.crop_hop, scoring.crop_topk must be >= 1"),
         (0 <= s.fusion_weight <= 1, "scoring.fusion_weight must be in [0, 1]"),
         (
             s.threshold_folds == 0 or s.threshold_folds >= 2,

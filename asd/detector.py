@@ -79,8 +79,6 @@ def evaluate_detector(
     per-epoch validation of an encoder trial). With ``out_dir``, the detector's submission
     CSVs go to ``out_dir/<estimator>/``.
     """
-    from asd.embed import embed_clips
-
     family = cfg.scoring.family
     subset = _machines(features, machines)
     if reference is None and (companions or family != "encoder"):
@@ -90,13 +88,30 @@ def evaluate_detector(
     elif encoder is None:
         raise AsdError(f"scoring.family '{family}' needs an encoder")
     else:
-        embeddings = embed_clips(encoder, subset, device=device, progress=progress)
-        alone = evaluate_embeddings(embeddings, subset.index, cfg, estimators)
+        alone = _encoder_alone(encoder, subset, cfg, estimators, device, progress)
         result = _with_companions(alone, reference, cfg)
     if out_dir is not None:
         for name, res in result.by_estimator.items():
             write_submission(Path(out_dir) / name, res.results, *_scores(res))
     return result
+
+
+def _encoder_alone(
+    encoder: Encoder,
+    features: FeatureSet,
+    cfg: Config,
+    estimators: Sequence[str],
+    device: str,
+    progress: bool,
+) -> Evaluation:
+    """The encoder's own scores: one embedding per clip, or crops (``scoring.aggregate``)."""
+    from asd.crops import evaluate_encoder_crops
+    from asd.embed import embed_clips
+
+    if cfg.scoring.aggregate != "clip":
+        return evaluate_encoder_crops(encoder, features, cfg, estimators, device, progress)
+    embeddings = embed_clips(encoder, features, device=device, progress=progress)
+    return evaluate_embeddings(embeddings, features.index, cfg, estimators)
 
 
 def _with_companions(alone: Evaluation, reference: Evaluation | None, cfg: Config) -> Evaluation:

@@ -67,22 +67,11 @@ class Encoder(nn.Module):
         self.register_buffer("mel_mean", torch.zeros(n_mels))
         self.register_buffer("mel_std", torch.ones(n_mels))
         base = cfg.width
-        self.stem = nn.Sequential(
-            nn.Conv2d(1, base, 7, stride=2, padding=3, bias=False),
-            nn.BatchNorm2d(base),
-            nn.ReLU(inplace=True),
-            nn.MaxPool2d(3, stride=2, padding=1),
-        )
-        widths = (base, 2 * base, 4 * base, 8 * base)
-        blocks, layers, in_ch = (2, 2, 2, 2), [], base
-        for i, (width, n) in enumerate(zip(widths, blocks, strict=True)):
-            stride = (1, 1) if i == 0 else (cfg.freq_stride, 2)  # (frequency, time)
-            stage = [BasicBlock(in_ch, width, stride)] + [
-                BasicBlock(width, width) for _ in range(n - 1)
-            ]
-            layers.append(nn.Sequential(*stage))
-            in_ch = width
-        self.layers = nn.Sequential(*layers)
+        if cfg.arch == "tdnn":
+            self.stem: nn.Module = nn.Identity()
+            self.layers = tdnn_layers(n_mels, 8 * base)
+        else:
+            self.stem, self.layers = resnet_layers(cfg)
         self.head = nn.Sequential(
             nn.Linear(self.backbone_dim, cfg.head_hidden_dim),
             nn.ReLU(inplace=True),
@@ -121,6 +110,8 @@ class Encoder(nn.Module):
     def backbone(self, x: Tensor) -> Tensor:
         """(B, n_mels, T) dB -> (B, backbone_dim) pooled ResNet features (512 for the paper)."""
         x = (x - self.mel_mean[:, None]) / self.mel_std[:, None]
+        if self.cfg.arch == "tdnn":  # mel bands are the input channels, a 1-row map
+            return pool_features(self.layers(x.unsqueeze(2)), self.cfg.pool)
         x = self.stem(x.unsqueeze(1))  # (B, w, n_mels/4, T/4)
         if self._channels_last():
             # the 1-channel stem leaves the format ambiguous: make the residual stages NHWC
@@ -130,6 +121,8 @@ class Encoder(nn.Module):
 
     def _channels_last(self) -> bool:
         """Whether ``.to(memory_format=channels_last)`` was applied (a w x w conv tells)."""
+        if self.cfg.arch == "tdnn":
+            return False
         block = cast(BasicBlock, cast(nn.Sequential, self.layers[1])[0])
         return block.conv2.weight.is_contiguous(memory_format=torch.channels_last)
 
@@ -142,6 +135,50 @@ class Encoder(nn.Module):
         if self.cfg.embed_from == "backbone":
             return self.backbone(x)
         return self.forward(x)
+
+
+def resnet_layers(cfg: EncoderConfig) -> tuple[nn.Module, nn.Sequential]:
+    """(stem, four residual stages) of a ResNet-18 of ``cfg.width`` channels at the stem."""
+    base = cfg.width
+    stem = nn.Sequential(
+        nn.Conv2d(1, base, 7, stride=2, padding=3, bias=False),
+        nn.BatchNorm2d(base),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(3, stride=2, padding=1),
+    )
+    widths = (base, 2 * base, 4 * base, 8 * base)
+    blocks, layers, in_ch = (2, 2, 2, 2), [], base
+    for i, (width, n) in enumerate(zip(widths, blocks, strict=True)):
+        stride = (1, 1) if i == 0 else (cfg.freq_stride, 2)  # (frequency, time)
+        stage = [BasicBlock(in_ch, width, stride)] + [
+            BasicBlock(width, width) for _ in range(n - 1)
+        ]
+        layers.append(nn.Sequential(*stage))
+        in_ch = width
+    return stem, nn.Sequential(*layers)
+
+
+TDNN_KERNELS = ((5, 1), (3, 2), (3, 3), (1, 1))
+"""(kernel, dilation) over time of each TDNN layer (x-vector style frame layers)."""
+
+
+def tdnn_layers(n_mels: int, channels: int) -> nn.Sequential:
+    """1-D convolutions over time with the mel bands as input channels (as (B, C, 1, T) maps).
+
+    Frequency is never downsampled: the first layer sees every band at full resolution, so
+    the pooled vector can carry a clip-mean spectrum plus local temporal patterns.
+    """
+    layers: list[nn.Module] = []
+    in_ch = n_mels
+    for kernel, dilation in TDNN_KERNELS:
+        pad = dilation * (kernel - 1) // 2
+        layers += [
+            nn.Conv2d(in_ch, channels, (1, kernel), padding=(0, pad), dilation=(1, dilation)),
+            nn.BatchNorm2d(channels),
+            nn.ReLU(inplace=True),
+        ]
+        in_ch = channels
+    return nn.Sequential(*layers)
 
 
 def plain_batchnorm(module: nn.Module) -> None:

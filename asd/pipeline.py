@@ -298,6 +298,8 @@ def score_new_clips(
 
     if cfg.scoring.family != "encoder":
         log.warning("asd score uses the encoder alone, not its %s family", cfg.scoring.family)
+    if cfg.scoring.aggregate != "clip":
+        log.warning("asd score embeds whole clips, not the %s of crops", cfg.scoring.aggregate)
     index = features.index
     fit_rows = normal_train_mask(index) & (index["machine"] == machine).to_numpy()
     fit_rows &= (index["section"] == section).to_numpy()

@@ -82,6 +82,10 @@ FIRST_CUT = {
 }
 """The first quick candidate (a paper-shaped ResNet at width 16): levers first measured on it."""
 
+TDNN = {"encoder.arch": "tdnn", "encoder.width": 16, "encoder.pool": "meanstd"}
+"""Full-mel-resolution backbone (quality2): 128 channels, mean+std over time."""
+FUSE_STD = {"scoring.family": "fusion", "scoring.reference": "mean_std"}
+
 ROWS = (
     Row("reference-mean", "reference", "paper", {}, "clip mean", "mean"),
     Row("reference-mean-std", "reference", "paper", {}, "clip mean+std", "mean_std"),
@@ -92,6 +96,9 @@ ROWS = (
     Row("aux-head", "encoder", "quick", {"loss.aux_weight": 1.0}, "quick + ArcFace head"),
     Row("pool-meanstd", "encoder", "quick", {"encoder.pool": "meanstd"}, "quick, mean+std pool"),
     Row("width-16", "encoder", "quick", {"encoder.width": 16}, "quick at width 16"),
+    Row("crop-max", "encoder", "quick", {"scoring.aggregate": "max"}, "quick, crop-level max"),
+    Row("tdnn", "encoder", "quick", TDNN, "1-D TDNN over time, mels as channels"),
+    Row("tdnn+fusion", "encoder", "quick", {**TDNN, **FUSE_STD}, "tdnn fused with mean+std"),
     Row("first-cut", "encoder", "quick", FIRST_CUT, "width 16, avg pool, 64 mels, 10 epochs"),
     Row("first-cut+aux", "encoder", "quick", {**FIRST_CUT, "loss.aux_weight": 1.0}, "+ ArcFace"),
     Row("first-cut+meanstd", "encoder", "quick", {**FIRST_CUT, "encoder.pool": "meanstd"}, ""),

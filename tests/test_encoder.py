@@ -159,3 +159,30 @@ def test_freq_stride_one_keeps_frequency_rows_for_the_pooling():
         fmap = enc.layers(enc.stem(((x - enc.mel_mean[:, None]) / enc.mel_std[:, None])[:, None]))
         assert fmap.shape == (2, 32, N_MELS // 4, 2)  # time still strided by 32, frequency by 4
         assert enc.backbone(x).shape == (2, 32 * 8) and enc.embedding_dim == 32 * 8
+
+
+def test_tdnn_sees_every_mel_band_and_pools_over_time(tmp_path):
+    cfg = EncoderConfig(arch="tdnn", width=4, pool="meanstd", embedding_dim=8, head_hidden_dim=8)
+    torch.manual_seed(0)
+    encoder = Encoder(cfg, 16).eval()
+    assert encoder.backbone_dim == 2 * 8 * 4
+    first = encoder.layers[0]
+    assert isinstance(first, torch.nn.Conv2d) and first.in_channels == 16  # bands = channels
+    x = torch.randn(2, 16, 40)
+    assert encoder.backbone(x).shape == (2, 64) and encoder(x).shape == (2, 8)
+    # a change in one band only still reaches the embedding (no frequency downsampling)
+    y = x.clone()
+    y[:, 15] += 3.0
+    assert not torch.allclose(encoder.backbone(x), encoder.backbone(y))
+    assert encoder.backbone(torch.randn(1, 16, 9)).shape == (1, 64)  # any length
+    config = dataclasses.replace(Config(), encoder=cfg).with_overrides({"features.n_mels": 16})
+    path = save_encoder(encoder, tmp_path / "t.pt", config)
+    loaded, _, _ = load_encoder(path)
+    assert loaded.cfg.arch == "tdnn"
+    torch.testing.assert_close(loaded.backbone(x), encoder.backbone(x))
+
+
+def test_tdnn_refuses_frequency_band_pooling_and_unknown_archs():
+    for arch, pool in (("tdnn", "freq"), ("vgg", "avg")):
+        with pytest.raises(AsdError, match="encoder.arch"):
+            Config().with_overrides({"encoder.arch": arch, "encoder.pool": pool}).validate()

@@ -95,7 +95,7 @@ def run_trial(params: dict[str, Any], setup: TrialSetup) -> None:
     features = load_features(setup.features_path)
     validation = _validation(features, setup.tune_machines)
     tracker, run_id = _start_run(setup, cfg, trial_id)
-    trial_dir = Path(context.get_trial_dir())
+    trial_dir = _trial_folder(context)
     epoch_report = EpochReport(
         setup, cfg, trial_id, run_id, str(trial_dir), tracker=tracker, validation=validation
     )
@@ -110,6 +110,21 @@ def run_trial(params: dict[str, Any], setup: TrialSetup) -> None:
         tracker.finish(run_id, status="FAILED")
         raise
     tracker.finish(run_id, status="FINISHED")
+
+
+def _trial_folder(context: Any) -> Path:
+    """The trial's folder in Tune's storage when that is a folder; else its working folder.
+
+    Not ``get_trial_dir()`` alone: in an actor Tune reuses (``reuse_actors``) Ray resets it to
+    the local working folder under /tmp/ray, so a second trial's artifacts would not be in
+    its trial folder.
+    """
+    import pyarrow.fs
+
+    storage = context.get_storage()
+    if storage is not None and isinstance(storage.storage_filesystem, pyarrow.fs.LocalFileSystem):
+        return Path(storage.trial_fs_path)
+    return Path(context.get_trial_dir())
 
 
 def _start_run(setup: TrialSetup, cfg: Config, trial_id: str) -> tuple[Any, str]:
