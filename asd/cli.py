@@ -25,7 +25,7 @@ from asd.commands import (
     read_environment,
     set_local_defaults,
 )
-from asd.config import DEFAULT_WORKDIR, ESTIMATORS, SCORERS, Config, FeatureConfig, preset
+from asd.config import ESTIMATORS, SCORERS, Config, FeatureConfig, preset
 from asd.data import fingerprint, index_dataset
 from asd.detector import evaluate_detector, format_versus
 from asd.encoder import Encoder, load_encoder, save_encoder
@@ -42,6 +42,7 @@ from asd.pipeline import (
 )
 from asd.runfolder import run_folder
 from asd.staging import publish, tmp_folder
+from asd.sweep.settings import DEFAULT_WORKDIR
 from asd.synth import synthesize
 
 if TYPE_CHECKING:

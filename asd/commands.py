@@ -21,9 +21,8 @@ from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from asd.config import DEFAULT_WORKDIR
 from asd.errors import AsdError, redact
-from asd.sweep.settings import SweepSettings
+from asd.sweep.settings import DEFAULT_WORKDIR, SweepSettings
 
 if TYPE_CHECKING:
     from argparse import _SubParsersAction

@@ -14,7 +14,6 @@ import math
 import types
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from asd.errors import AsdError
@@ -314,9 +313,6 @@ class Config:
         """Inverse of :meth:`to_json`."""
         return cls.from_flat(json.loads(text))
 
-
-DEFAULT_WORKDIR = Path("asd-work")
-"""The work folder (feature cache, runs, sweeps, local MLflow store) when none is given."""
 
 RECIPES = ("pitch_up", "pitch_down", "noise", "mask_short", "mask_long")
 """The augmentation recipes a view can use."""
