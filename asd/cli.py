@@ -9,28 +9,51 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import shutil
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import pandas as pd
+
+from asd import __version__
+from asd.commands import (
+    accept_debug_everywhere,
+    add_platform_commands,
+    read_environment,
+    set_local_defaults,
+)
+from asd.config import ESTIMATORS, SCORERS, Config, FeatureConfig, preset
+from asd.data import fingerprint, index_dataset
+from asd.detector import evaluate_detector, format_versus
+from asd.encoder import Encoder, load_encoder, save_encoder
 from asd.errors import AsdError, redact
+from asd.features import FeatureSet, extract_features
+from asd.fingerprint import STORE_NAME
+from asd.metrics import machine_table
+from asd.pipeline import (
+    Evaluation,
+    other_machine_notes,
+    save_evaluation,
+    score_new_clips,
+    train_encoder,
+)
+from asd.runfolder import run_folder
+from asd.staging import publish, tmp_folder
+from asd.sweep.settings import DEFAULT_WORKDIR
+from asd.synth import synthesize
+
+if TYPE_CHECKING:
+    from asd.commands import Subparsers
 
 log = logging.getLogger("asd")
-
-DEFAULT_WORKDIR = Path("asd-work")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``asd`` console script."""
-    # Local defaults only: a cluster or server that needs otherwise sets these itself.
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    # Every epoch checkpoints, so Tune snapshots often by design; its warning is noise here.
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    set_local_defaults()
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
@@ -61,7 +84,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     sub = parser.add_subparsers(metavar="COMMAND")
+    _add_data_parser(sub)
+    _add_train_parser(sub)
+    _add_evaluate_parser(sub)
+    _add_score_parser(sub)
+    add_platform_commands(sub)
+    accept_debug_everywhere(parser)
+    return parser
 
+
+def _add_data_parser(sub: Subparsers) -> None:
+    """`asd data synth` and `asd data index`."""
     data = sub.add_parser("data", help="synthesise or index a DCASE 2023 Task 2 tree")
     data_sub = data.add_subparsers(metavar="ACTION")
     synth = data_sub.add_parser("synth", help="write a synthetic data set in the DCASE layout")
@@ -83,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("--out", type=Path, help="write the index as CSV here")
     index.set_defaults(func=cmd_data_index)
 
+
+def _add_train_parser(sub: Subparsers) -> None:
     train = sub.add_parser("train", help="train the contrastive encoder on normal clips")
     _add_data_args(train)
     _add_config_args(train)
@@ -95,8 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     train.set_defaults(func=cmd_train)
 
-    _add_evaluate_parser(sub)
 
+def _add_score_parser(sub: Subparsers) -> None:
     score = sub.add_parser("score", help="score new wav files with an encoder (e.g. the champion)")
     score.add_argument("files", nargs="+", type=Path, help="wav files or folders of them")
     score.add_argument("--encoder", required=True, help="encoder.pt, a run folder or models:/...")
@@ -111,14 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--quiet", action="store_true")
     score.set_defaults(func=cmd_score, machines=None, ground_truth=None)
 
-    from asd.commands import accept_debug_everywhere, add_platform_commands
 
-    add_platform_commands(sub)
-    accept_debug_everywhere(parser)
-    return parser
-
-
-def _add_evaluate_parser(sub: Any) -> None:
+def _add_evaluate_parser(sub: Subparsers) -> None:
     """`asd evaluate`: an encoder (with the untrained reference beside it) or the reference."""
     evaluate = sub.add_parser("evaluate", help="score test clips and print the official score")
     _add_data_args(evaluate)
@@ -163,7 +192,7 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
         "--workdir",
         type=Path,
         default=DEFAULT_WORKDIR,
-        help="feature cache and runs (default: ./asd-work)",
+        help=f"feature cache and runs (default: ./{DEFAULT_WORKDIR})",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -181,10 +210,8 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def config_from_args(args: argparse.Namespace) -> Any:
+def config_from_args(args: argparse.Namespace) -> Config:
     """The preset, then --config, then --set, each validated."""
-    from asd.config import preset
-
     cfg = preset(args.preset)
     if args.config:
         try:
@@ -207,11 +234,8 @@ def _parse_value(text: str) -> Any:
         return text
 
 
-def load_feature_set(args: argparse.Namespace, feature_cfg: Any) -> Any:
+def load_feature_set(args: argparse.Namespace, feature_cfg: FeatureConfig) -> FeatureSet:
     """Index ``--data`` and extract (or reuse) its cached log-mels."""
-    from asd.data import index_dataset
-    from asd.features import extract_features
-
     index = index_dataset(args.data, machines=args.machines, ground_truth=args.ground_truth)
     return extract_features(
         index, feature_cfg, Path(args.workdir) / "features", progress=not args.quiet
@@ -220,8 +244,6 @@ def load_feature_set(args: argparse.Namespace, feature_cfg: Any) -> Any:
 
 def cmd_data_synth(args: argparse.Namespace) -> int:
     """Write a synthetic DCASE tree."""
-    from asd.synth import synthesize
-
     options = {
         "machines": tuple(args.machines) if args.machines else None,
         "train_source": args.train_source,
@@ -238,8 +260,6 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
 
 def cmd_data_index(args: argparse.Namespace) -> int:
     """Print how many clips each machine, split, domain and label has."""
-    from asd.data import index_dataset
-
     index = index_dataset(args.data, ground_truth=args.ground_truth)
     counts = index.groupby(["subset", "machine", "split", "domain", "label"]).size()
     print(counts.unstack(["split", "domain", "label"], fill_value=0).to_string())
@@ -253,15 +273,6 @@ def cmd_data_index(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train an encoder and save it with its config and history."""
-    import pandas as pd
-
-    from asd.data import fingerprint, index_dataset
-    from asd.encoder import save_encoder
-    from asd.features import extract_features
-    from asd.fingerprint import STORE_NAME
-    from asd.pipeline import train_encoder
-    from asd.runfolder import run_folder
-
     cfg = config_from_args(args)
     out = args.out or Path(args.workdir) / "runs" / time.strftime("%Y%m%d-%H%M%S")
     index = index_dataset(args.data, machines=args.machines, ground_truth=args.ground_truth)
@@ -279,7 +290,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             progress=not args.quiet,
             resume=resume,
         )
-        extra = {"data_fingerprint": data_fp, "code_version": _code_version()}
+        extra = {"data_fingerprint": data_fp, "code_version": __version__}
         save_encoder(result.encoder, out / "encoder.pt", cfg, extra)
         pd.DataFrame(result.history).to_csv(out / "history.csv", index=False)
     print(
@@ -291,9 +302,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Score the test clips with each scorer, the untrained reference beside an encoder."""
-    from asd.config import ESTIMATORS, SCORERS
-    from asd.staging import publish, tmp_folder
-
     chosen = {"both": ESTIMATORS, "all": SCORERS}
     estimators = chosen.get(args.estimator, (args.estimator,))
     if args.out is not None and args.out.exists() and not args.out.is_dir():
@@ -312,10 +320,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace, estimators: tuple[str, ...]) -> int:
     """cmd_evaluate's work, with ``args.out`` (if any) the staging folder."""
-    from asd.config import Config
-    from asd.detector import evaluate_detector, format_versus
-    from asd.pipeline import save_evaluation
-
     start = time.monotonic()
     if args.embedding != "encoder":
         statistic = "mean" if args.embedding == "mean-logmel" else "mean_std"
@@ -356,8 +360,6 @@ def _evaluate(args: argparse.Namespace, estimators: tuple[str, ...]) -> int:
 
 def cmd_score(args: argparse.Namespace) -> int:
     """Score new clips of one machine type; scorer fitted on its normal training clips."""
-    from asd.pipeline import other_machine_notes, score_new_clips
-
     if args.out is not None and args.out.is_dir():
         raise AsdError(f"--out {args.out} is a folder: give a file name for the scores CSV")
     paths: list[Path] = []
@@ -386,15 +388,13 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 def resolve_encoder(
     spec: str, tracking_uri: str | None, workdir: Path = DEFAULT_WORKDIR
-) -> tuple[Any, Any, dict[str, Any]]:
+) -> tuple[Encoder, Config, dict[str, Any]]:
     """Load an encoder from a file, a run folder, or the MLflow registry (``models:/``)."""
-    from asd.encoder import load_encoder
-
     if spec.startswith("models:/"):
-        from asd.registry import download_champion
+        from asd.registry import download_champion  # MLflow: only for models:/ encoders
         from asd.tracking.uri import check_tracking_uri
 
-        uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+        uri = tracking_uri or read_environment().tracking_uri
         if not uri:
             raise AsdError(f"{spec} needs --tracking-uri (or MLFLOW_TRACKING_URI)")
         check_tracking_uri(uri, must_exist=True)
@@ -411,10 +411,8 @@ def resolve_encoder(
     return load_encoder(path)
 
 
-def format_evaluation(evaluation: Any, title: str) -> str:
+def format_evaluation(evaluation: Evaluation, title: str) -> str:
     """Per-machine AUC (source), AUC (target), pAUC and hmean per estimator, in percent."""
-    from asd.metrics import machine_table
-
     lines = [f"== {title}"]
     for name, res in evaluation.by_estimator.items():
         labelled = res.results.loc[res.results["label"].isin(["normal", "anomaly"])]
@@ -438,12 +436,6 @@ def format_evaluation(evaluation: Any, title: str) -> str:
 def _estimator_name(name: str) -> str:
     names = {"ml": "EmpiricalCovariance", "elliptic": "EllipticEnvelope", "knn": "cosine kNN"}
     return names.get(name, name)
-
-
-def _code_version() -> str:
-    from asd import __version__
-
-    return __version__
 
 
 if __name__ == "__main__":  # pragma: no cover

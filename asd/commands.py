@@ -1,17 +1,33 @@
-"""The platform subcommands (`asd sweep`, `asd promote`, `asd sync`): Ray and MLflow behind them.
+"""The platform subcommands (`asd sweep`, `asd promote`, `asd sync`) and the environment.
 
-Kept apart from cli.py so the core commands never import the sweep stack.
+Kept apart from cli.py so the core commands never import the sweep stack: Ray, Optuna and
+MLflow are imported only when a platform command runs. The `asd sweep` flags are generated from
+`SweepSettings`: its fields and their docstrings are the one source of each flag's name, type,
+default and help. This is the only module that reads the process environment.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
+import inspect
 import os
 import shlex
+import textwrap
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from asd.errors import AsdError, redact
+from asd.sweep.settings import DEFAULT_WORKDIR, SweepSettings
+
+if TYPE_CHECKING:
+    from argparse import _SubParsersAction
+
+    Subparsers = _SubParsersAction[argparse.ArgumentParser]
 
 SWEEP_EXAMPLES = """examples:
   # the README demo: in-process Ray, a local MLflow store, synthetic data
@@ -23,37 +39,102 @@ SWEEP_EXAMPLES = """examples:
 """
 
 
+SWEEP_FLAGS: dict[str, dict[str, Any]] = {
+    "space": {"type": str, "default": "smoke"},  # a file or a shipped name, passed on as given
+    "max_concurrent_trials": {"flag": "--max-concurrent", "metavar": "MAX_CONCURRENT"},
+    "system_metrics_s": {"flag": "--system-metrics-interval", "metavar": "SECONDS"},
+    "epoch_hook": {"metavar": "MODULE:FUNCTION"},
+}
+"""Where an `asd sweep` flag differs from its field's --name, type or default."""
+
+NOT_FLAGS = ("command",)
+"""SweepSettings fields the command fills itself (the command line, for provenance)."""
+
+LOCAL_DEFAULTS = {
+    "RAY_AUTH_MODE": "disabled",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    # Every epoch checkpoints, so Tune snapshots often by design; its warning is noise here.
+    "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
+}
+"""Set when unset: a cluster or server that needs otherwise sets these itself."""
+
+
+@dataclass(frozen=True)
+class Environment:
+    """What the process environment says about where things are."""
+
+    tracking_uri: str | None = None
+    """$MLFLOW_TRACKING_URI: the MLflow server when no --tracking-uri is given."""
+    data: str | None = None
+    """$ASD_DATA: the DCASE tree of a `ray job` sweep (jobs/sweep.py) without --data."""
+    workdir: str | None = None
+    """$ASD_WORKDIR: the work folder of a `ray job` sweep (jobs/sweep.py) without --workdir."""
+
+
+def read_environment(env: Mapping[str, str] | None = None) -> Environment:
+    """The environment variables asd reads (``os.environ`` unless given)."""
+    env = os.environ if env is None else env
+    return Environment(
+        tracking_uri=env.get("MLFLOW_TRACKING_URI"),
+        data=env.get("ASD_DATA"),
+        workdir=env.get("ASD_WORKDIR"),
+    )
+
+
+def set_local_defaults() -> None:
+    """Apply LOCAL_DEFAULTS to the process environment where nothing is set."""
+    for key, value in LOCAL_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+
+
+def job_argv(argv: Sequence[str], env: Mapping[str, str] | None = None) -> list[str]:
+    """`asd sweep` arguments of a `ray job`: its flags plus data and work folder from the env.
+
+    The job's working directory is a temporary upload, so the work folder defaults to
+    ~/asd-work on the head node rather than ./asd-work.
+    """
+    found = read_environment(env)
+    args = ["sweep", *argv]
+    if "--data" not in argv and found.data:
+        args += ["--data", found.data]
+    if "--workdir" not in argv:
+        args += ["--workdir", found.workdir or str(Path.home() / DEFAULT_WORKDIR)]
+    return args
+
+
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
     """Examples kept as written; a default shown where there is one (not None or False)."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
-        if action.default in (None, False, argparse.SUPPRESS) or "(default" in (action.help or ""):
+        hidden = action.default is None or action.default is False
+        if hidden or action.default == argparse.SUPPRESS or "(default" in (action.help or ""):
             return action.help or ""
         return super()._get_help_string(action) or ""
 
 
-def add_platform_commands(sub: Any) -> None:
+def add_platform_commands(sub: Subparsers) -> None:
     """Register sweep, promote and sync on the CLI's subparsers."""
-    sweep = _add_sweep_parser(sub)
-    _add_search_args(sweep)
-    sweep.set_defaults(func=cmd_sweep)
+    tracking_uri = read_environment().tracking_uri
+    _add_sweep_parser(sub, tracking_uri)
+    _add_promote_parser(sub, tracking_uri)
+    sync = sub.add_parser("sync", help="replay results kept locally while MLflow was down")
+    sync.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
+    sync.add_argument("--name", help="only this sweep's journal")
+    sync.add_argument("--tracking-uri", default=tracking_uri)
+    sync.set_defaults(func=cmd_sync)
 
+
+def _add_promote_parser(sub: Subparsers, tracking_uri: str | None) -> None:
     promote = sub.add_parser("promote", help="set alias 'champion' if a version beats it")
     promote.add_argument("--model-name", default="asd-encoder")
     promote.add_argument("--version", required=True, help="model version to promote")
     promote.add_argument(
         "--tracking-uri",
-        default=os.environ.get("MLFLOW_TRACKING_URI"),
+        default=tracking_uri,
         help="MLflow (default: $MLFLOW_TRACKING_URI, else the local store in --workdir)",
     )
-    promote.add_argument("--workdir", type=Path, default=Path("asd-work"))
+    promote.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
     promote.set_defaults(func=cmd_promote)
-
-    sync = sub.add_parser("sync", help="replay results kept locally while MLflow was down")
-    sync.add_argument("--workdir", type=Path, default=Path("asd-work"))
-    sync.add_argument("--name", help="only this sweep's journal")
-    sync.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI"))
-    sync.set_defaults(func=cmd_sync)
 
 
 def accept_debug_everywhere(parser: argparse.ArgumentParser) -> None:
@@ -74,8 +155,8 @@ def accept_debug_everywhere(parser: argparse.ArgumentParser) -> None:
                 accept_debug_everywhere(child)
 
 
-def _add_sweep_parser(sub: Any) -> argparse.ArgumentParser:
-    """``asd sweep`` and its where-flags: space, data, work folder, MLflow, Ray, storage."""
+def _add_sweep_parser(sub: Subparsers, tracking_uri: str | None) -> None:
+    """``asd sweep``: one flag per SweepSettings field (see SWEEP_FLAGS for the exceptions)."""
     sweep = sub.add_parser(
         "sweep",
         help="search encoder settings with Ray Tune, track in MLflow",
@@ -85,135 +166,94 @@ def _add_sweep_parser(sub: Any) -> argparse.ArgumentParser:
         epilog=SWEEP_EXAMPLES,
         formatter_class=HelpFormatter,
     )
-    sweep.add_argument(
-        "--space",
-        default="smoke",
-        help="search space: a YAML file, or the name of a shipped one (smoke, default, paper)",
-    )
-    sweep.add_argument(
-        "--data", type=Path, help="DCASE tree (default: a synthetic set made on first use)"
-    )
-    sweep.add_argument("--ground-truth", type=Path, help="eval ground-truth CSV folder")
-    sweep.add_argument(
-        "--workdir",
-        type=Path,
-        default=Path("asd-work"),
-        help="feature cache, journal, Tune storage; shared by every node on a cluster",
-    )
-    sweep.add_argument("--name", help="sweep name (default: <space>-<date>-<time>)")
-    sweep.add_argument(
-        "--tracking-uri",
-        default=os.environ.get("MLFLOW_TRACKING_URI"),
-        help="MLflow server (default: $MLFLOW_TRACKING_URI, else a local SQLite store)",
-    )
-    sweep.add_argument("--experiment", default="asd", help="MLflow experiment")
-    sweep.add_argument(
-        "--ray-address", help="Ray cluster (default: in-process, or the job's cluster)"
-    )
-    sweep.add_argument(
-        "--storage-path",
-        help="Tune storage: a folder or a URI such as s3://bucket/prefix, shared on multi-node "
-        "clusters (default: <workdir>/ray_results)",
-    )
-    return sweep
+    flags = {**SWEEP_FLAGS, "tracking_uri": {"default": tracking_uri}}
+    add_settings_flags(sweep, SweepSettings, flags, skip=NOT_FLAGS)
+    sweep.set_defaults(func=cmd_sweep)
 
 
-def _add_search_args(sweep: argparse.ArgumentParser) -> None:
-    """``asd sweep``'s how-flags: trials, resources, machine groups, output."""
-    sweep.add_argument("--num-samples", type=int, help="trials (default: from the space)")
-    sweep.add_argument("--max-concurrent", type=int, help="trials at a time (default: space)")
-    sweep.add_argument(
-        "--cpus-per-trial", type=float, help="CPUs per trial (default: space's sweep:, else 1)"
-    )
-    sweep.add_argument(
-        "--gpus-per-trial",
-        type=float,
-        help="GPUs per trial, fractions allowed (default: space's sweep:, else 0)",
-    )
-    sweep.add_argument(
-        "--workers-per-trial",
-        type=int,
-        help="data-parallel Ray Train workers per trial (default: space's sweep:, else "
-        "--gpus-per-trial when > 1)",
-    )
-    sweep.add_argument("--max-failures", type=int, default=1, help="retries of a failed trial")
-    sweep.add_argument(
-        "--tune-machines",
-        nargs="+",
-        action="extend",
-        help="machine types the search optimises (default: space's sweep:, else all)",
-    )
-    sweep.add_argument(
-        "--holdout-machines",
-        nargs="+",
-        action="extend",
-        help="machine types only the winner sees (default: space's sweep:, else none)",
-    )
-    sweep.add_argument("--resume", action="store_true", help="continue an interrupted sweep")
-    sweep.add_argument("--promote", action="store_true", help="promote the winner if it is better")
-    sweep.add_argument("--model-name", default="asd-encoder", help="registered model name")
-    sweep.add_argument("--seed", type=int, default=0, help="Optuna sampler seed")
-    sweep.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
-    sweep.add_argument(
-        "--epoch-hook",
-        metavar="MODULE:FUNCTION",
-        help="called as hook(trial_id, epoch, trial_dir) at the start of each epoch's report "
-        "in every trial: for fault-injection tests and custom checks",
-    )
-    sweep.add_argument(
-        "--system-metrics-interval",
-        type=float,
-        default=10.0,
-        metavar="SECONDS",
-        help="sample each trial's CPU, memory and GPU use into its MLflow run (0: off)",
-    )
-    sweep.add_argument(
-        "--verbose",
-        action="store_true",
-        help="Ray Tune's result tables instead of one line per trial event",
-    )
-    sweep.add_argument(
-        "--dashboard",
-        action="store_true",
-        help="with in-process Ray: start Ray's dashboard on 127.0.0.1 (off by default)",
-    )
+def add_settings_flags(
+    parser: argparse.ArgumentParser,
+    settings: type,
+    flags: Mapping[str, Mapping[str, Any]],
+    skip: Sequence[str] = (),
+) -> None:
+    """One flag per field of a settings dataclass, so the dataclass is the one source of truth.
+
+    Each flag is ``--field-name``, typed from the field's annotation, with the field's default
+    and its docstring as help; ``flags[field]`` overrides any of these (``flag``: the name).
+    """
+    docs = field_docs(settings)
+    hints = typing.get_type_hints(settings)
+    for item in fields(settings):
+        if item.name in skip:
+            continue
+        default = None if item.default is MISSING else item.default
+        options: dict[str, Any] = {
+            "dest": item.name,
+            "default": default,
+            "help": flag_help(docs[item.name]),
+            **argparse_kind(hints[item.name], default),
+        }
+        options.update(flags.get(item.name, {}))
+        flag = options.pop("flag", "--" + item.name.replace("_", "-"))
+        parser.add_argument(flag, **options)
+
+
+def field_docs(settings: type) -> dict[str, str]:
+    """Each field's docstring: the string literal right below it in the class's source."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(settings)))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    docs = {}
+    for node, after in zip(body, body[1:], strict=False):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(after, ast.Expr)
+            and isinstance(after.value, ast.Constant)
+            and isinstance(after.value.value, str)
+        ):
+            docs[node.target.id] = inspect.cleandoc(after.value.value)
+    return docs
+
+
+def flag_help(doc: str) -> str:
+    """A field docstring as one line of argparse help (no RST quotes, no final period)."""
+    text = " ".join(doc.split()).replace("``", "").replace("%", "%%")
+    return text if text.endswith("...") else text.removesuffix(".")
+
+
+def argparse_kind(hint: Any, default: object) -> dict[str, Any]:
+    """The argparse options for a field type: ``X | None`` as X, bools as flags, tuples as lists."""
+    if typing.get_origin(hint) in (types.UnionType, typing.Union):
+        (hint,) = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+    if hint is bool:
+        return {"action": argparse.BooleanOptionalAction if default else "store_true"}
+    if typing.get_origin(hint) is tuple:
+        return {"type": typing.get_args(hint)[0], "nargs": "+", "action": "extend"}
+    return {"type": hint}
+
+
+def sweep_settings(args: argparse.Namespace) -> SweepSettings:
+    """The SweepSettings `asd sweep` parsed (lists back to tuples), with its command line."""
+    values: dict[str, Any] = {
+        item.name: _field_value(getattr(args, item.name))
+        for item in fields(SweepSettings)
+        if item.name not in NOT_FLAGS
+    }
+    command = redact(shlex.join(["asd", *getattr(args, "argv", ["sweep"])]))
+    return SweepSettings(**values, command=command)
+
+
+def _field_value(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Run or resume a sweep and print its summary."""
-    from asd.sweep.runner import SweepSettings, run_sweep
+    from asd.sweep.runner import run_sweep
     from asd.sweep.summary import format_summary
 
-    settings = SweepSettings(
-        space=args.space,
-        data=args.data,
-        workdir=args.workdir,
-        name=args.name,
-        tracking_uri=args.tracking_uri,
-        experiment=args.experiment,
-        ray_address=args.ray_address,
-        storage_path=args.storage_path,
-        num_samples=args.num_samples,
-        max_concurrent_trials=args.max_concurrent,
-        cpus_per_trial=args.cpus_per_trial,
-        gpus_per_trial=args.gpus_per_trial,
-        workers_per_trial=args.workers_per_trial,
-        max_failures=args.max_failures,
-        tune_machines=tuple(args.tune_machines) if args.tune_machines else None,
-        holdout_machines=tuple(args.holdout_machines) if args.holdout_machines else None,
-        resume=args.resume,
-        promote=args.promote,
-        model_name=args.model_name,
-        seed=args.seed,
-        device=args.device,
-        ground_truth=args.ground_truth,
-        epoch_hook=args.epoch_hook,
-        system_metrics_s=args.system_metrics_interval,
-        verbose=args.verbose,
-        dashboard=args.dashboard,
-        command=redact(shlex.join(["asd", *getattr(args, "argv", ["sweep"])])),
-    )
-    result = run_sweep(settings)
+    result = run_sweep(sweep_settings(args))
     print(format_summary(result))
     return 0
 

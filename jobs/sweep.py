@@ -17,24 +17,13 @@ node cannot.
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from asd.cli import main  # noqa: E402
-
-
-def job_argv(argv: list[str], env: dict[str, str]) -> list[str]:
-    """`asd sweep` arguments: the job's flags plus defaults from the environment."""
-    args = ["sweep", *argv]
-    if "--data" not in argv and env.get("ASD_DATA"):
-        args += ["--data", env["ASD_DATA"]]
-    if "--workdir" not in argv:
-        args += ["--workdir", env.get("ASD_WORKDIR", str(Path.home() / "asd-work"))]
-    return args
-
+from asd.commands import job_argv  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(main(job_argv(sys.argv[1:], dict(os.environ))))
+    sys.exit(main(job_argv(sys.argv[1:])))

@@ -245,3 +245,59 @@ def test_space_by_name_works_from_any_directory(tmp_path, monkeypatch, capsys):
     )  # fmt: skip
     assert code == 2
     assert "cannot reach MLflow" in capsys.readouterr().err  # the space itself loaded
+
+
+def test_every_sweep_setting_is_a_flag_documented_by_its_field(capsys):
+    """The flags come from SweepSettings: a new field gets a flag, its docstring the help."""
+    from dataclasses import fields
+
+    from asd.commands import NOT_FLAGS, field_docs, flag_help
+    from asd.sweep.settings import SweepSettings
+
+    with pytest.raises(SystemExit):
+        main(["sweep", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    docs = field_docs(SweepSettings)
+    for item in fields(SweepSettings):
+        assert item.name in docs, f"SweepSettings.{item.name} has no docstring"
+        if item.name not in NOT_FLAGS:
+            assert flag_help(docs[item.name]) in text
+    assert "(default: 0)" in text  # --seed: a zero default is shown too
+    assert "cuda:1 ..." in text  # an ellipsis keeps its dots
+
+
+def test_sweep_flags_build_the_settings_they_name():
+    from pathlib import Path
+
+    from asd.cli import build_parser
+    from asd.commands import sweep_settings
+    from asd.sweep.settings import DEFAULT_WORKDIR, SweepSettings
+
+    argv = ["sweep", "--space", "x.yaml", "--data", "d", "--max-concurrent", "2",
+            "--system-metrics-interval", "0", "--gpus-per-trial", "0.5", "--resume",
+            "--tune-machines", "fan", "valve", "--epoch-hook", "m:f"]  # fmt: skip
+    args = build_parser().parse_args(argv)
+    args.argv = argv
+    got = sweep_settings(args)
+    assert got.space == "x.yaml" and got.data == Path("d")
+    assert (got.max_concurrent_trials, got.system_metrics_s, got.gpus_per_trial) == (2, 0.0, 0.5)
+    assert got.resume and not got.promote and got.tune_machines == ("fan", "valve")
+    assert got.epoch_hook == "m:f" and got.command == "asd " + " ".join(argv)
+    plain = sweep_settings(build_parser().parse_args(["sweep"]))
+    assert plain.workdir == DEFAULT_WORKDIR == SweepSettings.workdir
+    assert (plain.max_failures, plain.holdout_machines, plain.space) == (1, None, "smoke")
+
+
+def test_job_argv_takes_data_and_workdir_from_the_environment():
+    from pathlib import Path
+
+    from asd.commands import job_argv
+
+    env = {"ASD_DATA": "/data", "ASD_WORKDIR": "/shared/w"}
+    assert job_argv(["--name", "n"], env) == [
+        "sweep", "--name", "n", "--data", "/data", "--workdir", "/shared/w"
+    ]  # fmt: skip
+    assert job_argv(["--data", "d", "--workdir", "w"], env) == [
+        "sweep", "--data", "d", "--workdir", "w"
+    ]  # fmt: skip
+    assert job_argv([], {}) == ["sweep", "--workdir", str(Path.home() / "asd-work")]
