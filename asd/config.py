@@ -240,63 +240,7 @@ class Config:
 
     def validate(self) -> None:
         """Reject settings no trial could run with, naming the setting."""
-        a, t = self.augment, self.train
-        checks = [
-            (self.features.n_mels > 0, "features.n_mels must be positive"),
-            (self.features.hop_length > 0, "features.hop_length must be positive"),
-            (self.features.f_max > self.features.f_min, "features.f_max must exceed f_min"),
-            (
-                self.features.f_max <= self.features.sample_rate / 2,
-                "features.f_max must not exceed Nyquist (features.sample_rate / 2)",
-            ),
-            (self.encoder.head_hidden_dim > 0, "encoder.head_hidden_dim must be positive"),
-            (0 <= t.lr_min <= t.lr, "train.lr_min must be between 0 and train.lr"),
-            (t.grad_clip >= 0, "train.grad_clip must be >= 0 (0 disables clipping)"),
-            (a.n_views >= 1, "augment.n_views must be at least 1"),
-            (len(a.recipes) >= 1, "augment.recipes must not be empty"),
-            (
-                set(a.recipes) <= set(RECIPES),
-                f"augment.recipes must be among {', '.join(RECIPES)}",
-            ),
-            (
-                0 <= a.pitch_min_semitones <= a.pitch_max_semitones <= 12,
-                "augment.pitch_*_semitones must satisfy 0 <= min <= max <= 12",
-            ),
-            (
-                0 < a.noise_snr_db_min <= a.noise_snr_db_max,
-                "augment.noise_snr_db_* must satisfy 0 < min <= max",
-            ),
-            (0 < a.mask_short_ms and 0 < a.mask_long_ms, "augment.mask_*_ms must be positive"),
-            (self.encoder.embedding_dim > 0, "encoder.embedding_dim must be positive"),
-            (
-                self.encoder.embed_from in ("projection", "backbone"),
-                "encoder.embed_from must be 'projection' or 'backbone'",
-            ),
-            (self.encoder.width >= 4, "encoder.width must be at least 4"),
-            (self.encoder.pool in POOLS, f"encoder.pool must be one of {', '.join(POOLS)}"),
-            (self.encoder.freq_bands >= 1, "encoder.freq_bands must be at least 1"),
-            (self.encoder.freq_stride in (1, 2), "encoder.freq_stride must be 1 or 2"),
-            (
-                (self.encoder.arch, self.encoder.pool) != ("tdnn", "freq")
-                and self.encoder.arch in ("resnet", "tdnn"),
-                "encoder.arch must be 'resnet' or 'tdnn' (tdnn: pool avg or meanstd)",
-            ),
-            (self.loss.temperature > 0, "loss.temperature must be positive"),
-            (self.loss.aux_weight >= 0, "loss.aux_weight must be >= 0"),
-            (
-                self.loss.aux_head in AUX_HEADS,
-                f"loss.aux_head must be one of {', '.join(AUX_HEADS)}",
-            ),
-            (0 <= self.loss.aux_margin < 1.5, "loss.aux_margin must be in [0, 1.5) radians"),
-            (self.loss.aux_scale > 0, "loss.aux_scale must be positive"),
-            (self.loss.aux_subclusters >= 1, "loss.aux_subclusters must be at least 1"),
-            (t.epochs >= 1, "train.epochs must be at least 1"),
-            (t.batch_size >= 2, "train.batch_size must be at least 2 (negatives are needed)"),
-            (t.lr > 0, "train.lr must be positive"),
-            (t.restarts >= 0, "train.restarts must be >= 0"),
-            (t.crop_frames >= 8, "train.crop_frames must be at least 8"),
-            *_scoring_checks(self.scoring),
-        ]
+        checks = _training_checks(self) + _scoring_checks(self.scoring)
         for key, value in self.to_flat().items():
             if isinstance(value, float) and not math.isfinite(value):
                 raise AsdError(f"{key} must be a finite number, got {value}")
@@ -338,6 +282,59 @@ AUX_HEADS = ("arcface", "adacos")
 
 DOMAIN_STRATEGIES = ("min", "pooled")
 """'min': shared covariance, nearest domain centre; 'pooled': one Gaussian per section."""
+
+
+def _training_checks(cfg: Config) -> list[tuple[bool, str]]:
+    """(ok, message) per rule of what training uses: log-mel, views, encoder, loss, loop."""
+    f, a, e, loss, t = cfg.features, cfg.augment, cfg.encoder, cfg.loss, cfg.train
+    return [
+        (f.n_mels > 0, "features.n_mels must be positive"),
+        (f.hop_length > 0, "features.hop_length must be positive"),
+        (f.f_max > f.f_min, "features.f_max must exceed f_min"),
+        (
+            f.f_max <= f.sample_rate / 2,
+            "features.f_max must not exceed Nyquist (features.sample_rate / 2)",
+        ),
+        (a.n_views >= 1, "augment.n_views must be at least 1"),
+        (len(a.recipes) >= 1, "augment.recipes must not be empty"),
+        (set(a.recipes) <= set(RECIPES), f"augment.recipes must be among {', '.join(RECIPES)}"),
+        (
+            0 <= a.pitch_min_semitones <= a.pitch_max_semitones <= 12,
+            "augment.pitch_*_semitones must satisfy 0 <= min <= max <= 12",
+        ),
+        (
+            0 < a.noise_snr_db_min <= a.noise_snr_db_max,
+            "augment.noise_snr_db_* must satisfy 0 < min <= max",
+        ),
+        (0 < a.mask_short_ms and 0 < a.mask_long_ms, "augment.mask_*_ms must be positive"),
+        (e.head_hidden_dim > 0, "encoder.head_hidden_dim must be positive"),
+        (e.embedding_dim > 0, "encoder.embedding_dim must be positive"),
+        (
+            e.embed_from in ("projection", "backbone"),
+            "encoder.embed_from must be 'projection' or 'backbone'",
+        ),
+        (e.width >= 4, "encoder.width must be at least 4"),
+        (e.pool in POOLS, f"encoder.pool must be one of {', '.join(POOLS)}"),
+        (e.freq_bands >= 1, "encoder.freq_bands must be at least 1"),
+        (e.freq_stride in (1, 2), "encoder.freq_stride must be 1 or 2"),
+        (
+            (e.arch, e.pool) != ("tdnn", "freq") and e.arch in ("resnet", "tdnn"),
+            "encoder.arch must be 'resnet' or 'tdnn' (tdnn: pool avg or meanstd)",
+        ),
+        (loss.temperature > 0, "loss.temperature must be positive"),
+        (loss.aux_weight >= 0, "loss.aux_weight must be >= 0"),
+        (loss.aux_head in AUX_HEADS, f"loss.aux_head must be one of {', '.join(AUX_HEADS)}"),
+        (0 <= loss.aux_margin < 1.5, "loss.aux_margin must be in [0, 1.5) radians"),
+        (loss.aux_scale > 0, "loss.aux_scale must be positive"),
+        (loss.aux_subclusters >= 1, "loss.aux_subclusters must be at least 1"),
+        (t.epochs >= 1, "train.epochs must be at least 1"),
+        (t.batch_size >= 2, "train.batch_size must be at least 2 (negatives are needed)"),
+        (t.lr > 0, "train.lr must be positive"),
+        (0 <= t.lr_min <= t.lr, "train.lr_min must be between 0 and train.lr"),
+        (t.grad_clip >= 0, "train.grad_clip must be >= 0 (0 disables clipping)"),
+        (t.restarts >= 0, "train.restarts must be >= 0"),
+        (t.crop_frames >= 8, "train.crop_frames must be at least 8"),
+    ]
 
 
 def _scoring_checks(s: ScoringConfig) -> list[tuple[bool, str]]:

@@ -19,6 +19,7 @@ import pandas as pd
 
 from asd.config import SCORERS, Config, ScoringConfig
 from asd.data import normal_train_mask
+from asd.embed import embed_clips
 from asd.errors import AsdError
 from asd.features import FeatureSet
 from asd.pipeline import (
@@ -192,8 +193,6 @@ def evaluate_encoder_crops(
     progress: bool = False,
 ) -> Evaluation:
     """Embed every clip as crops of ``train.crop_frames`` (hop ``scoring.crop_hop``) and score."""
-    from asd.embed import embed_clips
-
     crops, owner = crop_features(features, cfg.train.crop_frames, cfg.scoring.crop_hop)
     embeddings = embed_clips(encoder, crops, device=device, progress=progress)
     return evaluate_crop_embeddings(embeddings, owner, features.index, cfg, estimators)

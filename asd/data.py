@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import soundfile as sf
+import torch
+import torchaudio.functional as AF
 
 from asd.errors import AsdError, warn_once
 from asd.fingerprint import content_fingerprint
@@ -280,9 +282,6 @@ def read_wav(path: str | Path, sample_rate: int) -> np.ndarray:
     mono = wave.mean(axis=1)
     _check_samples(mono, rate, path)
     if rate != sample_rate:
-        import torch
-        import torchaudio.functional as AF
-
         _note("resample", path, f"resampled {rate} Hz to {sample_rate} Hz: {path}")
         mono = AF.resample(torch.from_numpy(mono), rate, sample_rate).numpy()
     return np.ascontiguousarray(mono, dtype=np.float32)

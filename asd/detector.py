@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from asd.config import SCORERS, Config
+from asd.crops import evaluate_encoder_crops
+from asd.embed import embed_clips
 from asd.errors import AsdError
 from asd.fusion import fit_fusion
 from asd.pipeline import (
@@ -105,9 +107,6 @@ def _encoder_alone(
     progress: bool,
 ) -> Evaluation:
     """The encoder's own scores: one embedding per clip, or crops (``scoring.aggregate``)."""
-    from asd.crops import evaluate_encoder_crops
-    from asd.embed import embed_clips
-
     if cfg.scoring.aggregate != "clip":
         return evaluate_encoder_crops(encoder, features, cfg, estimators, device, progress)
     embeddings = embed_clips(encoder, features, device=device, progress=progress)

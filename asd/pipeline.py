@@ -5,20 +5,27 @@ The CLI and every sweep trial call these, so a trial scores exactly what `asd ev
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
 from asd.config import SCORERS, Config, ScoringConfig
-from asd.data import normal_train_mask
+from asd.data import DEV_MACHINES, EVAL_MACHINES, normal_train_mask, read_wav
+from asd.embed import embed_clips
+from asd.encoder import Encoder
 from asd.errors import AsdError
-from asd.features import FeatureSet
-from asd.metrics import METRICS
+from asd.features import FeatureSet, log_mel
+from asd.knn import KnnScorer
+from asd.margin import class_labels
+from asd.metrics import METRICS, machine_table, section_scores, summarize
+from asd.scoring import MahalanobisScorer, write_submission
+from asd.train import TrainResult, train
 
 log = logging.getLogger(__name__)
 
@@ -99,15 +106,12 @@ def train_encoder(
     cfg: Config,
     features: FeatureSet,
     device: str = "auto",
-    report: Callable[[int, dict[str, float], Any], None] | None = None,
+    report: Callable[[int, dict[str, float], Encoder], None] | None = None,
     checkpoint_dir: Path | None = None,
     progress: bool = True,
     resume: bool = True,
-) -> Any:
+) -> TrainResult:
     """Train the contrastive encoder on the normal training clips of ``features``."""
-    from asd.margin import class_labels
-    from asd.train import train
-
     positions = np.flatnonzero(normal_train_mask(features.index))
     if len(positions) < 2:
         raise AsdError(
@@ -145,8 +149,6 @@ def evaluate_embeddings(
     ``machines`` restricts scoring to those machine types (the tuning group of a sweep);
     with ``out_dir``, the DCASE submission CSVs go to ``out_dir/<estimator>/``.
     """
-    from asd.scoring import write_submission
-
     if len(embeddings) != len(index):
         raise AsdError(f"{len(embeddings)} embeddings for {len(index)} clips")
     keep = np.ones(len(index), dtype=bool)
@@ -181,11 +183,8 @@ def evaluate_embeddings(
     return Evaluation(by_estimator)
 
 
-def make_scorer(scoring: ScoringConfig, seed: int = 0) -> Any:
+def make_scorer(scoring: ScoringConfig, seed: int = 0) -> MahalanobisScorer | KnnScorer:
     """The scorer ``scoring.estimator`` names: a Mahalanobis estimator, or cosine kNN."""
-    from asd.knn import KnnScorer
-    from asd.scoring import MahalanobisScorer
-
     if scoring.estimator == "knn":
         return KnnScorer.from_config(scoring, random_state=seed)
     return MahalanobisScorer.from_config(scoring, random_state=seed)
@@ -201,8 +200,6 @@ def scored_results(meta: pd.DataFrame, scores: np.ndarray, decisions: np.ndarray
 
 def estimator_result(name: str, results: pd.DataFrame, labelled: np.ndarray) -> EstimatorResult:
     """Section table and official summary of the labelled rows of ``results``."""
-    from asd.metrics import section_scores, summarize
-
     scored = results.loc[labelled]
     if len(scored):
         table = section_scores(scored)
@@ -213,7 +210,7 @@ def estimator_result(name: str, results: pd.DataFrame, labelled: np.ndarray) -> 
 
 
 def evaluate_encoder(
-    encoder: Any,
+    encoder: Encoder,
     features: FeatureSet,
     cfg: Config,
     estimators: Sequence[str] = SCORERS,
@@ -223,8 +220,6 @@ def evaluate_encoder(
     progress: bool = False,
 ) -> Evaluation:
     """Embed every clip once, then score with each estimator (they share the embeddings)."""
-    from asd.embed import embed_clips
-
     keep = np.ones(len(features), dtype=bool)
     if machines is not None:
         keep = features.index["machine"].isin(list(machines)).to_numpy()
@@ -245,8 +240,6 @@ def save_evaluation(evaluation: Evaluation, out_dir: Path, plots: bool = True) -
 
     Plots need matplotlib (the sweep extra); without it they are skipped with a note.
     """
-    import json
-
     out_dir = Path(out_dir)
     written: list[Path] = []
     for name, res in evaluation.by_estimator.items():
@@ -260,12 +253,10 @@ def save_evaluation(evaluation: Evaluation, out_dir: Path, plots: bool = True) -
         if not plots or labelled.empty:
             continue
         try:
-            from asd import plots as plotting
+            from asd import plots as plotting  # optional: matplotlib comes with the sweep extra
         except ImportError:  # pragma: no cover - matplotlib is in the sweep extra
             log.warning("matplotlib is not installed: plots skipped")
             continue
-        from asd.metrics import machine_table
-
         written.append(plotting.roc_curves(labelled, folder / "roc.png"))
         written.append(plotting.score_histograms(labelled, folder / "scores.png"))
         written.append(plotting.machine_bars(machine_table(labelled), folder / "machines.png"))
@@ -275,7 +266,7 @@ def save_evaluation(evaluation: Evaluation, out_dir: Path, plots: bool = True) -
 
 
 def score_new_clips(
-    encoder: Any,
+    encoder: Encoder,
     cfg: Config,
     features: FeatureSet,
     paths: Sequence[Path],
@@ -290,12 +281,6 @@ def score_new_clips(
     ``features`` (the same data the encoder was evaluated with), so a promoted encoder
     scores production audio exactly as it scored the test set.
     """
-    import torch
-
-    from asd.data import read_wav
-    from asd.embed import embed_clips
-    from asd.features import log_mel
-
     if cfg.scoring.family != "encoder":
         log.warning("asd score uses the encoder alone, not its %s family", cfg.scoring.family)
     if cfg.scoring.aggregate != "clip":
@@ -348,8 +333,6 @@ def other_machine_notes(table: pd.DataFrame, machine: str) -> list[str]:
     large offset, so a ratio to the threshold moves with where the threshold sits (out-of-fold
     thresholds sit higher than in-sample ones, and 3x the threshold missed slider clips).
     """
-    from asd.data import DEV_MACHINES, EVAL_MACHINES
-
     notes = []
     folders = [Path(p).parent.parent.name for p in table["path"]]
     others = sorted({f for f in folders if f in DEV_MACHINES + EVAL_MACHINES and f != machine})

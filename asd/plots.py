@@ -10,18 +10,25 @@ from __future__ import annotations
 import math
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+from sklearn.metrics import roc_auc_score, roc_curve
 
 from asd.errors import AsdError
 from asd.metrics import METRICS, anomaly_labels, harmonic_mean
 
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
 _COLOURS = {"source": "tab:blue", "target": "tab:orange", "normal": "tab:green"}
 
 
-def _figure(n_panels: int, panel_size: tuple[float, float] = (4.0, 3.4)) -> tuple[Any, list]:
+def _figure(
+    n_panels: int, panel_size: tuple[float, float] = (4.0, 3.4)
+) -> tuple[Figure, list[Axes]]:
     """A figure with a grid of ``n_panels`` axes (at most 4 per row) and the list of axes."""
     import matplotlib
 
@@ -38,7 +45,7 @@ def _figure(n_panels: int, panel_size: tuple[float, float] = (4.0, 3.4)) -> tupl
     return fig, axes[:n_panels]
 
 
-def _save(fig: Any, path: str | Path) -> Path:
+def _save(fig: Figure, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -53,7 +60,9 @@ def _need(results: pd.DataFrame, columns: tuple[str, ...]) -> None:
         raise AsdError("plot: results have no rows")
 
 
-def _machine_panels(results: pd.DataFrame) -> tuple[Any, list[tuple[Any, str, Any, Any, Any]]]:
+def _machine_panels(
+    results: pd.DataFrame,
+) -> tuple[Figure, list[tuple[Axes, str, pd.DataFrame, np.ndarray, np.ndarray]]]:
     """A figure with one panel per machine, and per panel (ax, machine, rows, labels, scores)."""
     machines = sorted(results["machine"].astype(str).unique())
     fig, axes = _figure(len(machines))
@@ -70,8 +79,6 @@ def roc_curves(results: pd.DataFrame, path: str | Path) -> Path:
 
     The official pAUC range (FPR <= 0.1) is shaded. ``results`` as in :mod:`asd.metrics`.
     """
-    from sklearn.metrics import roc_auc_score, roc_curve
-
     _need(results, ("machine", "domain", "label", "anomaly_score"))
     fig, panels = _machine_panels(results)
     for ax, machine, part, y, s in panels:
@@ -108,7 +115,7 @@ def score_histograms(
     _need(results, ("machine", "label", "anomaly_score"))
     fig, panels = _machine_panels(results)
     for ax, machine, part, y, s in panels:
-        bins = np.histogram_bin_edges(s, bins=30)
+        bins: Any = np.histogram_bin_edges(s, bins=30)  # matplotlib's stubs omit arrays
         ax.hist(s[y == 0], bins=bins, alpha=0.6, color=_COLOURS["normal"], label="normal")
         ax.hist(s[y == 1], bins=bins, alpha=0.6, color="tab:red", label="anomaly")
         for t in _thresholds(part, machine, threshold):

@@ -43,6 +43,8 @@ import mlflow
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
+from asd.config import Config
+from asd.encoder import Encoder, load_encoder
 from asd.errors import AsdError, one_line
 from asd.tracking import ENCODER_FILE, check_tracking, is_unavailable, sqlite_path
 
@@ -184,10 +186,8 @@ def load_champion(
     dst: Path | str | None = None,
     alias: str = "champion",
     map_location: str = "cpu",
-) -> tuple[Any, Any, dict[str, Any]]:
+) -> tuple[Encoder, Config, dict[str, Any]]:
     """Download and load the champion: ``(Encoder, Config, extra)`` as ``load_encoder`` gives."""
-    from asd.encoder import load_encoder
-
     if dst is not None:
         return load_encoder(download_champion(tracking_uri, name, dst, alias), map_location)
     with tempfile.TemporaryDirectory(prefix="asd-champion-") as tmp:

@@ -18,6 +18,8 @@ from asd.errors import AsdError
 from asd.tracking.uri import check_tracking_uri
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from asd.sweep.runner import SweepSettings
 
 log = logging.getLogger(__name__)
@@ -129,3 +131,39 @@ def check_resources(settings: SweepSettings, workers: int) -> None:
         f"GPUs in {len(nodes)} node(s), the largest {max(cpus):g} CPUs and {max(gpus):g} GPUs; "
         "trials would wait forever"
     )
+
+
+def workers_per_trial(settings: SweepSettings) -> int:
+    """Ray Train workers per trial: explicit, else one per GPU when a trial has several."""
+    gpus = settings.gpus_per_trial or 0.0
+    if (settings.workers_per_trial or 0) < 0:
+        raise AsdError("--workers-per-trial must be >= 0")
+    if gpus > 1 and not float(gpus).is_integer():
+        raise AsdError(f"--gpus-per-trial {gpus}: above 1 it must be whole (one per worker)")
+    workers = settings.workers_per_trial or (int(gpus) if gpus > 1 else 1)
+    if workers > 1 and gpus > 0 and gpus != workers:
+        raise AsdError(
+            f"--workers-per-trial {workers} with --gpus-per-trial {gpus}: each worker holds "
+            "one GPU, so give the same number (or leave --workers-per-trial out)"
+        )
+    return workers
+
+
+def machine_groups(
+    index: pd.DataFrame, settings: SweepSettings
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Split machine types into the tuned group and the held-out group (first-shot honesty)."""
+    present = tuple(sorted(index["machine"].unique()))
+    holdout = tuple(settings.holdout_machines or ())
+    tune_group = tuple(settings.tune_machines or [m for m in present if m not in holdout])
+    for machine in (*tune_group, *holdout):
+        if machine not in present:
+            raise AsdError(
+                f"machine type '{machine}' is not in the data (found: {', '.join(present)})"
+            )
+    overlap = set(tune_group) & set(holdout)
+    if overlap:
+        raise AsdError(f"machine types both tuned and held out: {', '.join(sorted(overlap))}")
+    if not tune_group:
+        raise AsdError("no machine types left to tune on (check --holdout-machines)")
+    return tune_group, holdout

@@ -10,11 +10,18 @@ line if any node cannot.
 
 from __future__ import annotations
 
+import logging
 import socket
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from asd.errors import AsdError
+
+if TYPE_CHECKING:
+    from asd.sweep.settings import SweepSettings
+
+log = logging.getLogger(__name__)
 
 TOKEN_FILE = ".asd-shared-check"
 """Written by the driver into the work folder before each sweep; read back on every node."""
@@ -80,3 +87,13 @@ def check_shared_workdir(
                 "ASD_WORKDIR) on storage every node mounts at the same path"
             )
     return len(nodes)
+
+
+def check_trial_nodes(
+    settings: SweepSettings, workdir: Path, features_path: str, workers: int
+) -> None:
+    """Refuse (one line) when a node that may run trials cannot read the driver's work folder."""
+    # A data-parallel trial's workers each hold one GPU and cpus_per_trial CPUs.
+    gpus = 1.0 if workers > 1 and settings.gpus_per_trial else settings.gpus_per_trial
+    nodes = check_shared_workdir(workdir, features_path, settings.cpus_per_trial or 1.0, gpus or 0)
+    log.info("work folder %s is readable on all %d node(s) that can run a trial", workdir, nodes)

@@ -11,11 +11,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ray.tune import Callback
 
 from asd.sweep.trial import OBJECTIVE
+
+if TYPE_CHECKING:
+    from ray.tune.experiment import Trial
 
 
 class TrialLines(Callback):
@@ -29,13 +32,15 @@ class TrialLines(Callback):
         self.best = -math.inf
         self.last_epoch: dict[str, int] = {}
 
-    def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+    def on_trial_start(
+        self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
+    ) -> None:
         """``trial <id> started: key=value ...`` (the sampled settings, short)."""
         shown = " ".join(f"{k}={_short(v)}" for k, v in sorted((trial.config or {}).items()))
         self.emit(f"trial {trial.trial_id} started: {shown}".rstrip())
 
     def on_trial_result(
-        self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any
+        self, iteration: int, trials: list[Trial], trial: Trial, result: dict[str, Any], **info: Any
     ) -> None:
         """``trial <id> epoch e/E val_hmean v``."""
         epoch = int(result.get("epoch", result.get("training_iteration", 0)))
@@ -48,7 +53,9 @@ class TrialLines(Callback):
             f"{OBJECTIVE} {_short(value)}"
         )
 
-    def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+    def on_trial_complete(
+        self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
+    ) -> None:
         """Finished all its epochs, or stopped early by the scheduler."""
         epoch, epochs = self.last_epoch.get(trial.trial_id, 0), self._epochs(trial)
         how = "finished" if epoch >= epochs else f"stopped early by ASHA at epoch {epoch}"
@@ -58,7 +65,9 @@ class TrialLines(Callback):
             f"(best so far {_short(self.best)})"
         )
 
-    def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+    def on_trial_error(
+        self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
+    ) -> None:
         """The root cause of a failure, one line."""
         self.emit(f"trial {trial.trial_id} failed: {_root_cause(trial)}")
 
@@ -69,11 +78,11 @@ class TrialLines(Callback):
         else:
             print(line, flush=True)
 
-    def _epochs(self, trial: Any) -> int:
+    def _epochs(self, trial: Trial) -> int:
         return int((trial.config or {}).get("train.epochs", self.base_epochs))
 
 
-def _root_cause(trial: Any) -> str:
+def _root_cause(trial: Trial) -> str:
     """The last non-empty line of the trial's error file (``AsdError: ...``)."""
     try:
         text = Path(trial.error_file).read_text() if trial.error_file else ""

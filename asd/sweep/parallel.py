@@ -26,13 +26,22 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from asd.compilation import use_compile_cache
 from asd.config import Config
+from asd.encoder import Encoder
 from asd.errors import AsdError
+from asd.features import load_features
+from asd.pipeline import train_encoder
 
-WorkerReport = Callable[[int, dict[str, float], Any], dict[str, float] | None]
+if TYPE_CHECKING:
+    from ray.train import Result
+
+# Ray stays a lazy import in each function: the sweep driver imports this module before Ray
+# is initialised, and the CLI must not pay for Ray at start-up.
+
+RankZeroValidation = Callable[[int, dict[str, float], Encoder], dict[str, Any] | None]
 """``report(epoch, metrics, encoder) -> row``: runs on the rank-0 worker after every epoch
 (validation, MLflow logging); the row it returns (e.g. with ``val_hmean``) is what Tune
 gets that epoch (None: the training metrics). It is pickled to the workers: a module-level
@@ -46,7 +55,7 @@ class WorkerJob:
 
     cfg: Config
     features_path: str
-    report: WorkerReport | None = None
+    report: RankZeroValidation | None = None
     use_gpu: bool = False
     resume_from: str | None = None
     """A folder holding ``last.pt`` to start from when Ray Train has no checkpoint of its own
@@ -61,7 +70,7 @@ def train_data_parallel(
     features_path: str | Path,
     workers: int,
     use_gpu: bool,
-    report: WorkerReport | None = None,
+    report: RankZeroValidation | None = None,
     *,
     storage_path: str | Path,
     name: str = "train",
@@ -69,7 +78,7 @@ def train_data_parallel(
     resume_from: str | Path | None = None,
     progress: bool = True,
     compile_cache: str | None = None,
-) -> Any:
+) -> Result:
     """Train ``cfg``'s encoder on ``workers`` data-parallel Ray Train workers; the Train result.
 
     ``features_path`` is a feature cache folder (:func:`asd.features.load_features`); the
@@ -87,20 +96,8 @@ def train_data_parallel(
     """
     import ray.train
     from ray.train.torch import TorchTrainer
-    from ray.tune.integration.ray_train import TuneReportCallback
 
-    if workers < 1:
-        raise AsdError(f"workers per trial must be at least 1, got {workers}")
-    if cfg.train.batch_size < workers:
-        raise AsdError(
-            f"train.batch_size={cfg.train.batch_size} is the global batch: it needs at least "
-            f"one clip per worker ({workers} workers)"
-        )
-    callbacks: list[Any] = []  # Train V2 takes UserCallbacks; its annotation says Callback
-    try:
-        callbacks.append(TuneReportCallback())
-    except RuntimeError:  # not inside a Tune trial: nothing to forward to
-        pass
+    _check_workers(cfg, workers)
     job = WorkerJob(
         cfg=cfg,
         features_path=str(features_path),
@@ -121,20 +118,40 @@ def train_data_parallel(
         run_config=ray.train.RunConfig(
             storage_path=str(storage_path),
             name=name,
-            callbacks=callbacks,
+            callbacks=_forward_to_tune(),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
         ),
     )
     return trainer.fit()
 
 
+def _check_workers(cfg: Config, workers: int) -> None:
+    """Refuse a worker count the global batch cannot feed."""
+    if workers < 1:
+        raise AsdError(f"workers per trial must be at least 1, got {workers}")
+    if cfg.train.batch_size < workers:
+        raise AsdError(
+            f"train.batch_size={cfg.train.batch_size} is the global batch: it needs at least "
+            f"one clip per worker ({workers} workers)"
+        )
+
+
+def _forward_to_tune() -> list[Any]:
+    """Ray Train callbacks that pass rank 0's rows on to the Tune trial (none outside one)."""
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    callbacks: list[Any] = []  # Train V2 takes UserCallbacks; its annotation says Callback
+    try:
+        callbacks.append(TuneReportCallback())
+    except RuntimeError:  # not inside a Tune trial: nothing to forward to
+        pass
+    return callbacks
+
+
 def train_worker(config: dict[str, Any]) -> None:
     """The per-worker loop: features, restored checkpoint, then :func:`asd.train.train`."""
     import ray.train
     import ray.train.torch
-
-    from asd.features import load_features
-    from asd.pipeline import train_encoder
 
     job: WorkerJob = config["job"]
     rank = ray.train.get_context().get_world_rank()
@@ -154,7 +171,7 @@ def train_worker(config: dict[str, Any]) -> None:
             job.cfg,
             features,
             device=str(device),
-            report=RankReport(job.report, str(ckpt_dir), rank),
+            report=ForwardToTrain(job.report, str(ckpt_dir), rank),
             checkpoint_dir=ckpt_dir,
             progress=job.progress,
         )
@@ -163,14 +180,14 @@ def train_worker(config: dict[str, Any]) -> None:
 
 
 @dataclass
-class RankReport:
+class ForwardToTrain:
     """``asd.train.Report`` for one worker: rank 0 evaluates; every rank reports to Train."""
 
-    report: WorkerReport | None
+    report: RankZeroValidation | None
     checkpoint_dir: str
     rank: int
 
-    def __call__(self, epoch: int, metrics: dict[str, float], encoder: Any) -> None:
+    def __call__(self, epoch: int, metrics: dict[str, float], encoder: Encoder) -> None:
         """Run the caller's report on rank 0, then ``ray.train.report`` on every rank."""
         import ray.train
 

@@ -12,18 +12,24 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from asd.data import fingerprint, index_dataset
 from asd.errors import AsdError
+from asd.features import FeatureSet, extract_features
+from asd.fingerprint import STORE_NAME
 from asd.sweep.checks import (
     check_name,
     check_resources,
     check_same_space,
     check_settings,
+    machine_groups,
     remember_space,
+    workers_per_trial,
 )
+from asd.sweep.cluster import check_trial_nodes
 from asd.sweep.provenance import ARTIFACT_PATH as PROVENANCE
 from asd.sweep.provenance import write_provenance
 from asd.sweep.settings import SweepSettings, with_space_defaults
@@ -40,16 +46,22 @@ from asd.sweep.summary import (
 )
 from asd.sweep.trial import OBJECTIVE, TrialSetup, load_epoch_hook, run_trial
 from asd.sweep.winner import register, score_holdout, winner, winner_artifacts
+from asd.synth import synthesize
+from asd.tracking import Tracker, check_tracking, default_tracking_uri
+
+if TYPE_CHECKING:
+    from ray import tune
+    from ray.tune import Result
+    from ray.tune.search.optuna import OptunaSearch
+
+# Ray, Optuna and the Tune console callback (a ray.tune.Callback) are imported where they are
+# used: the CLI imports this module for `asd sweep --help` and the settings before Ray starts.
 
 log = logging.getLogger(__name__)
 
 
 def run_sweep(settings: SweepSettings) -> SweepResult:
     """Run (or resume) a sweep end to end and return its summary."""
-    from asd.data import fingerprint
-    from asd.fingerprint import STORE_NAME
-    from asd.tracking import Tracker, check_tracking, default_tracking_uri
-
     start = time.monotonic()
     space_file = resolve_space(settings.space)
     space = load_space(space_file)
@@ -68,9 +80,9 @@ def run_sweep(settings: SweepSettings) -> SweepResult:
     _init_ray(settings)
     check_resources(settings, workers)  # a trial no node can hold would stay PENDING forever
     data_root, index, features = _load_data(settings, space, workdir)
-    tune_machines, holdout = _machine_groups(index, settings)
+    tune_machines, holdout = machine_groups(index, settings)
     data_fp = fingerprint(index, workdir / "features" / STORE_NAME)  # a stat per clip
-    _check_nodes(settings, workdir, str(features.path), workers)
+    check_trial_nodes(settings, workdir, str(features.path), workers)
     if not settings.resume:
         remember_space(records, name, space_file)
     tracker = Tracker(tracking_uri, settings.experiment, journal_dir=workdir / "journal" / name)
@@ -106,10 +118,10 @@ def run_sweep(settings: SweepSettings) -> SweepResult:
 
 
 def _conclude(
-    tracker: Any,
+    tracker: Tracker,
     setup: TrialSetup,
-    results: Any,
-    features: Any,
+    results: list[Result],
+    features: FeatureSet,
     settings: SweepSettings,
     space: SearchSpace,
     holdout: tuple[str, ...],
@@ -136,50 +148,71 @@ def _conclude(
         close_lost_trials(tracker.tracking_uri, setup.parent_run_id, summary)
     best = _best_row(summary)
     if best is not None:
-        result.best_trial_id, result.best_run_id = best["trial_id"], best["mlflow_run_id"]
-        dest = settings.workdir.resolve() / "winners" / setup.sweep_id
-        artifacts = winner_artifacts(results, best, dest)
-        encoder, cfg, encoder_path = winner(artifacts, str(best.get("family") or "encoder"))
-        result.family, result.scorer = cfg.scoring.family, cfg.scoring.estimator
-        result.tune_scores = {k: float(best[k]) for k in TRIAL_SCORES if pd.notna(best.get(k))}
-        result.phases["finalise"], mark = time.monotonic() - mark, time.monotonic()
-        if holdout:
-            result.holdout_scores = score_holdout(encoder, cfg, features, holdout, settings)
-            result.phases["holdout"], mark = time.monotonic() - mark, time.monotonic()
-        if encoder_path is None:
-            result.note = (
-                f"the winner is the untrained reference ({cfg.scoring.reference} log-mel, "
-                f"{cfg.scoring.estimator}): there is no encoder to register; score with it "
-                "through `asd evaluate --embedding mean-logmel` (or mean-std-logmel)"
-            )
-        else:
-            register(
-                tracker,
-                result,
-                encoder_path,
-                settings,
-                setup.data_fingerprint,
-                setup.tune_machines,
-                holdout,
-            )
-            result.phases["register"], mark = time.monotonic() - mark, time.monotonic()
+        mark = _crown_winner(
+            tracker, setup, results, features, settings, holdout, best, result, mark
+        )
     log_summary(tracker, setup.parent_run_id, result, space)
     result.phases["finalise"] = result.phases.get("finalise", 0.0) + time.monotonic() - mark
     return result
 
 
-def _load_data(settings: SweepSettings, space: SearchSpace, workdir: Path) -> tuple[Path, Any, Any]:
-    """The data root, its clip index and its cached features (extracted once per sweep)."""
-    from asd.data import index_dataset
-    from asd.features import extract_features
+def _crown_winner(
+    tracker: Tracker,
+    setup: TrialSetup,
+    results: list[Result],
+    features: FeatureSet,
+    settings: SweepSettings,
+    holdout: tuple[str, ...],
+    best: pd.Series,
+    result: SweepResult,
+    mark: float,
+) -> float:
+    """Fetch the best trial's detector, score it on the held-out types, register its encoder.
 
+    Fills ``result`` in place (phases ``finalise`` since ``mark``, ``holdout``, ``register``);
+    returns the clock mark the caller's ``finalise`` phase goes on from.
+    """
+    result.best_trial_id, result.best_run_id = best["trial_id"], best["mlflow_run_id"]
+    dest = settings.workdir.resolve() / "winners" / setup.sweep_id
+    artifacts = winner_artifacts(results, best, dest)
+    encoder, cfg, encoder_path = winner(artifacts, str(best.get("family") or "encoder"))
+    result.family, result.scorer = cfg.scoring.family, cfg.scoring.estimator
+    result.tune_scores = {k: float(best[k]) for k in TRIAL_SCORES if pd.notna(best.get(k))}
+    result.phases["finalise"], mark = time.monotonic() - mark, time.monotonic()
+    if holdout:
+        result.holdout_scores = score_holdout(encoder, cfg, features, holdout, settings)
+        result.phases["holdout"], mark = time.monotonic() - mark, time.monotonic()
+    if encoder_path is None:
+        result.note = (
+            f"the winner is the untrained reference ({cfg.scoring.reference} log-mel, "
+            f"{cfg.scoring.estimator}): there is no encoder to register; score with it "
+            "through `asd evaluate --embedding mean-logmel` (or mean-std-logmel)"
+        )
+    else:
+        register(
+            tracker,
+            result,
+            encoder_path,
+            settings,
+            setup.data_fingerprint,
+            setup.tune_machines,
+            holdout,
+        )
+        result.phases["register"], mark = time.monotonic() - mark, time.monotonic()
+    return mark
+
+
+def _load_data(
+    settings: SweepSettings, space: SearchSpace, workdir: Path
+) -> tuple[Path, pd.DataFrame, FeatureSet]:
+    """The data root, its clip index and its cached features (extracted once per sweep)."""
     data_root = settings.data or _synthetic_data(workdir)
     index = index_dataset(data_root, ground_truth=settings.ground_truth)
     return data_root, index, extract_features(index, space.base.features, workdir / "features")
 
 
 def _start_parent(
-    tracker: Any,
+    tracker: Tracker,
     name: str,
     settings: SweepSettings,
     space_file: Path,
@@ -187,7 +220,7 @@ def _start_parent(
     data: dict[str, Any],
 ) -> str:
     """The sweep's parent run, with the space's ranges as params and its provenance files."""
-    parent: str = tracker.start_sweep(
+    parent = tracker.start_sweep(
         name,
         params={f"space.{p.key}": f"{p.kind}{list(p.values)}" for p in space.params},
         tags={
@@ -264,64 +297,88 @@ def _tune(
     storage: str,
     name: str,
     records: Path,
-) -> Any:
-    """Start or restore the Tune experiment and run it to the end."""
+) -> list[Result]:
+    """Start or restore the Tune experiment, run it to the end; one result per trial."""
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
-
-    from asd.sweep.console import TrialLines
 
     sweep_uri = f"{storage}/{name}"
-    resources = {"cpu": settings.cpus_per_trial or 1.0, "gpu": settings.gpus_per_trial or 0.0}
-    max_concurrent = settings.max_concurrent_trials or space.sweep.get("max_concurrent_trials")
-    if setup.workers_per_trial > 1:
-        # The trial function only waits on its Ray Train workers, whose placement group holds
-        # the CPUs and GPUs; Tune refuses 0, so it asks for a sliver. Without a cap, idle
-        # drivers would pile up: run as many trials as there are whole worker groups.
-        import ray
-
-        resources = {"cpu": 0.1}
-        if max_concurrent is None and setup.use_gpu:
-            gpus = int(ray.cluster_resources().get("GPU", 0))
-            max_concurrent = max(1, gpus // setup.workers_per_trial)
+    resources, max_concurrent = _trial_resources(space, settings, setup)
     trainable = tune.with_resources(tune.with_parameters(run_trial, setup=setup), resources)
     if settings.resume:
         if not tune.Tuner.can_restore(sweep_uri):
             raise AsdError(f"sweep '{name}' in {storage} cannot be restored (no Tune state)")
         tuner = tune.Tuner.restore(sweep_uri, trainable, resume_errored=True)
     else:
-        tuner = tune.Tuner(
-            trainable,
-            param_space=space.to_tune(),
-            tune_config=tune.TuneConfig(
-                metric=OBJECTIVE,
-                mode="max",
-                search_alg=_searcher(settings, records, name),
-                scheduler=ASHAScheduler(
-                    time_attr="training_iteration",
-                    max_t=space.max_epochs,
-                    grace_period=min(space.sweep.get("grace_period", 1), space.max_epochs),
-                    reduction_factor=space.sweep.get("reduction_factor", 3),
-                ),
-                num_samples=settings.num_samples or space.sweep.get("num_samples", 8),
-                max_concurrent_trials=max_concurrent or 1,
-                # one warm worker process runs trial after trial: torch, MLflow and the
-                # compile cache are loaded once per worker, not once per trial
-                reuse_actors=True,
-            ),
-            run_config=tune.RunConfig(
-                name=name,
-                storage_path=storage,
-                failure_config=tune.FailureConfig(max_failures=settings.max_failures),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                verbose=2 if settings.verbose else 0,
-                callbacks=[] if settings.verbose else [TrialLines(space.base.train.epochs)],
-            ),
-        )
-    return tuner.fit()
+        tuner = _new_tuner(trainable, space, settings, storage, name, records, max_concurrent)
+    grid = tuner.fit()
+    return [grid[i] for i in range(len(grid))]
 
 
-def _searcher(settings: SweepSettings, records: Path, name: str) -> Any:
+def _trial_resources(
+    space: SearchSpace, settings: SweepSettings, setup: TrialSetup
+) -> tuple[dict[str, float], int | None]:
+    """What Tune reserves for one trial, and the cap on trials at once (None: the space's)."""
+    import ray
+
+    resources = {"cpu": settings.cpus_per_trial or 1.0, "gpu": settings.gpus_per_trial or 0.0}
+    max_concurrent = settings.max_concurrent_trials or space.sweep.get("max_concurrent_trials")
+    if setup.workers_per_trial > 1:
+        # The trial function only waits on its Ray Train workers, whose placement group holds
+        # the CPUs and GPUs; Tune refuses 0, so it asks for a sliver. Without a cap, idle
+        # drivers would pile up: run as many trials as there are whole worker groups.
+        resources = {"cpu": 0.1}
+        if max_concurrent is None and setup.use_gpu:
+            gpus = int(ray.cluster_resources().get("GPU", 0))
+            max_concurrent = max(1, gpus // setup.workers_per_trial)
+    return resources, max_concurrent
+
+
+def _new_tuner(
+    trainable: Any,
+    space: SearchSpace,
+    settings: SweepSettings,
+    storage: str,
+    name: str,
+    records: Path,
+    max_concurrent: int | None,
+) -> tune.Tuner:
+    """A new Tune experiment: Optuna TPE proposes, ASHA stops weak trials early."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    from asd.sweep.console import TrialLines  # a ray.tune.Callback: imports Ray
+
+    return tune.Tuner(
+        trainable,
+        param_space=space.to_tune(),
+        tune_config=tune.TuneConfig(
+            metric=OBJECTIVE,
+            mode="max",
+            search_alg=_searcher(settings, records, name),
+            scheduler=ASHAScheduler(
+                time_attr="training_iteration",
+                max_t=space.max_epochs,
+                grace_period=min(space.sweep.get("grace_period", 1), space.max_epochs),
+                reduction_factor=space.sweep.get("reduction_factor", 3),
+            ),
+            num_samples=settings.num_samples or space.sweep.get("num_samples", 8),
+            max_concurrent_trials=max_concurrent or 1,
+            # one warm worker process runs trial after trial: torch, MLflow and the
+            # compile cache are loaded once per worker, not once per trial
+            reuse_actors=True,
+        ),
+        run_config=tune.RunConfig(
+            name=name,
+            storage_path=storage,
+            failure_config=tune.FailureConfig(max_failures=settings.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            verbose=2 if settings.verbose else 0,
+            callbacks=[] if settings.verbose else [TrialLines(space.base.train.epochs)],
+        ),
+    )
+
+
+def _searcher(settings: SweepSettings, records: Path, name: str) -> OptunaSearch:
     """Optuna TPE with its study in SQLite in ``records``, where `optuna-dashboard` reads it."""
     import optuna
     from ray.tune.search.optuna import OptunaSearch
@@ -334,22 +391,6 @@ def _searcher(settings: SweepSettings, records: Path, name: str) -> Any:
         storage=optuna.storages.RDBStorage(f"sqlite:///{records / f'{name}.optuna.db'}"),
         seed=settings.seed,
     )
-
-
-def workers_per_trial(settings: SweepSettings) -> int:
-    """Ray Train workers per trial: explicit, else one per GPU when a trial has several."""
-    gpus = settings.gpus_per_trial or 0.0
-    if (settings.workers_per_trial or 0) < 0:
-        raise AsdError("--workers-per-trial must be >= 0")
-    if gpus > 1 and not float(gpus).is_integer():
-        raise AsdError(f"--gpus-per-trial {gpus}: above 1 it must be whole (one per worker)")
-    workers = settings.workers_per_trial or (int(gpus) if gpus > 1 else 1)
-    if workers > 1 and gpus > 0 and gpus != workers:
-        raise AsdError(
-            f"--workers-per-trial {workers} with --gpus-per-trial {gpus}: each worker holds "
-            "one GPU, so give the same number (or leave --workers-per-trial out)"
-        )
-    return workers
 
 
 def _default_name(space_name: str, storage: str, resume: bool) -> str:
@@ -395,45 +436,13 @@ def _init_ray(settings: SweepSettings) -> str | None:
     return None
 
 
-def _check_nodes(settings: SweepSettings, workdir: Path, features_path: str, workers: int) -> None:
-    """Refuse (one line) when a node that may run trials cannot read the driver's work folder."""
-    from asd.sweep.cluster import check_shared_workdir
-
-    # A data-parallel trial's workers each hold one GPU and cpus_per_trial CPUs.
-    gpus = 1.0 if workers > 1 and settings.gpus_per_trial else settings.gpus_per_trial
-    nodes = check_shared_workdir(workdir, features_path, settings.cpus_per_trial or 1.0, gpus or 0)
-    log.info("work folder %s is readable on all %d node(s) that can run a trial", workdir, nodes)
-
-
 def _synthetic_data(workdir: Path) -> Path:
     """A small synthetic DCASE tree, generated once per workdir."""
-    from asd.synth import synthesize
-
     root = workdir / "synthetic"
     if not (root / "dev_data").exists():
         log.info("no --data given: generating a small synthetic set in %s", root)
         synthesize(root, seed=0)
     return root
-
-
-def _machine_groups(
-    index: pd.DataFrame, settings: SweepSettings
-) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """Split machine types into the tuned group and the held-out group (first-shot honesty)."""
-    present = tuple(sorted(index["machine"].unique()))
-    holdout = tuple(settings.holdout_machines or ())
-    tune_group = tuple(settings.tune_machines or [m for m in present if m not in holdout])
-    for machine in (*tune_group, *holdout):
-        if machine not in present:
-            raise AsdError(
-                f"machine type '{machine}' is not in the data (found: {', '.join(present)})"
-            )
-    overlap = set(tune_group) & set(holdout)
-    if overlap:
-        raise AsdError(f"machine types both tuned and held out: {', '.join(sorted(overlap))}")
-    if not tune_group:
-        raise AsdError("no machine types left to tune on (check --holdout-machines)")
-    return tune_group, holdout
 
 
 __all__ = ["SweepResult", "SweepSettings", "format_summary", "run_sweep", "trial_summary"]

@@ -32,10 +32,15 @@ import itertools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import yaml
 
 from asd.config import Config, preset
 from asd.errors import AsdError
+
+if TYPE_CHECKING:
+    from ray.tune.search.sample import Domain
 
 DISTRIBUTIONS = ("uniform", "loguniform", "int", "choice")
 TOP_KEYS = ("description", "base", "fixed", "params", "sweep")
@@ -70,7 +75,7 @@ class Param:
         """The extreme values a trial may get: low and high, or every choice."""
         return self.values
 
-    def to_tune(self) -> Any:
+    def to_tune(self) -> Domain:
         """The equivalent Ray Tune domain (imported here: the space itself needs no Ray)."""
         from ray import tune
 
@@ -130,8 +135,6 @@ def resolve_space(spec: str | Path) -> Path:
 
 def load_space(path: str | Path) -> SearchSpace:
     """Read and validate a space file; AsdError naming the file and the key on any problem."""
-    import yaml
-
     path = resolve_space(path)
     try:
         text = path.read_bytes().decode("utf-8")
@@ -149,9 +152,8 @@ def load_space(path: str | Path) -> SearchSpace:
     return parse_space(raw, name=path.stem, source=str(path))
 
 
-def _unique_key_loader() -> Any:
+def _unique_key_loader() -> type[yaml.SafeLoader]:
     """A SafeLoader that refuses duplicate keys (plain YAML keeps the last one silently)."""
-    import yaml
 
     class Loader(yaml.SafeLoader):
         pass

@@ -38,6 +38,9 @@ def storage_root(storage_path: str | None, workdir: Path) -> str:
     return str(Path(storage_path or workdir / "ray_results").resolve())
 
 
+# pyarrow comes with Ray (its storage layer) and is as heavy to import: imported where used.
+
+
 def _filesystem(storage: str | Path) -> tuple[pyarrow.fs.FileSystem, str]:
     import pyarrow.fs
 

@@ -11,14 +11,20 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from asd.config import SCORERS
+from asd.config import ESTIMATORS, SCORERS
 from asd.errors import one_line
 from asd.sweep.space import SearchSpace
 from asd.sweep.trial import OBJECTIVE
+from asd.tracking import TAG_TRIAL, Tracker
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from ray.tune import Result
 
 TRIAL_SCORES = tuple(
     f"{prefix}{scorer}.hmean"
@@ -43,7 +49,7 @@ class SweepResult:
     holdout_scores: dict[str, float] = field(default_factory=dict)
     family: str = "encoder"
     """The winner's detector family (encoder, reference or fusion)."""
-    scorer: str = "ml"
+    scorer: str = ESTIMATORS[0]
     """The scorer the winner was tuned with: its registered score and reference comparison."""
     note: str | None = None
     """Why nothing was registered although a trial finished (the reference won)."""
@@ -59,7 +65,7 @@ class SweepResult:
     ``holdout``/``register`` when the winner was scored and registered."""
 
 
-def trial_summary(results: Any) -> pd.DataFrame:
+def trial_summary(results: Sequence[Result]) -> pd.DataFrame:
     """One row per trial: status, family, params, objective, every scorer's hmean, reference."""
     rows = []
     for res in results:
@@ -131,7 +137,7 @@ def format_summary(result: SweepResult) -> str:
     lines = [f"== sweep {result.name}: {len(result.summary)} trials in {result.wall_s:.0f}s"]
     if not result.summary.empty:
         cols = ["trial_id", "status", "epochs", "family", "scorer", OBJECTIVE]
-        cols += ["reference.hmean", "vs_reference.hmean", "ml.hmean", "elliptic.hmean", "knn.hmean"]
+        cols += ["reference.hmean", "vs_reference.hmean", *(f"{s}.hmean" for s in SCORERS)]
         cols += [c for c in result.summary.columns if c.startswith("param.")]
         shown = result.summary[[c for c in cols if c in result.summary]].copy()
         shown.columns = [c.removeprefix("param.") for c in shown.columns]
@@ -181,7 +187,7 @@ def _group_lines(label: str, scores: dict[str, float]) -> list[str]:
     return lines
 
 
-def finalise_runs(tracker: Any, summary: pd.DataFrame) -> None:
+def finalise_runs(tracker: Tracker, summary: pd.DataFrame) -> None:
     """ASHA stops trials between epochs: close their MLflow runs with the reason."""
     for _, row in summary.iterrows():
         run_id = row.get("mlflow_run_id")
@@ -205,8 +211,6 @@ def close_lost_trials(tracking_uri: str, parent: str, summary: pd.DataFrame) -> 
     trial of the sweep.
     """
     from mlflow import MlflowClient
-
-    from asd.tracking import TAG_TRIAL
 
     if parent.startswith("pending-"):
         return []  # MLflow is away: the journal replays the runs later
@@ -233,7 +237,7 @@ def close_lost_trials(tracking_uri: str, parent: str, summary: pd.DataFrame) -> 
     return [run.info.run_id for run in lost]
 
 
-def log_summary(tracker: Any, parent: str, result: SweepResult, space: SearchSpace) -> None:
+def log_summary(tracker: Tracker, parent: str, result: SweepResult, space: SearchSpace) -> None:
     """The winner's and the reference's scores, the trial table and tags on the parent run."""
     metrics = {f"best.tune.{k}": v for k, v in result.tune_scores.items()}
     metrics.update({f"best.holdout.{k}": v for k, v in result.holdout_scores.items()})

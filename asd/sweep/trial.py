@@ -18,18 +18,38 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from asd import __version__
 from asd.compilation import use_compile_cache
-from asd.config import Config
+from asd.config import ESTIMATORS, SCORERS, Config
+from asd.detector import evaluate_detector, evaluate_reference
+from asd.encoder import Encoder, save_encoder
 from asd.errors import AsdError
+from asd.features import FeatureSet, load_features
+from asd.pipeline import Evaluation, save_evaluation, train_encoder
+from asd.sweep.parallel import train_data_parallel
 from asd.sweep.storage import CONFIG_FILE, ENCODER_FILE
+from asd.tracking import TAG_SWEEP, Tracker
+from asd.tracking.system import system_metrics
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ray.tune import Checkpoint, TuneContext
+
+# Ray stays a lazy import (``from ray import tune`` inside the functions that run in a Tune
+# worker): the driver imports this module for TrialSetup before Ray is initialised.
 
 log = logging.getLogger(__name__)
 
 OBJECTIVE = "val_hmean"
 """What Tune, ASHA and Optuna maximise: validation hmean of the trial's detector (family and
 ``scoring.estimator``) on the tuning machines."""
+
+_ML, _ELLIPTIC = ESTIMATORS
+_FAST_STAND_IN = {_ELLIPTIC: _ML}
+"""Before the last epoch the slow robust estimator is stood in for by maximum likelihood."""
 
 COMPANIONS = ("encoder", "reference", "fusion", "vs_reference")
 """Prefixes of the figures reported beside a trial's detector (see :mod:`asd.detector`)."""
@@ -84,9 +104,6 @@ def run_trial(params: dict[str, Any], setup: TrialSetup) -> None:
     """The Tune function trainable (wrapped with ``tune.with_parameters``)."""
     from ray import tune
 
-    from asd.features import load_features
-    from asd.tracking.system import system_metrics
-
     cfg = setup.base_config.with_overrides(params)
     if setup.compile_cache:
         use_compile_cache(setup.compile_cache)
@@ -96,15 +113,15 @@ def run_trial(params: dict[str, Any], setup: TrialSetup) -> None:
     validation = _validation(features, setup.tune_machines)
     tracker, run_id = _start_run(setup, cfg, trial_id)
     trial_dir = _trial_folder(context)
-    epoch_report = EpochReport(
+    validate_epoch = EpochValidator(
         setup, cfg, trial_id, run_id, str(trial_dir), tracker=tracker, validation=validation
     )
     try:
         with system_metrics(setup.tracking_uri, run_id, setup.system_metrics_s):
             if cfg.scoring.family == "reference":
-                _run_reference(cfg, epoch_report, trial_dir)
+                _run_reference(cfg, validate_epoch, trial_dir)
             else:
-                _run_training(cfg, setup, features, epoch_report, tracker, run_id, trial_dir)
+                _run_training(cfg, setup, features, validate_epoch, tracker, run_id, trial_dir)
     except Exception as exc:
         tracker.set_tags(run_id, {"asd.error": str(exc)[:5000]})
         tracker.finish(run_id, status="FAILED")
@@ -112,14 +129,14 @@ def run_trial(params: dict[str, Any], setup: TrialSetup) -> None:
     tracker.finish(run_id, status="FINISHED")
 
 
-def _trial_folder(context: Any) -> Path:
+def _trial_folder(context: TuneContext) -> Path:
     """The trial's folder in Tune's storage when that is a folder; else its working folder.
 
     Not ``get_trial_dir()`` alone: in an actor Tune reuses (``reuse_actors``) Ray resets it to
     the local working folder under /tmp/ray, so a second trial's artifacts would not be in
     its trial folder.
     """
-    import pyarrow.fs
+    import pyarrow.fs  # Ray's storage layer, as heavy: imported where used
 
     storage = context.get_storage()
     if storage is not None and isinstance(storage.storage_filesystem, pyarrow.fs.LocalFileSystem):
@@ -127,10 +144,8 @@ def _trial_folder(context: Any) -> Path:
     return Path(context.get_trial_dir())
 
 
-def _start_run(setup: TrialSetup, cfg: Config, trial_id: str) -> tuple[Any, str]:
+def _start_run(setup: TrialSetup, cfg: Config, trial_id: str) -> tuple[Tracker, str]:
     """The trial's tracker and its MLflow child run under the sweep's parent run."""
-    from asd.tracking import TAG_SWEEP, Tracker
-
     tracker = Tracker(setup.tracking_uri, setup.experiment, journal_dir=Path(setup.journal_dir))
     run_id = tracker.start_trial(
         setup.parent_run_id,
@@ -146,7 +161,7 @@ def _start_run(setup: TrialSetup, cfg: Config, trial_id: str) -> tuple[Any, str]
     return tracker, run_id
 
 
-def _run_reference(cfg: Config, epoch_report: EpochReport, trial_dir: Path) -> None:
+def _run_reference(cfg: Config, validate_epoch: EpochValidator, trial_dir: Path) -> None:
     """A trial of the untrained reference: nothing to train; its last checkpoint is its config.
 
     It still reports once per epoch (the same figures: the reference does not change), so
@@ -157,11 +172,11 @@ def _run_reference(cfg: Config, epoch_report: EpochReport, trial_dir: Path) -> N
     from ray import tune
 
     for epoch in range(1, cfg.train.epochs + 1):
-        row = epoch_report(epoch, {}, None)
+        row = validate_epoch(epoch, {}, None)
         if epoch < cfg.train.epochs:
             tune.report(row)
             continue
-        scratch = Path(tempfile.mkdtemp(prefix=f"asd-{epoch_report.trial_id}-"))
+        scratch = Path(tempfile.mkdtemp(prefix=f"asd-{validate_epoch.trial_id}-"))
         try:
             shutil.copy2(trial_dir / "artifacts" / CONFIG_FILE, scratch / CONFIG_FILE)
             tune.report(row, checkpoint=tune.Checkpoint.from_directory(str(scratch)))
@@ -172,9 +187,9 @@ def _run_reference(cfg: Config, epoch_report: EpochReport, trial_dir: Path) -> N
 def _run_training(
     cfg: Config,
     setup: TrialSetup,
-    features: Any,
-    epoch_report: EpochReport,
-    tracker: Any,
+    features: FeatureSet,
+    validate_epoch: EpochValidator,
+    tracker: Tracker,
     run_id: str,
     trial_dir: Path,
 ) -> None:
@@ -183,7 +198,7 @@ def _run_training(
 
     # Checkpoints live in a scratch folder (Tune copies each reported one into the sweep's
     # storage); final artifacts go to the trial folder, which outlives MLflow outages.
-    scratch = Path(tempfile.mkdtemp(prefix=f"asd-{epoch_report.trial_id}-"))
+    scratch = Path(tempfile.mkdtemp(prefix=f"asd-{validate_epoch.trial_id}-"))
     ckpt_dir = scratch / "checkpoints"
     ckpt_dir.mkdir()
     restored = tune.get_checkpoint()
@@ -193,8 +208,8 @@ def _run_training(
                 shutil.copy2(item, ckpt_dir / item.name)
         tracker.set_tags(run_id, {"asd.resumed_from_checkpoint": "true"})
 
-    def report(epoch: int, metrics: dict[str, float], encoder: Any) -> None:
-        row = epoch_report(epoch, metrics, encoder)
+    def validate_and_checkpoint(epoch: int, metrics: dict[str, float], encoder: Encoder) -> None:
+        row = validate_epoch(epoch, metrics, encoder)
         if epoch >= cfg.train.epochs:
             # The winner travels in its last checkpoint, through Tune's (shared) storage:
             # the encoder and the config its detector is rebuilt from.
@@ -205,8 +220,18 @@ def _run_training(
         tune.report(row, checkpoint=tune.Checkpoint.from_directory(str(ckpt_dir)))
 
     try:
-        trial_id = epoch_report.trial_id
-        _train(setup, cfg, trial_id, run_id, trial_dir, ckpt_dir, restored, features, report)
+        trial_id = validate_epoch.trial_id
+        _train(
+            setup,
+            cfg,
+            trial_id,
+            run_id,
+            trial_dir,
+            ckpt_dir,
+            restored,
+            features,
+            validate_and_checkpoint,
+        )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -218,17 +243,13 @@ def _train(
     run_id: str,
     trial_dir: Path,
     ckpt_dir: Path,
-    restored: Any,
-    features: Any,
-    report: Any,
+    restored: Checkpoint | None,
+    features: FeatureSet,
+    on_epoch: Callable[[int, dict[str, float], Encoder], None],
 ) -> None:
     """Train one trial's encoder: in this process, or data parallel on Ray Train workers."""
-    from asd.pipeline import train_encoder
-
     if setup.workers_per_trial > 1:
-        from asd.sweep.parallel import train_data_parallel
-
-        # Rank 0 of the worker group runs a fresh copy of epoch_report (its own tracker
+        # Rank 0 of the worker group runs a fresh EpochValidator (its own tracker
         # and validation set); Ray Train keeps this trial's checkpoints in the trial
         # folder and resumes from them when Tune retries or restores the trial.
         train_data_parallel(
@@ -236,7 +257,7 @@ def _train(
             setup.features_path,
             workers=setup.workers_per_trial,
             use_gpu=setup.use_gpu,
-            report=EpochReport(setup, cfg, trial_id, run_id, str(trial_dir)),
+            report=EpochValidator(setup, cfg, trial_id, run_id, str(trial_dir)),
             storage_path=trial_dir,
             name="train",
             cpus_per_worker=setup.cpus_per_worker,
@@ -248,14 +269,14 @@ def _train(
             cfg,
             features,
             device=setup.device,
-            report=report,
+            report=on_epoch,
             checkpoint_dir=ckpt_dir,
             progress=True,
         )
 
 
 @dataclass
-class EpochReport:
+class EpochValidator:
     """One trial's per-epoch work: validate, log to MLflow, return the row Tune gets.
 
     Plain settings until first called (the tracker and validation features open lazily), so
@@ -268,27 +289,23 @@ class EpochReport:
     trial_id: str
     run_id: str
     trial_dir: str
-    tracker: Any = None
-    validation: Any = None
+    tracker: Tracker | None = None
+    validation: FeatureSet | None = None
     timings: dict[str, float] = field(default_factory=lambda: {"train_s": 0.0, "eval_s": 0.0})
-    references: dict[tuple[str, ...], Any] = field(default_factory=dict)
+    references: dict[tuple[str, ...], Evaluation] = field(default_factory=dict)
     """The reference's evaluation per scorer set: it never changes, so it is computed once."""
     epoch_start: float = field(default_factory=time.time)
 
     def __call__(
-        self, epoch: int, metrics: dict[str, float], encoder: Any | None
+        self, epoch: int, metrics: dict[str, float], encoder: Encoder | None
     ) -> dict[str, Any]:
         """Validate ``encoder`` (None: a reference trial) after ``epoch``; log; Tune's row."""
         setup, cfg = self.setup, self.cfg
         if self.tracker is None:
-            from asd.tracking import Tracker
-
             self.tracker = Tracker(
                 setup.tracking_uri, setup.experiment, journal_dir=Path(setup.journal_dir)
             )
         if self.validation is None:
-            from asd.features import load_features
-
             self.validation = _validation(load_features(setup.features_path), setup.tune_machines)
         if setup.epoch_hook:
             load_epoch_hook(setup.epoch_hook)(self.trial_id, epoch, self.trial_dir)
@@ -323,21 +340,19 @@ class EpochReport:
             "scorer": cfg.scoring.estimator,
         }
 
-    def _evaluate(self, encoder: Any | None, last: bool, work: Path) -> tuple[Any, str]:
+    def _evaluate(self, encoder: Encoder | None, last: bool, work: Path) -> tuple[Evaluation, str]:
         """(evaluation, scorer the objective reads) of this epoch.
 
-        Before the last epoch only the trial's own scorer is validated ('ml' standing in
-        for the slow 'elliptic'), with in-sample thresholds unless fusion needs out-of-fold
-        statistics, and without companions; the reference is computed once and reused.
-        At the last epoch every scorer, every companion, out-of-fold thresholds.
+        Before the last epoch only the trial's own scorer is validated (maximum likelihood
+        standing in for the slow elliptic envelope), with in-sample thresholds unless fusion
+        needs out-of-fold statistics, and without companions; the reference is computed once
+        and reused. At the last epoch every scorer, every companion, out-of-fold thresholds.
         """
-        from asd.config import SCORERS
-        from asd.detector import evaluate_detector, evaluate_reference
-
+        assert self.validation is not None  # __call__ loads it first
         cfg = self.cfg
         scorer = cfg.scoring.estimator
         if not last:
-            scorer = "ml" if scorer == "elliptic" else scorer
+            scorer = _FAST_STAND_IN.get(scorer, scorer)
             if cfg.scoring.family != "fusion":
                 cfg = cfg.with_overrides({"scoring.threshold_folds": 0})
         estimators = SCORERS if last else (scorer,)
@@ -359,10 +374,10 @@ class EpochReport:
 
 
 def _log_final(
-    tracker: Any,
+    tracker: Tracker,
     run_id: str,
-    evaluation: Any,
-    encoder: Any | None,
+    evaluation: Evaluation,
+    encoder: Encoder | None,
     cfg: Config,
     setup: TrialSetup,
     work: Path,
@@ -372,10 +387,6 @@ def _log_final(
     ``config.json`` describes every trial (a reference trial has no encoder file): the sweep
     rebuilds the winner's detector from it.
     """
-    from asd import __version__
-    from asd.encoder import save_encoder
-    from asd.pipeline import save_evaluation
-
     save_evaluation(evaluation, work / "evaluation")
     tracker.log_artifacts(run_id, work / "evaluation", artifact_path="evaluation")
     (work / CONFIG_FILE).write_text(cfg.to_json())
@@ -393,7 +404,7 @@ def _log_final(
     tracker.set_tags(run_id, {"asd.best_estimator": winner.estimator})
 
 
-def _reference_row(evaluation: Any, scorer: str) -> dict[str, float]:
+def _reference_row(evaluation: Evaluation, scorer: str) -> dict[str, float]:
     """The trial's own scorer beside the reference: ``reference.hmean``, ``vs_reference.hmean``.
 
     ``encoder.hmean`` is the encoder alone (absent in a reference trial): fusion must never
@@ -428,7 +439,7 @@ def _is_headline(key: str) -> bool:
     return len(parts) <= 2 or (len(parts) == 3 and parts[0] in COMPANIONS)
 
 
-def _validation(features: Any, machines: tuple[str, ...]) -> Any:
+def _validation(features: FeatureSet, machines: tuple[str, ...]) -> FeatureSet:
     """The clips of the tuned machine types: what every epoch is validated on."""
     return features.subset(features.index["machine"].isin(list(machines)).to_numpy().nonzero()[0])
 

@@ -12,22 +12,30 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from asd.config import Config
+from asd.detector import evaluate_detector
+from asd.encoder import Encoder, load_encoder
 from asd.errors import AsdError, redact
+from asd.features import FeatureSet
+from asd.registry import promote, register_encoder
 from asd.sweep.storage import CONFIG_FILE, ENCODER_FILE, fetch_checkpoint
 from asd.sweep.summary import TRIAL_SCORES, SweepResult, trial_id_of
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     import pandas as pd
+    from ray.tune import Result
 
     from asd.sweep.runner import SweepSettings
+    from asd.tracking import Tracker
 
 log = logging.getLogger(__name__)
 
 
-def winner_artifacts(results: Any, best: pd.Series, dest: Path) -> Path:
+def winner_artifacts(results: Sequence[Result], best: pd.Series, dest: Path) -> Path:
     """The folder holding the winning trial's ``config.json`` (and ``encoder.pt``)."""
     for res in results:
         if (res.metrics or {}).get("trial_id") == best["trial_id"] or (
@@ -41,10 +49,8 @@ def winner_artifacts(results: Any, best: pd.Series, dest: Path) -> Path:
     raise AsdError(f"trial {best['trial_id']} is not among the sweep's results")
 
 
-def winner(artifacts: Path, family: str) -> tuple[Any, Config, Path | None]:
+def winner(artifacts: Path, family: str) -> tuple[Encoder | None, Config, Path | None]:
     """(encoder or None, config, encoder file or None) of the best trial's detector."""
-    from asd.encoder import load_encoder
-
     encoder_path = artifacts / ENCODER_FILE
     if family != "reference":
         if not encoder_path.is_file():
@@ -60,18 +66,20 @@ def winner(artifacts: Path, family: str) -> tuple[Any, Config, Path | None]:
 
 
 def score_holdout(
-    encoder: Any, cfg: Config, features: Any, holdout: tuple[str, ...], settings: SweepSettings
+    encoder: Encoder | None,
+    cfg: Config,
+    features: FeatureSet,
+    holdout: tuple[str, ...],
+    settings: SweepSettings,
 ) -> dict[str, float]:
     """Score the winner (and the reference beside it) on machine types the search never saw."""
-    from asd.detector import evaluate_detector
-
     evaluation = evaluate_detector(encoder, features, cfg, machines=holdout, device=settings.device)
     flat = evaluation.metrics()
     return {k: v for k, v in flat.items() if k in TRIAL_SCORES}
 
 
 def register(
-    tracker: Any,
+    tracker: Tracker,
     result: SweepResult,
     encoder_path: Path,
     settings: SweepSettings,
@@ -80,11 +88,10 @@ def register(
     holdout: tuple[str, ...],
 ) -> None:
     """Log the winner as an MLflow model, register it, and promote it when asked."""
-    from asd.registry import promote, register_encoder
-
     scores = result.holdout_scores or result.tune_scores
     estimator = result.scorer  # the scorer it was tuned with, not one picked on held-out data
     metric = ("holdout" if result.holdout_scores else "tune") + ".hmean"
+    assert result.best_run_id is not None  # the runner sets it before registering
     model_uri = tracker.log_encoder(result.best_run_id, encoder_path)
     if model_uri.startswith("models:/pending-"):
         # MLflow went down: the encoder waits in the journal and the registry cannot be reached.
