@@ -29,6 +29,7 @@ from asd.pipeline import (
     labelled_test_mask,
     make_scorer,
     scored_results,
+    scoring_for,
 )
 from asd.thresholds import fold_of
 
@@ -106,9 +107,7 @@ def evaluate_crop_embeddings(
     meta_test = index.iloc[test_clips].reset_index(drop=True)
     by_estimator: dict[str, EstimatorResult] = {}
     for estimator in estimators:
-        if estimator not in SCORERS:
-            raise AsdError(f"unknown estimator '{estimator}' (known: {', '.join(SCORERS)})")
-        scoring = cfg.with_overrides({"scoring.estimator": estimator}).scoring
+        scoring = scoring_for(cfg, estimator)
         scorer, scores = _fit_score(scoring, embeddings, owner, index, fit_clips, test_clips)
         train_scores = _train_clip_scores(scoring, embeddings, owner, index, fit_clips)
         thresholds = {

@@ -163,9 +163,7 @@ def evaluate_embeddings(
     meta_test = index.loc[test_rows].reset_index(drop=True)
     by_estimator: dict[str, EstimatorResult] = {}
     for estimator in estimators:
-        if estimator not in SCORERS:
-            raise AsdError(f"unknown estimator '{estimator}' (known: {', '.join(SCORERS)})")
-        scoring = cfg.with_overrides({"scoring.estimator": estimator}).scoring
+        scoring = scoring_for(cfg, estimator)
         scorer = make_scorer(scoring).fit(embeddings[fit_rows], meta_fit)
         scores = scorer.score_samples(embeddings[test_rows], meta_test)
         results = scored_results(meta_test, scores, scorer.decide(scores, meta_test))
@@ -181,6 +179,13 @@ def evaluate_embeddings(
         }
         by_estimator[estimator].train_scores = scorer.train_scores_
     return Evaluation(by_estimator)
+
+
+def scoring_for(cfg: Config, estimator: str) -> ScoringConfig:
+    """The scoring section of ``cfg`` with ``estimator`` as its scorer; AsdError if unknown."""
+    if estimator not in SCORERS:
+        raise AsdError(f"unknown estimator '{estimator}' (known: {', '.join(SCORERS)})")
+    return cfg.with_overrides({"scoring.estimator": estimator}).scoring
 
 
 def make_scorer(scoring: ScoringConfig, seed: int = 0) -> MahalanobisScorer | KnnScorer:
