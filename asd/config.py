@@ -157,34 +157,50 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class ScoringConfig:
-    """Per (machine type, section) covariance of normal training embeddings."""
+    """The detector: which frames, how they are pooled over time, and how they are scored.
+
+    A detector is one or more *members* (frames -> pooling -> per-section scorer); see
+    :mod:`asd.detector`. ``family`` picks the members: the encoder alone, the untrained
+    log-mel reference alone, their weighted fusion, or an ``ensemble`` of ``members``.
+    """
 
     estimator: str = "ml"
-    """The scorer a trial is judged by: 'ml' (EmpiricalCovariance), 'elliptic'
-    (EllipticEnvelope, robust MCD) or 'knn' (cosine kNN); all three are always reported."""
+    """The scorer a trial is judged by: 'ml' (EmpiricalCovariance), 'elliptic' (EllipticEnvelope,
+    robust MCD), 'knn' (cosine kNN) or 'gmm' (GaussianMixture); 'ml' and 'elliptic' are always
+    reported too."""
     domain_strategy: str = "min"
     """'min': shared covariance, distance to the nearer domain mean; 'pooled': one Gaussian."""
     threshold_quantile: float = 0.9
-    """Decision threshold: this quantile of the normal training clips' scores."""
+    """Decision threshold: this quantile of the normal training clips' out-of-fold scores."""
     support_fraction: float = 0.0
     """EllipticEnvelope support fraction; 0 lets scikit-learn choose."""
     family: str = "encoder"
-    """What a trial's detector is: 'encoder' (learned), 'reference' (untrained log-mel
-    statistic, no training) or 'fusion' (standardised weighted sum of both scores)."""
+    """What a trial's detector is: 'encoder' (learned frames, pooled by ``pool``), 'reference'
+    (untrained log-mel frames pooled by ``reference``, no training), 'fusion' (weighted mean of
+    both standardised scores) or 'ensemble' (the ``members``, combined by ``combine``)."""
+    pool: str = "own"
+    """Temporal pooling of the encoder's per-time-step features: 'own' (the encoder's own
+    pooling, the paper's detector) or a pooling spec (mean, max, meanstd, p90, gwrp0.9, a+b)."""
     reference: str = "mean"
-    """The untrained reference's clip statistic of the log-mel: 'mean' or 'mean_std'."""
+    """Temporal pooling of the log-mel for the 'reference' family (a pooling spec: mean,
+    meanstd, max, p90, gwrp0.5, mean+max ...; 'mean_std' is read as meanstd)."""
+    members: tuple[str, ...] = ()
+    """Ensemble members as 'frames/pooling[/scorer]' (frames: logmel or encoder), e.g.
+    ('logmel/meanstd', 'logmel/max'); a member without a scorer uses the evaluated one."""
+    combine: str = "max"
+    """How an ensemble combines its members' standardised scores: 'max' or 'mean' of z."""
     knn_k: int = 5
     """Neighbours averaged by the 'knn' scorer (capped by the size of a domain's set)."""
+    gmm_components: int = 2
+    """Mixture components of the 'gmm' scorer per section (TWFR-GMM: 2)."""
+    gmm_covariance: str = "full"
+    """GaussianMixture covariance type: 'full', 'diag', 'tied' or 'spherical'."""
+    gmm_reg: float = 1e-3
+    """GMM covariance regulariser, relative to the mean per-dimension variance of the data."""
     fusion_weight: float = 0.5
     """Weight of the encoder's standardised score in 'fusion'; the reference gets 1 - it."""
     threshold_folds: int = 5
-    """Out-of-fold refits per section for thresholds and fusion statistics; 0 = in-sample."""
-    aggregate: str = "clip"
-    """Encoder clip score: 'clip' (whole-clip embedding), 'max' / 'topk_mean' of its crops'."""
-    crop_hop: int = 32
-    """Frames between the starts of successive crops when ``aggregate`` is not 'clip'."""
-    crop_topk: int = 3
-    """Crops averaged by 'topk_mean' (all of a clip's crops when it has fewer)."""
+    """Out-of-fold refits per section for thresholds and ensemble statistics; 0 = in-sample."""
 
 
 @dataclass(frozen=True)
@@ -264,15 +280,23 @@ RECIPES = ("pitch_up", "pitch_down", "noise", "mask_short", "mask_long")
 ESTIMATORS = ("ml", "elliptic")
 """Covariance estimators: maximum likelihood and the robust elliptic envelope."""
 
-SCORERS = ("ml", "elliptic", "knn")
-"""Every scorer a trial reports: the two covariance estimators and cosine kNN."""
+SCORERS = ("ml", "elliptic", "knn", "gmm")
+"""Every per-section scorer: the two covariance estimators, cosine kNN and a Gaussian mixture."""
 
-AGGREGATES = ("clip", "max", "topk_mean")  # scoring.aggregate: whole clip, or crops' max/top-k
-FAMILIES = ("encoder", "reference", "fusion")
-"""Detector families a trial can be: learned, untrained reference, or their score fusion."""
+ALWAYS_SCORED = ("ml", "elliptic")
+"""Scorers every evaluation reports besides the configured one (the paper's two)."""
 
-REFERENCES = ("mean", "mean_std")
-"""Clip statistics of the log-mel the untrained reference uses."""
+FAMILIES = ("encoder", "reference", "fusion", "ensemble")
+"""Detector families: learned, untrained reference, their score fusion, or an ensemble."""
+
+FRAMES = ("logmel", "encoder")
+"""What a detector member pools over time: log-mel frames, or the encoder's features."""
+
+COMBINES = ("max", "mean")
+"""How an ensemble combines its members' standardised scores."""
+
+GMM_COVARIANCES = ("full", "diag", "tied", "spherical")
+"""GaussianMixture covariance types."""
 
 POOLS = ("avg", "freq", "meanstd")
 """Backbone poolings: global average, time average keeping frequency bands, time mean+std."""
@@ -342,10 +366,19 @@ def _scoring_checks(s: ScoringConfig) -> list[tuple[bool, str]]:
     return [
         (s.estimator in SCORERS, f"scoring.estimator must be one of {SCORERS}"),
         (s.family in FAMILIES, f"scoring.family must be one of {FAMILIES}"),
-        (s.reference in REFERENCES, f"scoring.reference must be one of {REFERENCES}"),
+        (_pooling_ok(s.reference), f"scoring.reference: {_pooling_error(s.reference)}"),
+        (s.pool == "own" or _pooling_ok(s.pool), f"scoring.pool: {_pooling_error(s.pool)}"),
+        (s.combine in COMBINES, f"scoring.combine must be one of {COMBINES}"),
+        (s.family != "ensemble" or len(s.members) >= 1, "scoring.members is empty: an ensemble "
+         "needs at least one 'frames/pooling[/scorer]' member"),
+        *[(not _member_error(m), f"scoring.members: {_member_error(m)}") for m in s.members],
         (s.knn_k >= 1, "scoring.knn_k must be at least 1"),
-        (s.aggregate in AGGREGATES, f"scoring.aggregate must be one of {AGGREGATES}"),
-        (min(s.crop_hop, s.crop_topk) >= 1, "scoring.crop_hop, scoring.crop_topk must be >= 1"),
+        (s.gmm_components >= 1, "scoring.gmm_components must be at least 1"),
+        (
+            s.gmm_covariance in GMM_COVARIANCES,
+            f"scoring.gmm_covariance must be one of {GMM_COVARIANCES}",
+        ),
+        (s.gmm_reg > 0, "scoring.gmm_reg must be positive"),
         (0 <= s.fusion_weight <= 1, "scoring.fusion_weight must be in [0, 1]"),
         (
             s.threshold_folds == 0 or s.threshold_folds >= 2,
@@ -358,6 +391,35 @@ def _scoring_checks(s: ScoringConfig) -> list[tuple[bool, str]]:
         (0 < s.threshold_quantile < 1, "scoring.threshold_quantile must be in (0, 1)"),
         (0 <= s.support_fraction <= 1, "scoring.support_fraction must be in [0, 1]"),
     ]
+
+
+def _pooling_error(spec: str) -> str:
+    """Why ``spec`` is not a pooling spec, or ''."""
+    from asd.detect.pooling import parse_pooling  # pooling imports only errors: no cycle
+
+    try:
+        parse_pooling(spec)
+    except AsdError as err:
+        return str(err)
+    return ""
+
+
+def _pooling_ok(spec: str) -> bool:
+    return not _pooling_error(spec)
+
+
+def _member_error(spec: str) -> str:
+    """Why ``spec`` is not a 'frames/pooling[/scorer]' member, or ''."""
+    parts = spec.split("/")
+    if len(parts) not in (2, 3):
+        return f"member '{spec}' must be 'frames/pooling' or 'frames/pooling/scorer'"
+    if parts[0] not in FRAMES:
+        return f"member '{spec}': frames must be one of {FRAMES}"
+    if len(parts) == 3 and parts[2] not in SCORERS:
+        return f"member '{spec}': scorer must be one of {SCORERS}"
+    if parts[1] == "own":
+        return "" if parts[0] == "encoder" else f"member '{spec}': only encoder frames pool 'own'"
+    return _pooling_error(parts[1])
 
 
 def _coerce(key: str, value: Any, hint: Any) -> Any:

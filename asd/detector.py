@@ -1,35 +1,50 @@
-"""The detector a trial is: the learned encoder, the untrained reference, or their fusion.
+"""The detector a trial is: members (frames -> pooling -> scorer), standardised and combined.
 
-The untrained reference (each clip's mean, or mean and standard deviation, of its log-mel
-over time, scored by the same estimator on the same machines and split) is hard to beat on
-small or stationary data, so every evaluation of an encoder scores it too and reports the
-difference: a user must see whether the learned part earns its cost. ``scoring.family``
-picks which of the three is *the* detector (its figures are the plain ``ml.hmean`` ...
-metrics); the others ride along as companions (``encoder.ml.hmean``, ``reference.ml.hmean``,
-``fusion.ml.hmean``), and ``vs_reference.<scorer>.hmean`` is the detector minus the reference
-(:meth:`asd.pipeline.Evaluation.reference_gaps`).
+One path for every family: each *member* pools a clip's frames over time (the log-mel's own
+frames, untrained, or the encoder's per-time-step features) and fits a per-section scorer on
+the normal training clips; a detector of several members standardises each member's scores by
+its out-of-fold normal-training scores per section (``z``) and combines them by the max or the
+(weighted) mean of z, with the decision threshold a quantile of the combined out-of-fold
+training scores. ``scoring.family`` names the members:
+
+- ``encoder``: the encoder, pooled by ``scoring.pool`` ('own' = the paper's detector);
+- ``reference``: the untrained log-mel pooled by ``scoring.reference``;
+- ``fusion``: both, ``fusion_weight * z_encoder + (1 - fusion_weight) * z_reference``;
+- ``ensemble``: ``scoring.members``, combined by ``scoring.combine``.
+
+Every evaluation also scores the two untrained references (log-mel clip mean; mean + std) on
+the same clips, scorer and split, because with tens of clips they are hard to beat and a user
+must see whether a detector earns its cost: they are the ``reference`` and
+``reference_meanstd`` companions, ``encoder`` is the encoder alone beside a detector that uses
+it, and ``vs_reference.<scorer>.hmean`` is the detector minus the stronger reference.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 
-from asd.config import SCORERS, Config
-from asd.crops import evaluate_encoder_crops
-from asd.embed import embed_clips
+from asd.config import ALWAYS_SCORED, Config, ScoringConfig
+from asd.data import normal_train_mask
+from asd.detect.frames import pooled_vectors
 from asd.errors import AsdError
-from asd.fusion import fit_fusion
+from asd.fusion import Stats, section_stats, standardise
+from asd.metrics import harmonic_mean
 from asd.pipeline import (
+    REFERENCE_COMPANIONS,
     EstimatorResult,
     Evaluation,
     estimator_result,
-    evaluate_embeddings,
     labelled_test_mask,
+    make_scorer,
     scored_results,
+    scoring_for,
 )
 from asd.scoring import write_submission
 
@@ -37,122 +52,287 @@ if TYPE_CHECKING:
     from asd.encoder import Encoder
     from asd.features import FeatureSet
 
+Key = tuple[str, int]
 
-def reference_embeddings(features: FeatureSet, statistic: str = "mean") -> np.ndarray:
-    """(N, n_mels) clip-mean log-mel, or (N, 2 * n_mels) mean then std over time: no training."""
-    if statistic not in ("mean", "mean_std"):
-        raise AsdError(f"scoring.reference must be 'mean' or 'mean_std', got {statistic!r}")
-    rows = []
-    for i in range(len(features)):
-        mel = features.clip(i)  # (n_mels, frames)
-        parts = [mel.mean(axis=1)] + ([mel.std(axis=1)] if statistic == "mean_std" else [])
-        rows.append(np.concatenate(parts))
-    return np.stack(rows)  # (N, n_mels) or (N, 2 * n_mels)
+REFERENCES = dict(zip(REFERENCE_COMPANIONS, ("mean", "meanstd"), strict=True))
+"""The untrained yardsticks every evaluation reports: companion name -> log-mel pooling."""
 
 
-def evaluate_reference(
-    features: FeatureSet,
-    cfg: Config,
-    estimators: Sequence[str] = SCORERS,
-    machines: Sequence[str] | None = None,
-) -> Evaluation:
-    """The untrained reference (``cfg.scoring.reference``) scored like any embedding."""
-    subset = _machines(features, machines)
-    embeddings = reference_embeddings(subset, cfg.scoring.reference)
-    return evaluate_embeddings(embeddings, subset.index, cfg, estimators)
+@dataclass(frozen=True)
+class Member:
+    """One member: frames pooled over time, scored per section."""
+
+    frames: str
+    """'logmel' (untrained) or 'encoder' (the trained encoder's per-time-step features)."""
+    pool: str
+    """Pooling spec (:mod:`asd.detect.pooling`), or 'own' for the encoder's own pooling."""
+    scorer: str | None = None
+    """A fixed scorer, or None: the scorer the evaluation is running."""
+
+    @property
+    def name(self) -> str:
+        """The member's spec, ``frames/pool[/scorer]``."""
+        return "/".join([self.frames, self.pool] + ([self.scorer] if self.scorer else []))
+
+
+@dataclass(frozen=True)
+class DetectorSpec:
+    """The members of a detector, their weights and how their z-scores combine."""
+
+    members: tuple[Member, ...]
+    weights: tuple[float, ...]
+    combine: str
+
+    def describe(self, estimator: str) -> str:
+        """One line: what this detector is when run with ``estimator``."""
+        names = [f"{m.frames}/{m.pool}/{m.scorer or estimator}" for m in self.members]
+        if len(names) == 1:
+            return names[0]
+        if self.combine == "mean" and len(set(self.weights)) > 1:
+            parts = [f"{w:g}*{n}" for w, n in zip(self.weights, names, strict=True)]
+            return "weighted mean of z: " + " + ".join(parts)
+        return f"{self.combine} of z over " + ", ".join(names)
+
+    @property
+    def uses_encoder(self) -> bool:
+        """Whether any member needs the trained encoder."""
+        return any(m.frames == "encoder" for m in self.members)
+
+
+def parse_member(spec: str) -> Member:
+    """A :class:`Member` from ``frames/pool[/scorer]`` (checked by the config already)."""
+    parts = spec.split("/")
+    return Member(parts[0], parts[1], parts[2] if len(parts) == 3 else None)
+
+
+def detector_spec(scoring: ScoringConfig) -> DetectorSpec:
+    """The members ``scoring.family`` names (see the module docstring)."""
+    encoder = Member("encoder", scoring.pool)
+    reference = Member("logmel", scoring.reference)
+    if scoring.family == "encoder":
+        return DetectorSpec((encoder,), (1.0,), "mean")
+    if scoring.family == "reference":
+        return DetectorSpec((reference,), (1.0,), "mean")
+    if scoring.family == "fusion":
+        w = scoring.fusion_weight
+        return DetectorSpec((encoder, reference), (w, 1.0 - w), "mean")
+    members = tuple(parse_member(m) for m in scoring.members)
+    return DetectorSpec(members, tuple(1.0 for _ in members), scoring.combine)
+
+
+def reported_scorers(cfg: Config) -> tuple[str, ...]:
+    """The scorers an evaluation runs: the paper's two and the configured one."""
+    return tuple(dict.fromkeys((*ALWAYS_SCORED, cfg.scoring.estimator)))
+
+
+@dataclass
+class MemberScores:
+    """One member fitted with one scorer: test scores and per-section training statistics."""
+
+    scores: np.ndarray
+    """(n_test,) anomaly scores of the test rows."""
+    train_scores: dict[Key, np.ndarray]
+    """Per section, the normal train clips' out-of-fold scores (in-sample with 0 folds)."""
+    thresholds: dict[Key, float]
+    fallbacks: dict[Key, str]
+
+
+MemberCache = dict[str, MemberScores]
+"""Untrained members' scores, kept by a caller across epochs (they never change)."""
 
 
 def evaluate_detector(
     encoder: Encoder | None,
     features: FeatureSet,
     cfg: Config,
-    estimators: Sequence[str] = SCORERS,
+    estimators: Sequence[str] | None = None,
     machines: Sequence[str] | None = None,
     out_dir: Path | None = None,
     device: str = "auto",
-    reference: Evaluation | None = None,
     companions: bool = True,
     progress: bool = False,
+    cache: MemberCache | None = None,
 ) -> Evaluation:
-    """Score the detector ``cfg.scoring.family`` names, with the others as companions.
+    """Score the detector ``cfg.scoring`` describes with each scorer, references beside it.
 
-    ``reference`` reuses an earlier reference evaluation of the same clips (it never changes
-    during training). ``companions=False`` skips what the family itself does not need (the
-    per-epoch validation of an encoder trial). With ``out_dir``, the detector's submission
-    CSVs go to ``out_dir/<estimator>/``.
+    ``companions=False`` scores the detector alone (a cheap per-epoch validation). ``cache``
+    keeps untrained members' scores between calls on the same clips. With ``out_dir``, the
+    detector's submission CSVs go to ``out_dir/<estimator>/``.
     """
-    family = cfg.scoring.family
+    spec = detector_spec(cfg.scoring)
+    if spec.uses_encoder and encoder is None:
+        raise AsdError(f"scoring.family '{cfg.scoring.family}' needs an encoder")
     subset = _machines(features, machines)
-    if reference is None and (companions or family != "encoder"):
-        reference = evaluate_reference(subset, cfg, estimators)
-    if family == "reference" and reference is not None:
-        result = Evaluation(reference.by_estimator, {"reference": reference})
-    elif encoder is None:
-        raise AsdError(f"scoring.family '{family}' needs an encoder")
-    else:
-        alone = _encoder_alone(encoder, subset, cfg, estimators, device, progress)
-        result = _with_companions(alone, reference, cfg)
+    estimators = tuple(estimators or reported_scorers(cfg))
+    extra = _companion_members(spec, cfg.scoring) if companions else {}
+    needed = [(m.frames, m.pool) for m in spec.members]
+    needed += [(m.frames, m.pool) for group in extra.values() for m in group.members]
+    vectors = pooled_vectors(needed, subset, encoder, device=device, progress=progress)
+    scorer = _MemberScorer(vectors, subset.index, cfg, cache)
+    result = scorer.evaluate(spec, estimators)
+    result.description = spec.describe(cfg.scoring.estimator)
+    result.companions = {name: scorer.evaluate(s, estimators) for name, s in extra.items()}
+    if len(spec.members) > 1:
+        result.members = {
+            m.name: scorer.evaluate(DetectorSpec((m,), (1.0,), "mean"), estimators)
+            for m in spec.members
+        }
     if out_dir is not None:
         for name, res in result.by_estimator.items():
-            write_submission(Path(out_dir) / name, res.results, *_scores(res))
+            scores = res.results["anomaly_score"].to_numpy()
+            write_submission(Path(out_dir) / name, res.results, scores, res.results["decision"])
     return result
 
 
-def _encoder_alone(
-    encoder: Encoder,
+def evaluate_reference(
     features: FeatureSet,
     cfg: Config,
-    estimators: Sequence[str],
-    device: str,
-    progress: bool,
+    estimators: Sequence[str] | None = None,
+    machines: Sequence[str] | None = None,
 ) -> Evaluation:
-    """The encoder's own scores: one embedding per clip, or crops (``scoring.aggregate``)."""
-    if cfg.scoring.aggregate != "clip":
-        return evaluate_encoder_crops(encoder, features, cfg, estimators, device, progress)
-    embeddings = embed_clips(encoder, features, device=device, progress=progress)
-    return evaluate_embeddings(embeddings, features.index, cfg, estimators)
+    """The untrained reference (log-mel pooled by ``cfg.scoring.reference``) alone."""
+    ref = cfg.with_overrides({"scoring.family": "reference"})
+    return evaluate_detector(None, features, ref, estimators, machines, companions=False)
 
 
-def _with_companions(alone: Evaluation, reference: Evaluation | None, cfg: Config) -> Evaluation:
-    """The family's evaluation with the encoder alone, the reference and fusion beside it."""
-    if reference is None:
-        return Evaluation(alone.by_estimator)
-    fused = fuse_evaluations(alone, reference, cfg)
-    chosen = fused if cfg.scoring.family == "fusion" else alone
-    return Evaluation(
-        chosen.by_estimator, {"encoder": alone, "reference": reference, "fusion": fused}
+def _companion_members(spec: DetectorSpec, scoring: ScoringConfig) -> dict[str, DetectorSpec]:
+    """The yardsticks beside a detector: both references, and the encoder alone if it has one."""
+    out = {
+        name: DetectorSpec((Member("logmel", pool),), (1.0,), "mean")
+        for name, pool in REFERENCES.items()
+    }
+    alone = Member("encoder", scoring.pool)
+    if spec.uses_encoder and spec.members != (alone,):
+        out["encoder"] = DetectorSpec((alone,), (1.0,), "mean")
+    return out
+
+
+class _MemberScorer:
+    """Fits and scores members on one set of pooled vectors, each (member, scorer) once."""
+
+    def __init__(
+        self,
+        vectors: dict[tuple[str, str], np.ndarray],
+        index: pd.DataFrame,
+        cfg: Config,
+        cache: MemberCache | None,
+    ) -> None:
+        self.vectors, self.cfg = vectors, cfg
+        self.index = index.reset_index(drop=True)
+        self.fit_rows = normal_train_mask(self.index)
+        self.test_rows = (self.index["split"] == "test").to_numpy()
+        if not self.test_rows.any():
+            raise AsdError("no test clips to score (check --data and the machine lists)")
+        self.meta_fit = self.index.loc[self.fit_rows].reset_index(drop=True)
+        self.meta_test = self.index.loc[self.test_rows].reset_index(drop=True)
+        self.labelled = labelled_test_mask(self.index)[self.test_rows]
+        self.cache: MemberCache = {} if cache is None else cache
+        self.local: MemberCache = {}
+
+    def evaluate(self, spec: DetectorSpec, estimators: Sequence[str]) -> Evaluation:
+        """Every scorer's result of ``spec``."""
+        by_estimator = {e: self._result(spec, e) for e in estimators}
+        return Evaluation(by_estimator, description=spec.describe(self.cfg.scoring.estimator))
+
+    def _result(self, spec: DetectorSpec, estimator: str) -> EstimatorResult:
+        parts = [self._member(m, m.scorer or estimator) for m in spec.members]
+        if len(parts) == 1:
+            scores, train, thresholds = parts[0].scores, parts[0].train_scores, parts[0].thresholds
+        else:
+            quantile = self.cfg.scoring.threshold_quantile
+            scores, train, thresholds = combine(
+                parts, spec.weights, spec.combine, self.meta_test, quantile
+            )
+        keys = zip(self.meta_test["machine"].astype(str), self.meta_test["section"], strict=True)
+        limit = np.array([thresholds[(m, int(s))] for m, s in keys])
+        results = scored_results(self.meta_test, scores, scores > limit)
+        results["threshold"] = limit
+        res = estimator_result(estimator, results, self.labelled)
+        res.train_scores = train
+        res.fallbacks = {
+            f"{m}.s{s:02d}": why for part in parts for (m, s), why in part.fallbacks.items()
+        }
+        return res
+
+    def _member(self, member: Member, scorer: str) -> MemberScores:
+        scoring = scoring_for(self.cfg, scorer)
+        key = f"{member.frames}/{member.pool}/{scorer}"
+        if member.frames == "logmel":  # untrained: the same on every call with these settings
+            key += "|" + json.dumps(_scoring_key(scoring), sort_keys=True)
+            key += "|" + ",".join(sorted(set(self.index["machine"].astype(str))))
+            store = self.cache
+        else:
+            store = self.local
+        if key not in store:
+            store[key] = score_vectors(
+                self.vectors[(member.frames, member.pool)], self.index, self.fit_rows,
+                self.test_rows, scoring,
+            )
+        return store[key]
+
+
+def _scoring_key(scoring: ScoringConfig) -> dict[str, Any]:
+    """The scoring settings a member's scores depend on (not the detector's own choices)."""
+    flat = {k: v for k, v in scoring.__dict__.items()}
+    for name in ("family", "pool", "reference", "members", "combine", "fusion_weight"):
+        flat.pop(name, None)
+    return flat
+
+
+def score_vectors(
+    x: np.ndarray,
+    index: pd.DataFrame,
+    fit_rows: np.ndarray,
+    test_rows: np.ndarray,
+    scoring: ScoringConfig,
+) -> MemberScores:
+    """Fit the scorer ``scoring.estimator`` on ``x[fit_rows]`` and score ``x[test_rows]``."""
+    if len(x) != len(index):
+        raise AsdError(f"{len(x)} vectors for {len(index)} clips")
+    meta_fit = index.loc[fit_rows].reset_index(drop=True)
+    meta_test = index.loc[test_rows].reset_index(drop=True)
+    scorer = make_scorer(scoring).fit(x[fit_rows], meta_fit)
+    scores = np.asarray(scorer.score_samples(x[test_rows], meta_test))
+    return MemberScores(
+        scores, dict(scorer.train_scores_), dict(scorer.thresholds_), dict(scorer.fallbacks_)
     )
 
 
-def fuse_evaluations(encoder: Evaluation, reference: Evaluation, cfg: Config) -> Evaluation:
-    """Per scorer both evaluations share: standardised scores, weighted (``scoring.fusion_*``)."""
-    by_estimator: dict[str, EstimatorResult] = {}
-    for name, enc in encoder.by_estimator.items():
-        ref = reference.by_estimator.get(name)
-        if ref is None:
-            continue
-        if not np.array_equal(enc.results["clip"].to_numpy(), ref.results["clip"].to_numpy()):
-            raise AsdError("fusion: the encoder and the reference scored different clips")
-        fusion = fit_fusion(
-            enc.train_scores,
-            ref.train_scores,
-            cfg.scoring.fusion_weight,
-            cfg.scoring.threshold_quantile,
-        )
-        meta = enc.results
-        scores = fusion.score(
-            meta["anomaly_score"].to_numpy(), ref.results["anomaly_score"].to_numpy(), meta
-        )
-        keys = zip(meta["machine"].astype(str), meta["section"].astype(int), strict=True)
-        thresholds = np.array([fusion.thresholds[k] for k in keys])
-        results = scored_results(meta, scores, scores > thresholds)
-        results["threshold"] = thresholds
-        by_estimator[name] = estimator_result(name, results, labelled_test_mask(results))
-    return Evaluation(by_estimator)
+def combine(
+    parts: Sequence[MemberScores],
+    weights: Sequence[float],
+    how: str,
+    meta: pd.DataFrame,
+    quantile: float,
+) -> tuple[np.ndarray, dict[Key, np.ndarray], dict[Key, float]]:
+    """(test scores, training scores, thresholds) of members standardised and combined.
+
+    Each member's scores become z-scores by the mean and spread of its own out-of-fold
+    training scores per section; ``how`` is 'max' (any member that finds the clip odd) or
+    'mean' (weighted by ``weights``). The training clips are combined the same way (the
+    members were fitted on the same rows), and their ``quantile`` is the threshold.
+    """
+    if how not in ("max", "mean"):
+        raise AsdError(f"scoring.combine must be 'max' or 'mean', got {how!r}")
+    stats: list[Stats] = [section_stats(p.train_scores) for p in parts]
+    z_test = np.stack([standardise(p.scores, meta, s) for p, s in zip(parts, stats, strict=True)])
+    train: dict[Key, np.ndarray] = {}
+    for key in parts[0].train_scores:
+        rows = [
+            (np.asarray(p.train_scores[key], dtype=float) - s[key][0]) / s[key][1]
+            for p, s in zip(parts, stats, strict=True)
+        ]
+        train[key] = _reduce(np.stack(rows), weights, how)
+    thresholds = {key: float(np.quantile(v, quantile)) for key, v in train.items()}
+    return _reduce(z_test, weights, how), train, thresholds
 
 
-def _scores(res: EstimatorResult) -> tuple[np.ndarray, np.ndarray]:
-    return res.results["anomaly_score"].to_numpy(), res.results["decision"].to_numpy()
+def _reduce(z: np.ndarray, weights: Sequence[float], how: str) -> np.ndarray:
+    """(members, n) -> (n,): the max, or the weighted mean (weights normalised to sum 1)."""
+    if how == "max":
+        return np.asarray(z.max(axis=0))
+    w = np.asarray(weights, dtype=float)
+    return np.asarray((w[:, None] * z).sum(axis=0) / w.sum())
 
 
 def _machines(features: FeatureSet, machines: Sequence[str] | None) -> FeatureSet:
@@ -160,30 +340,72 @@ def _machines(features: FeatureSet, machines: Sequence[str] | None) -> FeatureSe
     if machines is None:
         return features
     keep = features.index["machine"].isin(list(machines)).to_numpy()
+    if not keep.any():
+        raise AsdError(f"no clips of machine type(s) {', '.join(machines)} in the data")
     return features if keep.all() else features.subset(np.flatnonzero(keep))
 
 
-def format_versus(evaluation: Evaluation) -> str:
-    """Per scorer: the detector, encoder alone, fusion and reference hmean, and the difference.
+def stronger_reference(evaluation: Evaluation, estimator: str) -> tuple[str, float] | None:
+    """(companion name, hmean) of the better untrained reference for ``estimator``."""
+    best: tuple[str, float] | None = None
+    for name in REFERENCES:
+        companion = evaluation.companions.get(name)
+        res = companion.by_estimator.get(estimator) if companion is not None else None
+        value = res.summary.get("hmean") if res is not None else None
+        if value is not None and (best is None or value > best[1]):
+            best = (name, float(value))
+    return best
 
-    Empty when the evaluation has no reference beside it.
+
+def format_versus(evaluation: Evaluation) -> str:
+    """Per scorer: detector, encoder alone, both references (hmean %), gap to the stronger.
+
+    Empty when no reference was scored beside the detector.
     """
-    reference = evaluation.companions.get("reference")
-    if reference is None:
+    if not any(name in evaluation.companions for name in REFERENCES):
         return ""
-    lines = ["-- beside the untrained reference (same scorer, machine types and split), hmean %"]
-    lines.append(
-        f"{'scorer':<9}{'detector':>9}{'encoder':>9}{'fusion':>9}{'reference':>10}{'diff':>8}"
-    )
+    lines = [
+        f"-- detector: {evaluation.description or '?'}",
+        "-- beside the untrained references (same scorer, machine types and split), hmean %",
+        f"{'scorer':<9}{'detector':>9}{'encoder':>9}{'ref mean':>10}{'ref m+s':>9}{'diff':>8}",
+    ]
     for name, res in evaluation.by_estimator.items():
         cells = [res.summary.get("hmean")]
-        for companion in ("encoder", "fusion", "reference"):
+        for companion in ("encoder", *REFERENCES):
             other = evaluation.companions.get(companion)
             mine = other.by_estimator.get(name) if other is not None else None
             cells.append(mine.summary.get("hmean") if mine is not None else None)
-        if cells[0] is None or cells[3] is None:
+        best = stronger_reference(evaluation, name)
+        if cells[0] is None or best is None:
             continue
         shown = [f"{100 * c:.2f}" if c is not None else "-" for c in cells]
-        diff = f"{100 * (cells[0] - cells[3]):+.2f}"
-        lines.append(f"{name:<9}{shown[0]:>9}{shown[1]:>9}{shown[2]:>9}{shown[3]:>10}{diff:>8}")
+        diff = f"{100 * (cells[0] - best[1]):+.2f}"
+        lines.append(f"{name:<9}{shown[0]:>9}{shown[1]:>9}{shown[2]:>10}{shown[3]:>9}{diff:>8}")
     return "\n".join(lines)
+
+
+def machine_comparison(evaluation: Evaluation, estimator: str) -> pd.DataFrame:
+    """Per machine type, hmean % of the detector, each member alone and the references.
+
+    What a user reads to see which pooling carries which machine (the detector uses the same
+    members for every machine type: first-shot rules allow no per-machine choice).
+    """
+    columns: dict[str, Evaluation] = {"detector": evaluation}
+    columns.update({f"member {k}": v for k, v in evaluation.members.items()})
+    columns.update({k: v for k, v in evaluation.companions.items()})
+    table: dict[str, pd.Series] = {}
+    for label, ev in columns.items():
+        res = ev.by_estimator.get(estimator)
+        if res is None or res.table.empty:
+            continue
+        table[label] = _machine_hmean(res.table)
+    return pd.DataFrame(table).round(2)
+
+
+def _machine_hmean(sections: pd.DataFrame) -> pd.Series:
+    """Hmean % per machine type: the harmonic mean of its sections' AUC and pAUC cells."""
+    out = {}
+    for machine, rows in sections.groupby("machine"):
+        values = rows[["auc_source", "auc_target", "pauc"]].to_numpy(dtype=float).ravel()
+        out[str(machine)] = 100 * harmonic_mean(values[np.isfinite(values)])
+    return pd.Series(out)

@@ -109,15 +109,32 @@ class Encoder(nn.Module):
 
     def backbone(self, x: Tensor) -> Tensor:
         """(B, n_mels, T) dB -> (B, backbone_dim) pooled ResNet features (512 for the paper)."""
+        return pool_features(self.feature_map(x), self.cfg.pool, self.cfg.freq_bands)
+
+    def feature_map(self, x: Tensor) -> Tensor:
+        """(B, n_mels, T) dB -> (B, 8w, F', T') last-stage map, before any pooling."""
         x = (x - self.mel_mean[:, None]) / self.mel_std[:, None]
         if self.cfg.arch == "tdnn":  # mel bands are the input channels, a 1-row map
-            return pool_features(self.layers(x.unsqueeze(2)), self.cfg.pool)
+            return cast(Tensor, self.layers(x.unsqueeze(2)))  # (B, 8w, 1, T)
         x = self.stem(x.unsqueeze(1))  # (B, w, n_mels/4, T/4)
         if self._channels_last():
             # the 1-channel stem leaves the format ambiguous: make the residual stages NHWC
             x = x.contiguous(memory_format=torch.channels_last)
-        x = self.layers(x)  # (B, 8w, n_mels/32 (n_mels/4 with freq_stride 1), T/32)
-        return pool_features(x, self.cfg.pool, self.cfg.freq_bands)
+        return cast(Tensor, self.layers(x))  # (B, 8w, n_mels/32 (/4 with freq_stride 1), T/32)
+
+    def frames(self, x: Tensor) -> Tensor:
+        """(B, n_mels, T) dB -> (B, D, T') per-time-step backbone features.
+
+        The last-stage map with frequency reduced the way the encoder's own pooling reduces
+        it ('freq': ``freq_bands`` bands, else the mean over frequency), time kept: averaging
+        these over time gives :meth:`backbone` for the 'avg' and 'freq' poolings, and any
+        other temporal pooling (max, GWRP, ...) can be applied instead.
+        """
+        fmap = self.feature_map(x)  # (B, C, F', T')
+        if self.cfg.pool == "freq":
+            banded = F.adaptive_avg_pool2d(fmap, (self.cfg.freq_bands, fmap.shape[-1]))
+            return banded.flatten(1, 2)  # (B, C * bands, T'), channel-major as pool_features
+        return fmap.mean(dim=2)  # (B, C, T')
 
     def _channels_last(self) -> bool:
         """Whether ``.to(memory_format=channels_last)`` was applied (a w x w conv tells)."""

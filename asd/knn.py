@@ -12,18 +12,15 @@ sets ``attr_`` and returns ``self``, ``score_samples``, ``predict`` and ``decide
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
-from sklearn.base import BaseEstimator
 
 from asd.config import ScoringConfig
+from asd.detect.scorer import SectionScorer
 from asd.errors import AsdError
-from asd.scoring import _check_embeddings, _group_rows, _keys, _known
-from asd.thresholds import section_train_scores
 
 Key = tuple[str, int]
 
 
-class KnnScorer(BaseEstimator):
+class KnnScorer(SectionScorer):
     """Per (machine, section) banks of unit-norm normal train embeddings -> cosine kNN scores.
 
     Fitted attributes: ``banks_`` (``{(machine, section): {domain: (m, d) unit rows}}``),
@@ -48,81 +45,29 @@ class KnnScorer(BaseEstimator):
         """A scorer with the settings of ``cfg`` (the ``scoring`` section of a Config)."""
         return cls(cfg.knn_k, cfg.threshold_quantile, cfg.threshold_folds, random_state)
 
-    def fit(self, embeddings: np.ndarray, meta: pd.DataFrame) -> KnnScorer:
-        """Keep each section's normal train clips (``label``/``split`` filter as in scoring)."""
+    def sections(self) -> list[Key]:
+        """The fitted sections."""
+        return list(getattr(self, "banks_", {}))
+
+    def _reset(self) -> None:
+        self.banks_: dict[Key, dict[str, np.ndarray]] = {}
+
+    def _check_settings(self) -> None:
         if self.k < 1:
             raise AsdError(f"scoring.knn_k must be at least 1, got {self.k}")
-        if not 0 < self.threshold_quantile < 1:
-            raise AsdError(
-                f"scoring.threshold_quantile must be in (0, 1), got {self.threshold_quantile}"
-            )
-        if self.threshold_folds < 0 or self.threshold_folds == 1:
-            raise AsdError(
-                f"scoring.threshold_folds must be 0 or at least 2, got {self.threshold_folds}"
-            )
-        x = _unit(_check_embeddings(embeddings, meta, "fit"))
-        keys = _keys(meta, need_domain=True)
-        use = np.ones(len(meta), dtype=bool)
-        if "label" in meta.columns:
-            use &= meta["label"].astype(str).to_numpy() == "normal"
-        if "split" in meta.columns:
-            use &= meta["split"].astype(str).to_numpy() == "train"
-        domains = meta["domain"].astype(str).to_numpy()
-        self.n_features_in_ = x.shape[1]
-        self.banks_: dict[Key, dict[str, np.ndarray]] = {}
-        self.fallbacks_: dict[Key, str] = {}
-        fitted: dict[Key, np.ndarray] = {}
-        for key, positions in sorted(_group_rows(keys).items()):
-            rows = positions[use[positions]]
-            if len(rows) < 1:
-                raise AsdError(f"machine {key[0]} section {key[1]:02d}: no normal train clips")
-            self.banks_[key] = {d: x[rows[domains[rows] == d]] for d in sorted(set(domains[rows]))}
-            fitted[key] = rows
-        self.train_scores_ = section_train_scores(
-            self, np.asarray(embeddings, dtype=np.float64), meta.reset_index(drop=True), fitted
-        )
-        self.thresholds_ = {
-            key: float(np.quantile(s, self.threshold_quantile))
-            for key, s in self.train_scores_.items()
-        }
-        return self
 
-    def score_samples(self, embeddings: np.ndarray, meta: pd.DataFrame) -> np.ndarray:
-        """Anomaly scores (N,): mean cosine distance to the k nearest, nearer domain bank."""
-        if not hasattr(self, "banks_"):
-            raise AsdError("KnnScorer is not fitted: call fit(embeddings, meta) first")
-        x = _unit(_check_embeddings(embeddings, meta, "score"))
-        if x.shape[1] != self.n_features_in_:
-            raise AsdError(
-                f"embeddings have {x.shape[1]} dimensions, the scorer was fitted on "
-                f"{self.n_features_in_}"
-            )
-        scores = np.empty(len(x))
-        for key, rows in _group_rows(_keys(meta, need_domain=False)).items():
-            if key not in self.banks_:
-                raise AsdError(
-                    f"machine {key[0]} section {key[1]:02d} was not seen when fitting "
-                    f"(known: {_known(self.banks_)})"
-                )
-            per_bank = [knn_distance(x[rows], bank, self.k) for bank in self.banks_[key].values()]
-            scores[rows] = np.min(np.stack(per_bank), axis=0)
-        return scores
+    def _prepare(self, x: np.ndarray) -> np.ndarray:
+        return _unit(x)
 
-    def predict(self, embeddings: np.ndarray, meta: pd.DataFrame) -> np.ndarray:
-        """0/1 decisions (N,), 1 = anomalous (DCASE's ``decision_result`` convention)."""
-        return self.decide(self.score_samples(embeddings, meta), meta)
+    def _fit_section(self, x: np.ndarray, domains: np.ndarray, key: Key) -> str:
+        """Keep the section's unit-norm normal clips as one bank per domain."""
+        self.banks_[key] = {d: x[domains == d] for d in sorted(set(domains))}
+        return ""
 
-    def decide(self, scores: np.ndarray, meta: pd.DataFrame) -> np.ndarray:
-        """0/1 decisions (N,): 1 where the score exceeds its section's threshold."""
-        scores = np.asarray(scores, dtype=float)
-        if scores.shape != (len(meta),):
-            raise AsdError(f"scores have shape {scores.shape}, meta has {len(meta)} rows")
-        out = np.zeros(len(scores), dtype=int)
-        for key, rows in _group_rows(_keys(meta, need_domain=False)).items():
-            if key not in self.thresholds_:
-                raise AsdError(f"machine {key[0]} section {key[1]:02d} was not seen when fitting")
-            out[rows] = (scores[rows] > self.thresholds_[key]).astype(int)
-        return out
+    def _score_section(self, key: Key, x: np.ndarray) -> np.ndarray:
+        """Mean cosine distance to the k nearest clips of a bank, the nearer bank."""
+        per_bank = [knn_distance(x, bank, self.k) for bank in self.banks_[key].values()]
+        return np.min(np.stack(per_bank), axis=0)
 
 
 def knn_distance(queries: np.ndarray, bank: np.ndarray, k: int) -> np.ndarray:

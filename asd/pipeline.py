@@ -17,6 +17,8 @@ import torch
 
 from asd.config import SCORERS, Config, ScoringConfig
 from asd.data import DEV_MACHINES, EVAL_MACHINES, normal_train_mask, read_wav
+from asd.detect.gmm import GmmScorer
+from asd.detect.scorer import SectionScorer
 from asd.embed import embed_clips
 from asd.encoder import Encoder
 from asd.errors import AsdError
@@ -31,6 +33,8 @@ log = logging.getLogger(__name__)
 
 FAR_Z = 10.0
 """Median ``normal_z`` of an all-flagged batch above which `asd score` asks about the machine."""
+REFERENCE_COMPANIONS = ("reference", "reference_meanstd")
+"""Companions that are untrained yardsticks (see :mod:`asd.detector`)."""
 META_COLUMNS = ["clip", "subset", "machine", "section", "domain", "split", "label"]
 
 
@@ -60,6 +64,10 @@ class Evaluation:
 
     by_estimator: dict[str, EstimatorResult]
     companions: dict[str, Evaluation] = field(default_factory=dict)
+    description: str = ""
+    """What the detector is, in one line (members, pooling, scorer, how they combine)."""
+    members: dict[str, Evaluation] = field(default_factory=dict)
+    """Each member of an ensemble scored alone (reports only, not metrics)."""
 
     def metrics(self, prefix: str = "") -> dict[str, float]:
         """Flat metrics ``<prefix><estimator>.<key>`` and per-machine ones, for MLflow and Tune.
@@ -81,15 +89,21 @@ class Evaluation:
         return flat
 
     def reference_gaps(self) -> dict[str, float]:
-        """``vs_reference.<scorer>.hmean``: this detector's hmean minus the reference's."""
-        reference = self.companions.get("reference")
-        if reference is None:
-            return {}
+        """``vs_reference.<scorer>.hmean``: this detector's hmean minus the stronger reference.
+
+        The references are the untrained ``reference`` (clip mean) and ``reference_meanstd``.
+        """
         gaps: dict[str, float] = {}
         for name, res in self.by_estimator.items():
-            ref = reference.by_estimator.get(name)
-            if ref is not None and "hmean" in res.summary and "hmean" in ref.summary:
-                gaps[f"vs_reference.{name}.hmean"] = res.summary["hmean"] - ref.summary["hmean"]
+            refs = [
+                ref.by_estimator[name].summary["hmean"]
+                for key in REFERENCE_COMPANIONS
+                if (ref := self.companions.get(key)) is not None
+                and name in ref.by_estimator
+                and "hmean" in ref.by_estimator[name].summary
+            ]
+            if refs and "hmean" in res.summary:
+                gaps[f"vs_reference.{name}.hmean"] = res.summary["hmean"] - max(refs)
         return gaps
 
 
@@ -188,10 +202,12 @@ def scoring_for(cfg: Config, estimator: str) -> ScoringConfig:
     return cfg.with_overrides({"scoring.estimator": estimator}).scoring
 
 
-def make_scorer(scoring: ScoringConfig, seed: int = 0) -> MahalanobisScorer | KnnScorer:
-    """The scorer ``scoring.estimator`` names: a Mahalanobis estimator, or cosine kNN."""
+def make_scorer(scoring: ScoringConfig, seed: int = 0) -> SectionScorer:
+    """The scorer ``scoring.estimator`` names: Mahalanobis (ml, elliptic), kNN or a GMM."""
     if scoring.estimator == "knn":
         return KnnScorer.from_config(scoring, random_state=seed)
+    if scoring.estimator == "gmm":
+        return GmmScorer.from_config(scoring, random_state=seed)
     return MahalanobisScorer.from_config(scoring, random_state=seed)
 
 
@@ -288,8 +304,6 @@ def score_new_clips(
     """
     if cfg.scoring.family != "encoder":
         log.warning("asd score uses the encoder alone, not its %s family", cfg.scoring.family)
-    if cfg.scoring.aggregate != "clip":
-        log.warning("asd score embeds whole clips, not the %s of crops", cfg.scoring.aggregate)
     index = features.index
     fit_rows = normal_train_mask(index) & (index["machine"] == machine).to_numpy()
     fit_rows &= (index["section"] == section).to_numpy()

@@ -22,13 +22,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator
 from sklearn.covariance import EmpiricalCovariance, LedoitWolf
 
 from asd.config import DOMAIN_STRATEGIES, ESTIMATORS, ScoringConfig
+from asd.detect.scorer import SectionScorer, group_rows, section_keys
 from asd.errors import AsdError, warn_once
 from asd.mcd import FastEllipticEnvelope
-from asd.thresholds import section_train_scores
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +38,7 @@ _SINGULAR_RTOL = 1e-10
 Key = tuple[str, int]
 
 
-class MahalanobisScorer(BaseEstimator):
+class MahalanobisScorer(SectionScorer):
     """Per (machine, section) covariance of normal train embeddings -> Mahalanobis scores.
 
     Fitted attributes:
@@ -92,50 +91,15 @@ class MahalanobisScorer(BaseEstimator):
             threshold_folds=cfg.threshold_folds,
         )
 
-    # ------------------------------------------------------------------ fit
-    def fit(self, embeddings: np.ndarray, meta: pd.DataFrame) -> MahalanobisScorer:
-        """Fit one model per (machine, section) on the normal train clips; returns ``self``.
+    min_clips = 2
 
-        ``embeddings``: (N, d). ``meta``: N rows with ``machine, section, domain``; when it
-        also has ``label`` / ``split`` columns only ``label == 'normal'`` / ``split == 'train'``
-        rows are used, so a whole index can be passed.
-        """
-        self._check_settings()
-        x = _check_embeddings(embeddings, meta, "fit")
-        keys = _keys(meta, need_domain=True)
-        use = np.ones(len(meta), dtype=bool)
-        if "label" in meta.columns:
-            use &= meta["label"].astype(str).to_numpy() == "normal"
-        if "split" in meta.columns:
-            use &= meta["split"].astype(str).to_numpy() == "train"
-        domains = meta["domain"].astype(str).to_numpy()
+    def sections(self) -> list[Key]:
+        """The fitted sections."""
+        return list(getattr(self, "estimators_", {}))
 
-        self.n_features_in_ = x.shape[1]
+    def _reset(self) -> None:
         self.estimators_: dict[Key, Any] = {}
         self.centres_: dict[Key, dict[str, np.ndarray]] = {}
-        self.thresholds_: dict[Key, float] = {}
-        self.fallbacks_: dict[Key, str] = {}
-        fitted: dict[Key, np.ndarray] = {}
-        for key, positions in sorted(_group_rows(keys).items()):
-            rows = positions[use[positions]]
-            n = len(rows)
-            if n < 2:
-                raise AsdError(
-                    f"machine {key[0]} section {key[1]:02d}: {n} normal train clip(s), "
-                    "need at least 2 to fit a covariance"
-                )
-            est, centres, reason = self._fit_section(x[rows], domains[rows], key)
-            self.estimators_[key] = est
-            self.centres_[key] = centres
-            if reason:
-                self.fallbacks_[key] = reason
-            fitted[key] = rows
-        self.train_scores_ = section_train_scores(self, x, meta.reset_index(drop=True), fitted)
-        self.thresholds_ = {
-            key: float(np.quantile(scores, self.threshold_quantile))
-            for key, scores in self.train_scores_.items()
-        }
-        return self
 
     def _check_settings(self) -> None:
         """Reject impossible settings at fit time (the scikit-learn place for it)."""
@@ -146,23 +110,13 @@ class MahalanobisScorer(BaseEstimator):
                 f"scoring.domain_strategy must be one of {DOMAIN_STRATEGIES}, "
                 f"got {self.domain_strategy!r}"
             )
-        if not 0 < self.threshold_quantile < 1:
-            raise AsdError(
-                f"scoring.threshold_quantile must be in (0, 1), got {self.threshold_quantile}"
-            )
         if not 0 <= self.support_fraction <= 1:
             raise AsdError(
                 f"scoring.support_fraction must be in [0, 1], got {self.support_fraction}"
             )
-        if self.threshold_folds < 0 or self.threshold_folds == 1:
-            raise AsdError(
-                f"scoring.threshold_folds must be 0 or at least 2, got {self.threshold_folds}"
-            )
 
-    def _fit_section(
-        self, x: np.ndarray, domains: np.ndarray, key: Key
-    ) -> tuple[Any, dict[str, np.ndarray], str]:
-        """(estimator, centres, fallback reason or '') for one section's normal clips (n, d)."""
+    def _fit_section(self, x: np.ndarray, domains: np.ndarray, key: Key) -> str:
+        """Fit one section's covariance and domain centres; the fallback reason or ''."""
         n, d = x.shape
         if self.domain_strategy == "pooled":
             centres = {"pooled": np.zeros(d)}
@@ -195,56 +149,13 @@ class MahalanobisScorer(BaseEstimator):
             est = LedoitWolf().fit(z)
             if not np.trace(est.covariance_) > 0:
                 raise AsdError(f"{name}: all {n} normal train embeddings are identical")
-        return est, centres, reason
+        self.estimators_[key] = est
+        self.centres_[key] = centres
+        return reason
 
-    # ---------------------------------------------------------------- score
-    def score_samples(self, embeddings: np.ndarray, meta: pd.DataFrame) -> np.ndarray:
-        """Anomaly scores (N,): Mahalanobis distance, nearest domain centre for 'min'.
-
-        DCASE's sign, not scikit-learn's outlier detectors': higher means more anomalous.
-        """
-        self._check_fitted()
-        x = _check_embeddings(embeddings, meta, "score")
-        if x.shape[1] != self.n_features_in_:
-            raise AsdError(
-                f"embeddings have {x.shape[1]} dimensions, the scorer was fitted on "
-                f"{self.n_features_in_}"
-            )
-        keys = _keys(meta, need_domain=False)
-        scores = np.empty(len(x))
-        for key, rows in _group_rows(keys).items():
-            if key not in self.estimators_:
-                raise AsdError(
-                    f"machine {key[0]} section {key[1]:02d} was not seen when fitting "
-                    f"(known: {_known(self.estimators_)})"
-                )
-            scores[rows] = _min_distance(self.estimators_[key], self.centres_[key], x[rows])
-        return scores
-
-    def predict(self, embeddings: np.ndarray, meta: pd.DataFrame) -> np.ndarray:
-        """0/1 decisions (N,), 1 = anomalous (DCASE's ``decision_result`` convention)."""
-        return self.decide(self.score_samples(embeddings, meta), meta)
-
-    def decide(self, scores: np.ndarray, meta: pd.DataFrame) -> np.ndarray:
-        """0/1 decisions (N,): 1 where the score exceeds its section's threshold."""
-        self._check_fitted()
-        scores = np.asarray(scores, dtype=float)
-        if scores.shape != (len(meta),):
-            raise AsdError(f"scores have shape {scores.shape}, meta has {len(meta)} rows")
-        keys = _keys(meta, need_domain=False)
-        out = np.zeros(len(scores), dtype=int)
-        for key, rows in _group_rows(keys).items():
-            if key not in self.thresholds_:
-                raise AsdError(
-                    f"machine {key[0]} section {key[1]:02d} was not seen when fitting "
-                    f"(known: {_known(self.thresholds_)})"
-                )
-            out[rows] = (scores[rows] > self.thresholds_[key]).astype(int)
-        return out
-
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "estimators_"):
-            raise AsdError("MahalanobisScorer is not fitted: call fit(embeddings, meta) first")
+    def _score_section(self, key: Key, x: np.ndarray) -> np.ndarray:
+        """Mahalanobis distance to the nearest domain centre ('min') or the pooled location."""
+        return _min_distance(self.estimators_[key], self.centres_[key], x)
 
 
 # ---------------------------------------------------------------------- helpers
@@ -287,40 +198,6 @@ def _min_distance(est: Any, centres: dict[str, np.ndarray], x: np.ndarray) -> np
     return np.sqrt(np.maximum(sq.min(axis=0), 0.0))
 
 
-def _check_embeddings(embeddings: np.ndarray, meta: pd.DataFrame, what: str) -> np.ndarray:
-    """Embeddings as finite float64 (N, d) matching ``meta``; AsdError otherwise."""
-    x = np.asarray(embeddings, dtype=np.float64)
-    if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
-        raise AsdError(f"{what}: embeddings must be a non-empty (N, d) array, got {x.shape}")
-    if len(meta) != x.shape[0]:
-        raise AsdError(f"{what}: {x.shape[0]} embeddings but {len(meta)} meta rows")
-    bad = ~np.isfinite(x).all(axis=1)
-    if bad.any():
-        raise AsdError(f"{what}: {int(bad.sum())} embedding(s) contain NaN or inf")
-    return x
-
-
-def _keys(meta: pd.DataFrame, need_domain: bool) -> list[Key]:
-    """(machine, section) of every row of ``meta``."""
-    needed = ["machine", "section"] + (["domain"] if need_domain else [])
-    missing = [c for c in needed if c not in meta.columns]
-    if missing:
-        raise AsdError(f"meta lacks column(s) {', '.join(missing)}")
-    return [(str(m), int(s)) for m, s in zip(meta["machine"], meta["section"], strict=True)]
-
-
-def _group_rows(keys: list[Key]) -> dict[Key, np.ndarray]:
-    """Row positions of each key, in first-seen order."""
-    groups: dict[Key, list[int]] = {}
-    for i, key in enumerate(keys):
-        groups.setdefault(key, []).append(i)
-    return {k: np.asarray(v) for k, v in groups.items()}
-
-
-def _known(d: dict[Key, Any]) -> str:
-    return ", ".join(f"{m}/{s:02d}" for m, s in sorted(d))
-
-
 # ------------------------------------------------------------------ submission
 def write_submission(
     out_dir: str | Path, meta: pd.DataFrame, scores: np.ndarray, decisions: np.ndarray
@@ -345,7 +222,8 @@ def write_submission(
     out.mkdir(parents=True, exist_ok=True)
     clips = meta["clip"].astype(str).to_numpy()
     paths: list[Path] = []
-    for (machine, section), rows in sorted(_group_rows(_keys(meta, need_domain=False)).items()):
+    groups = group_rows(section_keys(meta, need_domain=False))
+    for (machine, section), rows in sorted(groups.items()):
         stem = f"{machine}_section_{section:02d}_test.csv"
         for prefix, values in (
             ("anomaly_score", scores[rows]),

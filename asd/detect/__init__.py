@@ -1,0 +1,1 @@
+"""The detector: frames over time -> temporal pooling -> per-section scorer -> ensemble."""

@@ -1,0 +1,101 @@
+"""Temporal pooling: a clip's frames (d, T) become one vector; the choice decides what is seen.
+
+A clip mean hides a 100 ms event in a 10 s clip; a per-band maximum keeps it but ignores a
+steady shift of the whole spectrum. Real DCASE valve: mean 48 %, max 81 % (same scorer); on
+stationary machines the order reverses. So the pooling is a searchable setting, written as a
+short spec:
+
+- ``mean``, ``std``, ``max``, ``min``: per row over time;
+- ``meanstd``: mean then std (``mean_std`` is accepted for older configs);
+- ``p<q>``: the ``q``-th percentile over time (``p90``; linear interpolation, as numpy);
+- ``gwrp<r>``: global weighted rank pooling (TWFR-GMM, Guan et al. 2023): each row's values
+  sorted from high to low, weighted ``r**i`` and normalised, so ``r = 1`` is the mean and
+  ``r = 0`` the max (``gwrp0.9``);
+- ``a+b``: the concatenation of several of these (``mean+max``).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from asd.errors import AsdError
+
+_SIMPLE = ("mean", "std", "max", "min")
+_ALIASES = {"meanstd": ("mean", "std"), "mean_std": ("mean", "std")}
+_PERCENTILE = re.compile(r"^p(\d+(?:\.\d+)?)$")
+_GWRP = re.compile(r"^gwrp(\d*(?:\.\d+)?)$")
+
+
+@dataclass(frozen=True)
+class Pooling:
+    """A parsed pooling spec: its parts, each (kind, parameter)."""
+
+    spec: str
+    parts: tuple[tuple[str, float], ...]
+
+    def __call__(self, frames: np.ndarray) -> np.ndarray:
+        """(..., d, T) frames -> (..., d * len(parts)) pooled vector(s)."""
+        return np.concatenate([_pool_part(frames, kind, p) for kind, p in self.parts], axis=-1)
+
+    def width(self, d: int) -> int:
+        """Size of the pooled vector of ``d``-row frames."""
+        return d * len(self.parts)
+
+
+def parse_pooling(spec: str) -> Pooling:
+    """The :class:`Pooling` a spec names; AsdError naming the bad part otherwise."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise AsdError(f"pooling spec must be a non-empty string, got {spec!r}")
+    parts: list[tuple[str, float]] = []
+    for token in spec.strip().split("+"):
+        token = token.strip()
+        if token in _SIMPLE:
+            parts.append((token, 0.0))
+        elif token in _ALIASES:
+            parts += [(name, 0.0) for name in _ALIASES[token]]
+        elif m := _PERCENTILE.match(token):
+            q = float(m.group(1))
+            if not 0 <= q <= 100:
+                raise AsdError(f"pooling '{spec}': percentile {q} must be in [0, 100]")
+            parts.append(("percentile", q))
+        elif m := _GWRP.match(token):
+            if not m.group(1):
+                raise AsdError(f"pooling '{spec}': gwrp needs a decay, e.g. gwrp0.9")
+            r = float(m.group(1))
+            if not 0 <= r <= 1:
+                raise AsdError(f"pooling '{spec}': gwrp decay {r} must be in [0, 1]")
+            parts.append(("gwrp", r))
+        else:
+            raise AsdError(
+                f"unknown pooling '{token}' in '{spec}' (known: mean, std, max, min, meanstd, "
+                "p<q> e.g. p90, gwrp<r> e.g. gwrp0.9, and '+' to concatenate)"
+            )
+    return Pooling(spec.strip(), tuple(parts))
+
+
+def gwrp_weights(frames: int, decay: float) -> np.ndarray:
+    """(T,) normalised weights ``r**i / sum(r**i)`` of the values ranked from high to low."""
+    weights = np.power(float(decay), np.arange(frames, dtype=np.float64))  # 0**0 = 1: max
+    return weights / weights.sum()
+
+
+def _pool_part(frames: np.ndarray, kind: str, param: float) -> np.ndarray:
+    """(..., d, T) -> (..., d) for one part of a spec."""
+    x = np.asarray(frames, dtype=np.float64)
+    if x.ndim < 2 or x.shape[-1] == 0:
+        raise AsdError(f"pooling needs (..., d, T) frames with T >= 1, got shape {x.shape}")
+    if kind == "mean":
+        return x.mean(axis=-1)
+    if kind == "std":
+        return x.std(axis=-1)
+    if kind == "max":
+        return x.max(axis=-1)
+    if kind == "min":
+        return x.min(axis=-1)
+    if kind == "percentile":
+        return np.percentile(x, param, axis=-1)
+    ranked = -np.sort(-x, axis=-1)  # (..., d, T) high to low
+    return ranked @ gwrp_weights(x.shape[-1], param)  # (..., d)
