@@ -27,7 +27,7 @@ from asd.commands import (
 )
 from asd.config import ESTIMATORS, SCORERS, Config, FeatureConfig, preset
 from asd.data import fingerprint, index_dataset
-from asd.detector import evaluate_detector, format_versus
+from asd.detector import evaluate_detector, format_versus, machine_comparison
 from asd.encoder import Encoder, load_encoder, save_encoder
 from asd.errors import AsdError, redact
 from asd.features import FeatureSet, extract_features
@@ -138,7 +138,7 @@ def _add_score_parser(sub: Subparsers) -> None:
     score.add_argument("--machine", required=True, help="machine type of the new clips")
     score.add_argument("--section", type=int, default=0)
     score.add_argument("--data", type=Path, required=True, help="data with its normal train clips")
-    score.add_argument("--estimator", choices=["ml", "elliptic", "knn"], default="ml")
+    score.add_argument("--estimator", choices=list(SCORERS), default="ml")
     score.add_argument("--tracking-uri", help="MLflow URI for models:/ encoders")
     score.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
     score.add_argument("--out", type=Path, help="write the scores as CSV here")
@@ -157,21 +157,35 @@ def _add_evaluate_parser(sub: Subparsers) -> None:
     )
     evaluate.add_argument(
         "--embedding",
-        choices=["encoder", "mean-logmel", "mean-std-logmel"],
+        choices=["encoder", "logmel", "mean-logmel", "mean-std-logmel"],
         default="encoder",
-        help="mean-logmel / mean-std-logmel: the untrained reference alone (clip statistics of "
-        "the log-mel); with an encoder the reference is always scored beside it",
+        help="logmel: an untrained detector on the log-mel pooled by --pool (mean-logmel, "
+        "mean-std-logmel: the two references alone); encoder: the --encoder run's detector",
     )
     evaluate.add_argument(
+        "--preset",
+        help="score the detector of this preset (e.g. twfr-gmm, which needs no encoder)",
+    )
+    evaluate.add_argument(
+        "--pool",
+        help="temporal pooling: mean, max, meanstd, p90, gwrp0.9, mean+max ... (of the log-mel "
+        "with --embedding logmel, else of the encoder's frames; 'own' = the encoder's own)",
+    )
+    evaluate.add_argument(
+        "--members",
+        help="an ensemble instead: comma-separated frames/pooling[/scorer], e.g. "
+        "logmel/meanstd,logmel/max (max of z; --combine mean for the mean)",
+    )
+    evaluate.add_argument("--combine", choices=["max", "mean"], help="how members combine")
+    evaluate.add_argument(
         "--reference",
-        choices=["mean", "mean_std"],
-        help="the reference statistic scored beside an encoder (default: its config's)",
+        help="the log-mel pooling of a 'reference'-family detector (default: its config's)",
     )
     evaluate.add_argument(
         "--estimator",
-        choices=["ml", "elliptic", "knn", "both", "all"],
-        default="all",
-        help="scorer(s): both = ml and elliptic; all = ml, elliptic and knn",
+        choices=[*SCORERS, "both", "all"],
+        help="scorer(s): both = ml and elliptic; all = every scorer; "
+        "default: ml, elliptic and the detector's own",
     )
     evaluate.add_argument(
         "--embed-from",
@@ -301,14 +315,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    """Score the test clips with each scorer, the untrained reference beside an encoder."""
-    chosen = {"both": ESTIMATORS, "all": SCORERS}
-    estimators = chosen.get(args.estimator, (args.estimator,))
+    """Score the test clips with each scorer, the untrained references beside the detector."""
     if args.out is not None and args.out.exists() and not args.out.is_dir():
         raise AsdError(f"--out {args.out} is a file: evaluate writes a folder")
     final_out, args.out = args.out, args.out and tmp_folder(args.out.parent, args.out.name)
     try:
-        code = _evaluate(args, estimators)
+        code = _evaluate(args)
         if final_out is not None:
             publish(args.out, final_out)
             print(f"submission CSVs, scores and plots written to {final_out}")
@@ -318,44 +330,72 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             shutil.rmtree(args.out, ignore_errors=True)  # a failed run publishes nothing
 
 
-def _evaluate(args: argparse.Namespace, estimators: tuple[str, ...]) -> int:
+def _evaluate(args: argparse.Namespace) -> int:
     """cmd_evaluate's work, with ``args.out`` (if any) the staging folder."""
     start = time.monotonic()
-    if args.embedding != "encoder":
-        statistic = "mean" if args.embedding == "mean-logmel" else "mean_std"
-        cfg = Config().with_overrides(
-            {"scoring.family": "reference", "scoring.reference": statistic}
-        )
-        features = load_feature_set(args, cfg.features)
-        evaluation = evaluate_detector(None, features, cfg, estimators, out_dir=args.out)
-        title = f"reference: clip-{statistic.replace('_', '+')} log-mel, untrained"
-    else:
-        if not args.encoder:
-            raise AsdError("--encoder is required (or --embedding mean-logmel)")
-        encoder, cfg, _ = resolve_encoder(args.encoder, args.tracking_uri, args.workdir)
-        if args.embed_from:
-            cfg = cfg.with_overrides({"encoder.embed_from": args.embed_from})
-            encoder.cfg = cfg.encoder
-        if args.reference:
-            cfg = cfg.with_overrides({"scoring.reference": args.reference})
-        features = load_feature_set(args, cfg.features)
-        evaluation = evaluate_detector(
-            encoder,
-            features,
-            cfg,
-            estimators,
-            out_dir=args.out,
-            device=args.device,
-            progress=not args.quiet,
-        )
-        title = f"encoder {args.encoder} (detector family {cfg.scoring.family})"
-    print(format_evaluation(evaluation, title))
-    if args.embedding == "encoder":
-        print(format_versus(evaluation))
+    encoder, cfg, source = _detector_config(args)
+    chosen = {"both": ESTIMATORS, "all": SCORERS}
+    estimators = chosen.get(args.estimator, (args.estimator,)) if args.estimator else None
+    features = load_feature_set(args, cfg.features)
+    evaluation = evaluate_detector(
+        encoder,
+        features,
+        cfg,
+        estimators,
+        out_dir=args.out,
+        device=args.device,
+        progress=not args.quiet,
+    )
+    print(format_evaluation(evaluation, f"{source}: {evaluation.description}"))
+    print(format_versus(evaluation))
+    print(format_machines(evaluation, cfg.scoring.estimator))
     print(f"evaluated in {time.monotonic() - start:.1f}s")
     if args.out:
         save_evaluation(evaluation, args.out)
     return 0
+
+
+def _detector_config(args: argparse.Namespace) -> tuple[Encoder | None, Config, str]:
+    """(encoder or None, config, what it is) for `asd evaluate`'s flags."""
+    encoder: Encoder | None = None
+    overrides: dict[str, object] = {}
+    if args.encoder:
+        encoder, cfg, _ = resolve_encoder(args.encoder, args.tracking_uri, args.workdir)
+        source = f"encoder {args.encoder}"
+        if args.embed_from:
+            cfg = cfg.with_overrides({"encoder.embed_from": args.embed_from})
+            encoder.cfg = cfg.encoder
+    elif args.preset:
+        cfg, source = preset(args.preset), f"preset {args.preset}"
+    elif args.embedding == "encoder" and not args.members:
+        raise AsdError(
+            "--encoder is required (or --embedding logmel, --preset twfr-gmm, --members ...)"
+        )
+    else:
+        cfg, source = Config(), "untrained"
+    if args.embedding != "encoder":
+        pooling = {"mean-logmel": "mean", "mean-std-logmel": "meanstd"}.get(args.embedding)
+        overrides = {"scoring.family": "reference", "scoring.reference": pooling or args.pool}
+        overrides["scoring.reference"] = overrides["scoring.reference"] or "mean"
+    elif args.pool:
+        overrides["scoring.pool"] = args.pool
+    if args.reference:
+        overrides["scoring.reference"] = args.reference
+    if args.members:
+        overrides.update(
+            {"scoring.family": "ensemble", "scoring.members": args.members.split(",")}
+        )
+    if args.combine:
+        overrides["scoring.combine"] = args.combine
+    return encoder, cfg.with_overrides(overrides), source
+
+
+def format_machines(evaluation: Evaluation, estimator: str) -> str:
+    """Per machine type: hmean % of the detector, its members and the references."""
+    table = machine_comparison(evaluation, estimator)
+    if table.empty:
+        return ""
+    return f"-- per machine type, hmean % ({estimator})\n{table.to_string()}"
 
 
 def cmd_score(args: argparse.Namespace) -> int:
@@ -434,7 +474,12 @@ def format_evaluation(evaluation: Evaluation, title: str) -> str:
 
 
 def _estimator_name(name: str) -> str:
-    names = {"ml": "EmpiricalCovariance", "elliptic": "EllipticEnvelope", "knn": "cosine kNN"}
+    names = {
+        "ml": "EmpiricalCovariance",
+        "elliptic": "EllipticEnvelope",
+        "knn": "cosine kNN",
+        "gmm": "GaussianMixture",
+    }
     return names.get(name, name)
 
 

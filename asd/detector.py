@@ -40,10 +40,10 @@ from asd.pipeline import (
     REFERENCE_COMPANIONS,
     EstimatorResult,
     Evaluation,
-    estimator_result,
+    MemberScores,
     labelled_test_mask,
-    make_scorer,
-    scored_results,
+    score_vectors,
+    scored_result,
     scoring_for,
 )
 from asd.scoring import write_submission
@@ -123,18 +123,6 @@ def detector_spec(scoring: ScoringConfig) -> DetectorSpec:
 def reported_scorers(cfg: Config) -> tuple[str, ...]:
     """The scorers an evaluation runs: the paper's two and the configured one."""
     return tuple(dict.fromkeys((*ALWAYS_SCORED, cfg.scoring.estimator)))
-
-
-@dataclass
-class MemberScores:
-    """One member fitted with one scorer: test scores and per-section training statistics."""
-
-    scores: np.ndarray
-    """(n_test,) anomaly scores of the test rows."""
-    train_scores: dict[Key, np.ndarray]
-    """Per section, the normal train clips' out-of-fold scores (in-sample with 0 folds)."""
-    thresholds: dict[Key, float]
-    fallbacks: dict[Key, str]
 
 
 MemberCache = dict[str, MemberScores]
@@ -237,22 +225,14 @@ class _MemberScorer:
     def _result(self, spec: DetectorSpec, estimator: str) -> EstimatorResult:
         parts = [self._member(m, m.scorer or estimator) for m in spec.members]
         if len(parts) == 1:
-            scores, train, thresholds = parts[0].scores, parts[0].train_scores, parts[0].thresholds
-        else:
-            quantile = self.cfg.scoring.threshold_quantile
-            scores, train, thresholds = combine(
-                parts, spec.weights, spec.combine, self.meta_test, quantile
-            )
-        keys = zip(self.meta_test["machine"].astype(str), self.meta_test["section"], strict=True)
-        limit = np.array([thresholds[(m, int(s))] for m, s in keys])
-        results = scored_results(self.meta_test, scores, scores > limit)
-        results["threshold"] = limit
-        res = estimator_result(estimator, results, self.labelled)
-        res.train_scores = train
-        res.fallbacks = {
-            f"{m}.s{s:02d}": why for part in parts for (m, s), why in part.fallbacks.items()
-        }
-        return res
+            return scored_result(estimator, self.meta_test, self.labelled, parts[0])
+        quantile = self.cfg.scoring.threshold_quantile
+        scores, train, thresholds = combine(
+            parts, spec.weights, spec.combine, self.meta_test, quantile
+        )
+        fallbacks = {k: why for p in parts for k, why in p.fallbacks.items()}
+        part = MemberScores(scores, train, thresholds, fallbacks)
+        return scored_result(estimator, self.meta_test, self.labelled, part)
 
     def _member(self, member: Member, scorer: str) -> MemberScores:
         scoring = scoring_for(self.cfg, scorer)
@@ -277,25 +257,6 @@ def _scoring_key(scoring: ScoringConfig) -> dict[str, Any]:
     for name in ("family", "pool", "reference", "members", "combine", "fusion_weight"):
         flat.pop(name, None)
     return flat
-
-
-def score_vectors(
-    x: np.ndarray,
-    index: pd.DataFrame,
-    fit_rows: np.ndarray,
-    test_rows: np.ndarray,
-    scoring: ScoringConfig,
-) -> MemberScores:
-    """Fit the scorer ``scoring.estimator`` on ``x[fit_rows]`` and score ``x[test_rows]``."""
-    if len(x) != len(index):
-        raise AsdError(f"{len(x)} vectors for {len(index)} clips")
-    meta_fit = index.loc[fit_rows].reset_index(drop=True)
-    meta_test = index.loc[test_rows].reset_index(drop=True)
-    scorer = make_scorer(scoring).fit(x[fit_rows], meta_fit)
-    scores = np.asarray(scorer.score_samples(x[test_rows], meta_test))
-    return MemberScores(
-        scores, dict(scorer.train_scores_), dict(scorer.thresholds_), dict(scorer.fallbacks_)
-    )
 
 
 def combine(

@@ -173,26 +173,63 @@ def evaluate_embeddings(
     labelled = labelled_test_mask(index)[test_rows]
     if not test_rows.any():
         raise AsdError("no test clips to score (check --data and the machine lists)")
-    meta_fit = index.loc[fit_rows].reset_index(drop=True)
     meta_test = index.loc[test_rows].reset_index(drop=True)
     by_estimator: dict[str, EstimatorResult] = {}
     for estimator in estimators:
-        scoring = scoring_for(cfg, estimator)
-        scorer = make_scorer(scoring).fit(embeddings[fit_rows], meta_fit)
-        scores = scorer.score_samples(embeddings[test_rows], meta_test)
-        results = scored_results(meta_test, scores, scorer.decide(scores, meta_test))
-        results["threshold"] = [
-            scorer.thresholds_[(m, s)]
-            for m, s in zip(results["machine"], results["section"], strict=True)
-        ]
+        part = score_vectors(embeddings, index, fit_rows, test_rows, scoring_for(cfg, estimator))
+        res = scored_result(estimator, meta_test, labelled, part)
         if out_dir is not None:
-            write_submission(Path(out_dir) / estimator, results, scores, results["decision"])
-        by_estimator[estimator] = estimator_result(estimator, results, labelled)
-        by_estimator[estimator].fallbacks = {
-            f"{m}.s{s:02d}": why for (m, s), why in scorer.fallbacks_.items()
-        }
-        by_estimator[estimator].train_scores = scorer.train_scores_
+            decisions = res.results["decision"]
+            write_submission(Path(out_dir) / estimator, res.results, part.scores, decisions)
+        by_estimator[estimator] = res
     return Evaluation(by_estimator)
+
+
+@dataclass
+class MemberScores:
+    """One vector per clip fitted with one scorer: test scores, per-section training figures."""
+
+    scores: np.ndarray
+    """(n_test,) anomaly scores of the test rows."""
+    train_scores: dict[tuple[str, int], np.ndarray]
+    """Per section, the normal train clips' out-of-fold scores (in-sample with 0 folds)."""
+    thresholds: dict[tuple[str, int], float]
+    """Per section, the decision threshold (a quantile of ``train_scores``)."""
+    fallbacks: dict[tuple[str, int], str]
+    """Per section, why a fallback model was used."""
+
+
+def score_vectors(
+    x: np.ndarray,
+    index: pd.DataFrame,
+    fit_rows: np.ndarray,
+    test_rows: np.ndarray,
+    scoring: ScoringConfig,
+) -> MemberScores:
+    """Fit the scorer ``scoring.estimator`` on ``x[fit_rows]`` and score ``x[test_rows]``."""
+    if len(x) != len(index):
+        raise AsdError(f"{len(x)} embeddings for {len(index)} clips")
+    meta_fit = index.loc[fit_rows].reset_index(drop=True)
+    meta_test = index.loc[test_rows].reset_index(drop=True)
+    scorer = make_scorer(scoring).fit(x[fit_rows], meta_fit)
+    scores = np.asarray(scorer.score_samples(x[test_rows], meta_test))
+    return MemberScores(
+        scores, dict(scorer.train_scores_), dict(scorer.thresholds_), dict(scorer.fallbacks_)
+    )
+
+
+def scored_result(
+    estimator: str, meta_test: pd.DataFrame, labelled: np.ndarray, part: MemberScores
+) -> EstimatorResult:
+    """The EstimatorResult of scored test rows: decisions by their section's threshold."""
+    keys = zip(meta_test["machine"].astype(str), meta_test["section"].astype(int), strict=True)
+    limit = np.array([part.thresholds[k] for k in keys])
+    results = scored_results(meta_test, part.scores, part.scores > limit)
+    results["threshold"] = limit
+    res = estimator_result(estimator, results, labelled)
+    res.train_scores = part.train_scores
+    res.fallbacks = {f"{m}.s{s:02d}": why for (m, s), why in part.fallbacks.items()}
+    return res
 
 
 def scoring_for(cfg: Config, estimator: str) -> ScoringConfig:
@@ -228,32 +265,6 @@ def estimator_result(name: str, results: pd.DataFrame, labelled: np.ndarray) -> 
     else:
         table, summary = pd.DataFrame(), {}
     return EstimatorResult(estimator=name, results=results, table=table, summary=summary)
-
-
-def evaluate_encoder(
-    encoder: Encoder,
-    features: FeatureSet,
-    cfg: Config,
-    estimators: Sequence[str] = SCORERS,
-    machines: Sequence[str] | None = None,
-    out_dir: Path | None = None,
-    device: str = "auto",
-    progress: bool = False,
-) -> Evaluation:
-    """Embed every clip once, then score with each estimator (they share the embeddings)."""
-    keep = np.ones(len(features), dtype=bool)
-    if machines is not None:
-        keep = features.index["machine"].isin(list(machines)).to_numpy()
-    subset = features.subset(np.flatnonzero(keep)) if not keep.all() else features
-    embeddings = embed_clips(encoder, subset, device=device, progress=progress)
-    return evaluate_embeddings(
-        embeddings, subset.index, cfg, estimators=estimators, out_dir=out_dir
-    )
-
-
-def mean_logmel_embeddings(features: FeatureSet) -> np.ndarray:
-    """The simple reference: each clip's mean log-mel spectrum (n_mels,), no training."""
-    return np.stack([features.clip(i).mean(axis=1) for i in range(len(features))])
 
 
 def save_evaluation(evaluation: Evaluation, out_dir: Path, plots: bool = True) -> list[Path]:

@@ -186,3 +186,22 @@ def test_tdnn_refuses_frequency_band_pooling_and_unknown_archs():
     for arch, pool in (("tdnn", "freq"), ("vgg", "avg")):
         with pytest.raises(AsdError, match="encoder.arch"):
             Config().with_overrides({"encoder.arch": arch, "encoder.pool": pool}).validate()
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"pool": "avg"},
+        {"pool": "freq", "freq_bands": 4, "freq_stride": 1},
+        {"pool": "avg", "arch": "tdnn"},
+    ],
+)
+def test_per_time_step_frames_pooled_by_the_mean_are_the_clip_embedding(overrides):
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(EncoderConfig(width=8, embed_from="backbone"), **overrides)
+    encoder = Encoder(cfg, 32).eval()
+    x = torch.randn(3, 32, 64)
+    with torch.no_grad():
+        frames = encoder.frames(x)  # (B, D, T')
+        assert frames.shape[:2] == (3, encoder.backbone_dim) and frames.shape[2] > 1
+        torch.testing.assert_close(frames.mean(dim=2), encoder.embed(x), rtol=1e-5, atol=1e-6)

@@ -174,9 +174,10 @@ def test_gather_shards_is_identity_without_distributed():
 def validation_hmean(features_path, cfg, epoch, metrics, encoder):
     """The rank-0 report a sweep trial passes: validation score of this epoch's encoder."""
     from asd.features import load_features
-    from asd.pipeline import evaluate_encoder
+    from asd.detector import evaluate_detector
 
-    evaluation = evaluate_encoder(encoder, load_features(features_path), cfg, estimators=("ml",))
+    features = load_features(features_path)
+    evaluation = evaluate_detector(encoder, features, cfg, ("ml",), companions=False)
     hmean = evaluation.by_estimator["ml"].summary["hmean"]
     return {**metrics, "val_hmean": hmean, "workers": dist.get_world_size()}
 

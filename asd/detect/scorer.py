@@ -11,6 +11,8 @@ section is fitted (:meth:`SectionScorer._fit_section`) and scored
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator
@@ -195,6 +197,6 @@ def group_rows(keys: list[Key]) -> dict[Key, np.ndarray]:
     return {k: np.asarray(v) for k, v in groups.items()}
 
 
-def known(keys: object) -> str:
+def known(keys: Iterable[Key]) -> str:
     """'machine/section' list of fitted keys, for error messages."""
-    return ", ".join(f"{m}/{s:02d}" for m, s in sorted(keys))  # type: ignore[attr-defined]
+    return ", ".join(f"{m}/{s:02d}" for m, s in sorted(keys))

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 TRIAL_SCORES = tuple(
     f"{prefix}{scorer}.hmean"
-    for prefix in ("", "reference.", "encoder.", "fusion.")
+    for prefix in ("", "reference.", "reference_meanstd.", "encoder.")
     for scorer in SCORERS
 )
 """The summary figures a trial reports for each scorer: its detector and the companions."""

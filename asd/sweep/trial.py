@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 from asd import __version__
 from asd.compilation import use_compile_cache
-from asd.config import ESTIMATORS, SCORERS, Config
-from asd.detector import evaluate_detector, evaluate_reference
+from asd.config import ESTIMATORS, Config
+from asd.detector import MemberCache, evaluate_detector, reported_scorers
 from asd.encoder import Encoder, save_encoder
 from asd.errors import AsdError
 from asd.features import FeatureSet, load_features
@@ -292,7 +292,8 @@ class EpochValidator:
     tracker: Tracker | None = None
     validation: FeatureSet | None = None
     timings: dict[str, float] = field(default_factory=lambda: {"train_s": 0.0, "eval_s": 0.0})
-    references: dict[tuple[str, ...], Evaluation] = field(default_factory=dict)
+    untrained: MemberCache = field(default_factory=dict)
+    """Untrained members' scores on the validation clips: computed once, reused each epoch."""
     """The reference's evaluation per scorer set: it never changes, so it is computed once."""
     epoch_start: float = field(default_factory=time.time)
 
@@ -353,13 +354,9 @@ class EpochValidator:
         scorer = cfg.scoring.estimator
         if not last:
             scorer = _FAST_STAND_IN.get(scorer, scorer)
-            if cfg.scoring.family != "fusion":
+            if cfg.scoring.family not in ("fusion", "ensemble"):
                 cfg = cfg.with_overrides({"scoring.threshold_folds": 0})
-        estimators = SCORERS if last else (scorer,)
-        reference = self.references.get(estimators)
-        if reference is None and (last or cfg.scoring.family != "encoder"):
-            reference = evaluate_reference(self.validation, cfg, estimators)
-            self.references[estimators] = reference
+        estimators = reported_scorers(cfg) if last else (scorer,)
         evaluation = evaluate_detector(
             encoder,
             self.validation,
@@ -367,8 +364,8 @@ class EpochValidator:
             estimators=estimators,
             out_dir=work / "evaluation" if last else None,
             device=self.setup.device,
-            reference=reference,
             companions=last,
+            cache=self.untrained,
         )
         return evaluation, scorer
 
