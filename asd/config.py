@@ -426,8 +426,10 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
     """Check ``value`` against a field's type, converting the harmless cases."""
     origin = typing.get_origin(hint)
     if origin is tuple:
+        if isinstance(value, str) and "," in value:  # a search-space choice: "a,b"
+            return tuple(v.strip() for v in value.split(","))
         if isinstance(value, str) or not isinstance(value, (list, tuple)):
-            raise AsdError(f"config key '{key}' needs a list, got {value!r}")
+            raise AsdError(f"config key '{key}' needs a list (or 'a,b'), got {value!r}")
         return tuple(str(v) for v in value)
     if origin in (typing.Union, types.UnionType):
         raise AsdError(f"config key '{key}' has an unsupported type {hint}")

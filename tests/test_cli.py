@@ -137,11 +137,20 @@ def test_evaluate_reference_needs_no_encoder(data, tmp_path, capsys):
          "--estimator", "ml", "--quiet"]
     )  # fmt: skip
     assert code == 0
-    assert "reference: clip-mean log-mel" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "untrained: logmel/mean/ml" in printed and "ref m+s" in printed
     argv = ["evaluate", "--data", str(data), "--workdir", str(tmp_path), "--quiet"]
     assert main([*argv, "--embedding", "mean-std-logmel", "--estimator", "knn"]) == 0
     printed = capsys.readouterr().out
-    assert "reference: clip-mean+std log-mel" in printed and "cosine kNN" in printed
+    assert "untrained: logmel/meanstd/ml" in printed and "cosine kNN" in printed
+    pooled = [*argv, "--embedding", "logmel", "--pool", "max", "--estimator", "gmm"]
+    assert main(pooled) == 0
+    assert "logmel/max/ml" in capsys.readouterr().out
+    members = [*argv, "--members", "logmel/meanstd,logmel/max", "--estimator", "ml"]
+    assert main(members) == 0
+    printed = capsys.readouterr().out
+    assert "max of z over logmel/meanstd/ml, logmel/max/ml" in printed
+    assert "member logmel/max" in printed
 
 
 def test_config_overrides_are_validated_before_work(data, tmp_path, capsys):

@@ -41,7 +41,7 @@ def test_overrides_replace_only_named_keys():
         ({"augment.noise_snr_db_min": 30.0}, "noise_snr"),
         ({"augment.recipes": ["warp"]}, "augment.recipes"),
         ({"scoring.estimator": "mcd"}, "scoring.estimator"),
-        ({"scoring.family": "ensemble"}, "scoring.family"),
+        ({"scoring.family": "mixture"}, "scoring.family"),
         ({"scoring.reference": "median"}, "scoring.reference"),
         ({"scoring.knn_k": 0}, "scoring.knn_k"),
         ({"scoring.fusion_weight": 1.5}, "scoring.fusion_weight"),

@@ -44,7 +44,7 @@ def test_masks():
 def test_both_estimators_share_embeddings_and_separate_shifted_anomalies():
     index = _index()
     evaluation = evaluate_embeddings(_embeddings(index, shift=4.0), index, Config())
-    assert set(evaluation.by_estimator) == {"ml", "elliptic", "knn"}
+    assert set(evaluation.by_estimator) == {"ml", "elliptic", "knn", "gmm"}
     for result in evaluation.by_estimator.values():
         # Cosine kNN sees only directions, and part of a shift along (1, 1, 1, 1) is not one.
         assert result.summary["hmean"] > (0.75 if result.estimator == "knn" else 0.9)

@@ -44,8 +44,13 @@ def test_default_space_covers_the_issue_settings():
     assert {"scoring.family", "scoring.reference", "scoring.estimator"} <= keys
     assert {"scoring.knn_k", "scoring.fusion_weight"} <= keys
     choices = {p.key: set(p.values) for p in space.params if p.kind == "choice"}
-    assert choices["scoring.family"] == {"encoder", "reference", "fusion"}
-    assert choices["scoring.estimator"] == {"ml", "elliptic", "knn"}
+    assert choices["scoring.family"] == {"encoder", "reference", "fusion", "ensemble"}
+    assert choices["scoring.estimator"] == {"ml", "elliptic", "knn", "gmm"}
+    # issue 16: pooling (with GWRP decays and percentiles), members, the rule, GMM settings
+    assert {"max", "meanstd", "p95", "gwrp0.5"} <= choices["scoring.reference"]
+    assert {"own", "max"} <= choices["scoring.pool"]
+    assert "logmel/meanstd,logmel/max" in choices["scoring.members"]
+    assert {"scoring.combine", "scoring.gmm_components", "scoring.gmm_covariance"} <= keys
 
 
 @pytest.mark.parametrize(
