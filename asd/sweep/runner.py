@@ -279,6 +279,8 @@ def _trial_options(settings: SweepSettings, workers: int, workdir: Path) -> dict
         "use_gpu": bool(settings.gpus_per_trial),
         "cpus_per_worker": float(settings.cpus_per_trial or 1.0),
         "system_metrics_s": settings.system_metrics_s,
+        "validate_every": int(settings.validate_every or 0),
+        "checkpoint_every": int(settings.checkpoint_every or 0),
     }
 
 
