@@ -178,7 +178,6 @@ def _run_reference(cfg: Config, validate_epoch: EpochValidator, trial_dir: Path)
     """
     from ray import tune
 
-    validate_epoch.epoch_start = time.time()  # nothing trains: no training seconds
     row = validate_epoch(0, {}, None, last=True)
     scratch = Path(tempfile.mkdtemp(prefix=f"asd-{validate_epoch.trial_id}-"))
     try:
@@ -336,7 +335,8 @@ class EpochValidator:
         self._open()
         if setup.epoch_hook:
             load_epoch_hook(setup.epoch_hook)(self.trial_id, epoch, self.trial_dir)
-        self.timings["train_s"] += time.time() - self.epoch_start
+        if encoder is not None:  # a reference trial trains nothing
+            self.timings["train_s"] += time.time() - self.epoch_start
         last = epoch >= cfg.train.epochs if last is None else last
         row = {f"train.{k}": float(v) for k, v in metrics.items() if _is_number(v)}
         row[OBJECTIVE] = row[ESTIMATE] = self._timed("validate_s", self._estimate, encoder)
