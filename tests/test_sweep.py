@@ -278,9 +278,7 @@ def test_the_champion_is_used_by_evaluate(finished_sweep, tiny_data, capsys):
     assert (settings.workdir / "models" / "asd-encoder" / "champion").is_dir()
 
 
-def test_a_reference_family_trial_trains_nothing_and_reports_once(
-    tiny_data, tiny_space, tmp_path
-):
+def test_a_reference_family_trial_trains_nothing_and_reports_once(tiny_data, tiny_space, tmp_path):
     from asd.sweep.runner import SweepSettings, run_sweep
     from asd.sweep.summary import format_summary
 
