@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from asd.data import fingerprint, index_dataset
+from asd.data import fingerprint
 from asd.errors import AsdError
 from asd.features import FeatureSet, extract_features
 from asd.fingerprint import STORE_NAME
+from asd.layouts import index_data
 from asd.sweep.checks import (
     check_name,
     check_resources,
@@ -207,7 +208,7 @@ def _load_data(
 ) -> tuple[Path, pd.DataFrame, FeatureSet]:
     """The data root, its clip index and its cached features (extracted once per sweep)."""
     data_root = settings.data or _synthetic_data(workdir)
-    index = index_dataset(data_root, ground_truth=settings.ground_truth)
+    index = index_data(data_root, ground_truth=settings.ground_truth)
     return data_root, index, extract_features(index, space.base.features, workdir / "features")
 
 
