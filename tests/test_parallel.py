@@ -173,8 +173,8 @@ def test_gather_shards_is_identity_without_distributed():
 
 def validation_hmean(features_path, cfg, epoch, metrics, encoder):
     """The rank-0 report a sweep trial passes: validation score of this epoch's encoder."""
-    from asd.features import load_features
     from asd.detector import evaluate_detector
+    from asd.features import load_features
 
     features = load_features(features_path)
     evaluation = evaluate_detector(encoder, features, cfg, ("ml",), companions=False)

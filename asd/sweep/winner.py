@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from asd.config import Config
-from asd.detector import evaluate_detector
+from asd.detector import detector_spec, evaluate_detector
 from asd.encoder import Encoder, load_encoder
 from asd.errors import AsdError, redact
 from asd.features import FeatureSet
@@ -50,19 +50,22 @@ def winner_artifacts(results: Sequence[Result], best: pd.Series, dest: Path) -> 
 
 
 def winner(artifacts: Path, family: str) -> tuple[Encoder | None, Config, Path | None]:
-    """(encoder or None, config, encoder file or None) of the best trial's detector."""
+    """(encoder or None, config, encoder file or None) of the best trial's detector.
+
+    A detector without an encoder member (the reference family, log-mel ensembles) left only
+    its ``config.json``; every other one left its encoder, which carries its config.
+    """
     encoder_path = artifacts / ENCODER_FILE
-    if family != "reference":
-        if not encoder_path.is_file():
-            raise AsdError(
-                f"the best trial ({family} family) left no {ENCODER_FILE} in {artifacts}"
-            )
+    if encoder_path.is_file():
         encoder, cfg, _ = load_encoder(encoder_path)
         return encoder, cfg, encoder_path
     config_path = artifacts / CONFIG_FILE
     if not config_path.is_file():
         raise AsdError(f"the best trial left no {CONFIG_FILE} in {artifacts}")
-    return None, Config.from_json(config_path.read_text()), None
+    cfg = Config.from_json(config_path.read_text())
+    if detector_spec(cfg.scoring).uses_encoder:
+        raise AsdError(f"the best trial ({family} family) left no {ENCODER_FILE} in {artifacts}")
+    return None, cfg, None
 
 
 def score_holdout(
