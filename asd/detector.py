@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -140,11 +140,14 @@ def evaluate_detector(
     companions: bool = True,
     progress: bool = False,
     cache: MemberCache | None = None,
+    learned_folds: int | None = None,
 ) -> Evaluation:
     """Score the detector ``cfg.scoring`` describes with each scorer, references beside it.
 
     ``companions=False`` scores the detector alone (a cheap per-epoch validation). ``cache``
-    keeps untrained members' scores between calls on the same clips. With ``out_dir``, the
+    keeps untrained members' scores between calls on the same clips. ``learned_folds``
+    overrides ``scoring.threshold_folds`` for encoder members only (a per-epoch estimate
+    refits those every epoch; untrained ones come from the cache). With ``out_dir``, the
     detector's submission CSVs go to ``out_dir/<estimator>/``.
     """
     spec = detector_spec(cfg.scoring)
@@ -156,7 +159,7 @@ def evaluate_detector(
     needed = [(m.frames, m.pool) for m in spec.members]
     needed += [(m.frames, m.pool) for group in extra.values() for m in group.members]
     vectors = pooled_vectors(needed, subset, encoder, device=device, progress=progress)
-    scorer = _MemberScorer(vectors, subset.index, cfg, cache)
+    scorer = _MemberScorer(vectors, subset.index, cfg, cache, learned_folds)
     result = scorer.evaluate(spec, estimators)
     result.description = spec.describe(cfg.scoring.estimator)
     result.companions = {name: scorer.evaluate(s, estimators) for name, s in extra.items()}
@@ -204,8 +207,9 @@ class _MemberScorer:
         index: pd.DataFrame,
         cfg: Config,
         cache: MemberCache | None,
+        learned_folds: int | None = None,
     ) -> None:
-        self.vectors, self.cfg = vectors, cfg
+        self.vectors, self.cfg, self.learned_folds = vectors, cfg, learned_folds
         self.index = index.reset_index(drop=True)
         self.fit_rows = normal_train_mask(self.index)
         self.test_rows = (self.index["split"] == "test").to_numpy()
@@ -243,6 +247,8 @@ class _MemberScorer:
             store = self.cache
         else:
             store = self.local
+            if self.learned_folds is not None:
+                scoring = replace(scoring, threshold_folds=self.learned_folds)
         if key not in store:
             store[key] = score_vectors(
                 self.vectors[(member.frames, member.pool)], self.index, self.fit_rows,

@@ -8,9 +8,10 @@ picks the winner. The per-epoch estimate therefore drops what the ranking does n
 - scorers: only the trial's own (``scoring.estimator``), with maximum likelihood standing in
   for the slow robust elliptic envelope (the same covariance model, without the robust fit);
 - companions: none (the encoder alone and the references beside it are final-epoch figures);
-- several members (fusion, ensembles): each member is standardised by 2-fold out-of-fold
-  statistics of its one scorer (a covariance or a neighbour set: cheap next to embedding the
-  clips), and untrained members are scored once and kept in the caller's cache. In-sample
+- several members (fusion, ensembles): untrained members keep the final evaluation's
+  out-of-fold statistics (scored once, kept in the caller's cache); encoder members are
+  standardised by 2-fold refits of their one scorer (a covariance or a neighbour set: cheap
+  next to embedding the clips). In-sample
   statistics would be cheaper still but are not faithful: a scorer whose dimension nears its
   section's clip count scores its own clips far lower than new ones, and fusion standardised
   that way ranked the mean and mean_std references the wrong way round.
@@ -45,12 +46,15 @@ def estimate_scorer(cfg: Config) -> str:
     return STAND_IN.get(cfg.scoring.estimator, cfg.scoring.estimator)
 
 
-def estimate_config(cfg: Config) -> Config:
-    """``cfg`` as the estimate scores it: in-sample, or few folds when members are combined."""
-    folds = 0
-    if len(detector_spec(cfg.scoring).members) > 1 and cfg.scoring.threshold_folds:
-        folds = min(MEMBER_FOLDS, cfg.scoring.threshold_folds)
-    return cfg.with_overrides({"scoring.threshold_folds": folds})
+def estimate_config(cfg: Config) -> tuple[Config, int | None]:
+    """(``cfg`` as the estimate scores it, folds of its encoder members or None).
+
+    One member: in-sample (AUCs need no thresholds). Several: the untrained members keep
+    ``cfg``'s folds (scored once), the encoder's are refitted with few folds every epoch.
+    """
+    if len(detector_spec(cfg.scoring).members) == 1:
+        return cfg.with_overrides({"scoring.threshold_folds": 0}), None
+    return cfg, min(MEMBER_FOLDS, cfg.scoring.threshold_folds)
 
 
 def epoch_estimate(
@@ -65,13 +69,15 @@ def epoch_estimate(
     ``cache`` keeps the untrained members' scores between epochs (they never change).
     """
     scorer = estimate_scorer(cfg)
+    estimate_cfg, learned_folds = estimate_config(cfg)
     evaluation = evaluate_detector(
         encoder,
         features,
-        estimate_config(cfg),
+        estimate_cfg,
         estimators=(scorer,),
         device=device,
         companions=False,
         cache=cache,
+        learned_folds=learned_folds,
     )
     return evaluation.by_estimator[scorer].summary["hmean"], evaluation

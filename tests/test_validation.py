@@ -77,13 +77,14 @@ def figures(features):
 
 def test_the_estimate_fits_one_scorer_with_few_refits():
     cfg = Config().with_overrides({"scoring.estimator": "elliptic"})
-    assert estimate_config(cfg).scoring.threshold_folds == 0
+    assert estimate_config(cfg)[0].scoring.threshold_folds == 0
     assert estimate_scorer(cfg) == "ml"  # the robust fit's stand-in
     assert estimate_scorer(Config().with_overrides({"scoring.estimator": "knn"})) == "knn"
     fusion = Config().with_overrides({"scoring.family": "fusion"})
-    assert estimate_config(fusion).scoring.threshold_folds == 2
+    # the untrained member keeps the final folds (scored once); the encoder's refit twice
+    assert estimate_config(fusion) == (fusion, 2)
     in_sample = fusion.with_overrides({"scoring.threshold_folds": 0})
-    assert estimate_config(in_sample).scoring.threshold_folds == 0
+    assert estimate_config(in_sample) == (in_sample, 0)
 
 
 def test_thresholds_do_not_move_the_figure_of_a_detector_without_fusion(figures):
