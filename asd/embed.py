@@ -12,8 +12,9 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from asd.detect.pooling import parse_pooling
+from asd.detect.pooling import parse_pooling, per_machine
 from asd.encoder import Encoder
+from asd.errors import AsdError
 from asd.features import FeatureSet
 from asd.progress import progress as progress_bar
 from asd.train import resolve_device
@@ -65,6 +66,8 @@ def embed_pooled(
     other spec (:mod:`asd.detect.pooling`) pools :meth:`Encoder.frames`. The network runs
     once per batch for all of them.
     """
+    if any(per_machine(p) for p in pools):
+        raise AsdError("the 'twfr' pooling is for log-mel frames (its decays are per machine)")
     poolings = {p: parse_pooling(p) for p in pools if p != "own"}
     out: dict[str, np.ndarray] = {}
     if "own" in pools:

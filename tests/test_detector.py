@@ -211,3 +211,16 @@ def test_bad_member_specs_are_refused_by_the_config():
 def test_reference_on_a_machine_subset_uses_the_same_clips(features):
     evaluation = evaluate_reference(features, Config(), ("ml",), machines=("fan",))
     assert set(evaluation.by_estimator["ml"].results["machine"]) == {"fan"}
+
+
+def test_the_twfr_gmm_preset_pools_each_machine_with_its_own_decay(events):
+    from asd.config import preset
+    from asd.detect.frames import logmel_pooled
+    from asd.detect.pooling import TWFR_DECAYS, parse_pooling
+
+    pooled = logmel_pooled(events, ["twfr"])["twfr"]
+    i = int(np.flatnonzero(events.index["machine"] == "valve")[0])
+    expected = parse_pooling(f"gwrp{TWFR_DECAYS['valve']}")(events.clip(i))
+    np.testing.assert_allclose(pooled[i], expected, rtol=1e-5)
+    ev = evaluate_detector(None, events, preset("twfr-gmm"), companions=False)
+    assert ev.description == "logmel/twfr/gmm" and set(ev.by_estimator) == {"ml", "elliptic", "gmm"}

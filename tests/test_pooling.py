@@ -65,3 +65,13 @@ def test_a_single_frame_pools_to_itself():
 def test_bad_specs_name_the_part(spec):
     with pytest.raises(AsdError, match="pooling"):
         parse_pooling(spec)
+
+
+def test_twfr_uses_the_published_decay_of_each_machine(frames):
+    from asd.detect.pooling import TWFR_DECAYS, TWFR_DEFAULT, per_machine
+
+    assert per_machine("mean+twfr") and not per_machine("gwrp0.5")
+    valve = parse_pooling("twfr", "valve")(frames)
+    np.testing.assert_allclose(valve, parse_pooling(f"gwrp{TWFR_DECAYS['valve']}")(frames))
+    np.testing.assert_allclose(parse_pooling("twfr", "ToyDrone")(frames),
+                               parse_pooling(f"gwrp{TWFR_DEFAULT}")(frames))  # fmt: skip

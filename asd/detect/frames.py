@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from asd.detect.pooling import parse_pooling
+from asd.detect.pooling import parse_pooling, per_machine
 from asd.errors import AsdError
 
 if TYPE_CHECKING:
@@ -24,13 +24,22 @@ if TYPE_CHECKING:
 def logmel_pooled(
     features: FeatureSet, pools: Sequence[str], batch_size: int = 256
 ) -> dict[str, np.ndarray]:
-    """Per pooling spec, (N, d) float32 pooled log-mel (dB) of every clip of ``features``."""
-    poolings = {p: parse_pooling(p) for p in dict.fromkeys(pools)}
+    """Per pooling spec, (N, d) float32 pooled log-mel (dB) of every clip of ``features``.
+
+    Clips go in batches of one length (and one machine type when a spec depends on it).
+    """
+    specs = list(dict.fromkeys(pools))
     n_mels = features.config.n_mels
-    out = {p: np.empty((len(features), q.width(n_mels)), np.float32) for p, q in poolings.items()}
+    width = {p: parse_pooling(p).width(n_mels) for p in specs}
+    out = {p: np.empty((len(features), width[p]), np.float32) for p in specs}
     frames = np.asarray(features.index["frames"], dtype=np.int64)
-    for length in np.unique(frames):
-        group = np.flatnonzero(frames == length)
+    machines = features.index["machine"].astype(str).to_numpy()
+    by_machine = any(per_machine(p) for p in specs)
+    groups = sorted({(int(f), m if by_machine else "") for f, m in zip(frames, machines, strict=True)})
+    for length, machine in groups:
+        rows = (frames == length) & ((machines == machine) if by_machine else True)
+        group = np.flatnonzero(rows)
+        poolings = {p: parse_pooling(p, machine or None) for p in specs}
         for i in range(0, len(group), batch_size):
             positions = group[i : i + batch_size]
             mel, _ = features.padded(positions)  # (b, n_mels, length), all equal length
