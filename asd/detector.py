@@ -192,9 +192,8 @@ def _companion_members(spec: DetectorSpec, scoring: ScoringConfig) -> dict[str, 
         name: DetectorSpec((Member("logmel", pool),), (1.0,), "mean")
         for name, pool in REFERENCES.items()
     }
-    alone = Member("encoder", scoring.pool)
-    if spec.uses_encoder and spec.members != (alone,):
-        out["encoder"] = DetectorSpec((alone,), (1.0,), "mean")
+    if spec.uses_encoder:  # scored once: the encoder family's detector is the same member
+        out["encoder"] = DetectorSpec((Member("encoder", scoring.pool),), (1.0,), "mean")
     return out
 
 

@@ -155,8 +155,10 @@ def test_encoder_families_report_the_encoder_and_both_references(
     evaluation = evaluate_detector(
         encoder, features, cfg, estimators=("ml", "knn"), out_dir=tmp_path, device="cpu"
     )
-    expected = {"reference", "reference_meanstd"} | ({"encoder"} if family == "fusion" else set())
-    assert set(evaluation.companions) == expected
+    assert set(evaluation.companions) == {"reference", "reference_meanstd", "encoder"}
+    if family == "encoder":
+        flat = evaluation.metrics()
+        assert flat["ml.hmean"] == flat["encoder.ml.hmean"]
     assert (tmp_path / "ml" / "anomaly_score_fan_section_00_test.csv").is_file()
     if family == "fusion":
         assert evaluation.description.startswith("weighted mean of z: 0.3*encoder/own")

@@ -35,7 +35,8 @@ def logmel_pooled(
     frames = np.asarray(features.index["frames"], dtype=np.int64)
     machines = features.index["machine"].astype(str).to_numpy()
     by_machine = any(per_machine(p) for p in specs)
-    groups = sorted({(int(f), m if by_machine else "") for f, m in zip(frames, machines, strict=True)})
+    keys = zip(frames.tolist(), machines if by_machine else [""] * len(frames), strict=True)
+    groups = sorted(set(keys))
     for length, machine in groups:
         rows = (frames == length) & ((machines == machine) if by_machine else True)
         group = np.flatnonzero(rows)
