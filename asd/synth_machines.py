@@ -55,7 +55,11 @@ def _toycar(rng, t, op, sev, sr):
 
 
 def _toytrain(rng, t, op, sev, sr):
-    """Toy train: rail-joint double clacks, motor hum, rolling noise; flat wheel, scrape."""
+    """Toy train: rail-joint double clacks, motor hum, rolling noise.
+
+    Anomalies are short: a wheel bumping over a defect, a scrape, a slipping motor, each
+    50-300 ms once or twice a clip.
+    """
     n, samples = sev.shape[0], t.size
     f0 = 85.0 * op * sig.uniform(rng, 0.97, 1.03, n)
     motor = sig.harmonics(
@@ -74,31 +78,26 @@ def _toytrain(rng, t, op, sev, sr):
     normal = sig.unit(
         sig.unit(motor) + sig.unit(clacks) * sig.uniform(rng, 0.8, 1.2, n) + 0.4 * rolling
     )
-    flat, scrape, slip = sig.split_kinds(rng, sev, 3)
-    flats = sig.ring(
-        sig.impulse_train(rng, samples, sr, 1.0 / (f0 / 10.0), 1.0),
+    normal = sig.colour(rng, normal, sr, 1.5)
+    bump, scrape, slip = sig.split_kinds(rng, sev, 3)
+    bad = sig.windows(*sig.rare_events(rng, sev, samples / sr, 0.05, 0.3), samples, sr)
+    bumps = sig.ring(
+        sig.random_events(rng, n, samples, sig.uniform(rng, 20, 50, n), 1.0, sr) * (bad > 0.5),
         sig.uniform(rng, 3000, 4500, n),
         sig.uniform(rng, 0.002, 0.004, n),
         sr,
     )
     scraping = sig.shaped_noise(
         rng, n, samples, sr, sig.band(sig.uniform(rng, 4000, 5500, n), 600.0)
-    )
-    scraping = scraping * sig.gate(
-        t,
-        sig.uniform(rng, 0.2, 0.6, n),
-        sig.uniform(rng, 0, 0.5, n),
-        sig.uniform(rng, 0.05, 0.15, n),
-        0.01,
-    )
+    ) * bad
     slipping = sig.harmonics(
         rng, sig.phase(t, 1.35 * f0, 0.01, 1.0, rng), np.ones((n, 2)) * [1.0, 0.5]
-    )
+    ) * bad
     return (
         normal
-        + 0.8 * flat * sig.unit(flats)
-        + 0.6 * scrape * sig.unit(scraping)
-        + 0.5 * slip * sig.unit(slipping)
+        + sig.level(bump, -16.0, 0.0) * sig.local_unit(bumps, bad)
+        + sig.level(scrape, -20.0, -4.0) * sig.local_unit(scraping, bad)
+        + sig.level(slip, -12.0, 4.0) * sig.local_unit(slipping, bad)
     )
 
 
@@ -181,19 +180,25 @@ def _gearbox(rng, t, op, sev, sr):
 
 
 def _slider(rng, t, op, sev, sr):
-    """Slide rail: periodic sliding bursts ending in end-stop clicks; rattle, friction squeal."""
+    """Slide rail: periodic sliding bursts ending in end-stop clicks.
+
+    Anomalies are short: a knock at a rail defect, a friction squeak, or a jolt against the
+    end stop, each 50-300 ms once or twice a clip (a clip mean barely moves).
+    """
     n, samples = sev.shape[0], t.size
+    seconds = samples / sr
     stroke = 0.5 / op * sig.uniform(rng, 0.96, 1.04, n)
     offset = sig.uniform(rng, 0, 0.5, n)
-    on = 0.6 * stroke
+    on = sig.uniform(rng, 0.45, 0.75, n) * stroke
     env = sig.gate(t, stroke, offset, on, 0.03)
     slide = sig.shaped_noise(
         rng, n, samples, sr, sig.band(sig.uniform(rng, 1200, 1600, n) * op**0.5, 700.0)
     )
     events = int(t[-1] / float(stroke.min())) + 2
     stop_times = (offset + on + np.arange(events)[None, :] * stroke) * sr
+    heights = 10 ** (rng.normal(0, 2.0, (n, events)) / 20)
     stops = sig.ring(
-        sig.place(stop_times, np.ones((n, events)), samples),
+        sig.place(stop_times, heights, samples),
         sig.uniform(rng, 900, 1400, n),
         sig.uniform(rng, 0.004, 0.01, n),
         sr,
@@ -201,45 +206,54 @@ def _slider(rng, t, op, sev, sr):
     hum = sig.harmonics(
         rng, 2 * np.pi * 100.0 * t[None, :] * np.ones((n, 1)), rng.uniform(0, 1, (n, 3))
     )
-    normal = sig.unit(sig.unit(slide * env) + 0.6 * sig.unit(stops) + 0.2 * sig.unit(hum))
-    rattle, squeal = sig.split_kinds(rng, sev, 2)
-    rattles = (
-        sig.ring(
-            sig.random_events(rng, n, samples, sig.uniform(rng, 20, 40, n), 1.0, sr),
-            sig.uniform(rng, 3500, 5000, n),
-            0.002,
-            sr,
-        )
-        * env
+    normal = sig.unit(
+        sig.uniform(rng, 0.7, 1.3, n) * sig.unit(slide * env)
+        + 0.6 * sig.unit(stops)
+        + 0.2 * sig.unit(hum)
     )
-    squeals = (
-        sig.harmonics(
-            rng, sig.phase(t, sig.uniform(rng, 2200, 3200, n), 0.01, 5.0, rng), np.ones((n, 1))
-        )
-        * env
+    normal = sig.colour(rng, normal, sr, 1.5)
+    knock, squeak, jolt = sig.split_kinds(rng, sev, 3)
+    bad = sig.windows(*sig.rare_events(rng, sev, seconds, 0.05, 0.3), samples, sr)
+    knocks = sig.ring(
+        sig.random_events(rng, n, samples, sig.uniform(rng, 30, 60, n), 1.0, sr) * (bad > 0.5),
+        sig.uniform(rng, 3500, 5000, n),
+        0.002,
+        sr,
     )
-    return normal + 0.8 * rattle * sig.unit(rattles) + 0.5 * squeal * sig.unit(squeals)
+    squeaks = sig.harmonics(
+        rng, sig.phase(t, sig.uniform(rng, 2200, 3200, n), 0.01, 5.0, rng), np.ones((n, 1))
+    ) * bad
+    onsets = (np.diff((bad > 0.5) * 1.0, axis=-1, prepend=0.0) > 0) * 1.0
+    jolts = sig.ring(onsets, sig.uniform(rng, 200, 500, n), 0.04, sr)
+    return (
+        normal
+        + sig.level(knock, -12.0, 4.0) * sig.local_unit(knocks, bad)
+        + sig.level(squeak, -16.0, 0.0) * sig.local_unit(squeaks, bad)
+        + sig.level(jolt, -10.0, 6.0) * sig.local_unit(jolts, bad)
+    )
 
 
 def _valve(rng, t, op, sev, sr):
-    """Solenoid valve: open/close clicks and flow hiss while open; leak hiss, timing faults."""
+    """Solenoid valve: open/close clicks at irregular strokes, flow hiss while open.
+
+    Anomalies are short (as on real valves, where a clip mean is at chance): a chattering
+    burst at a resonance the valve lacks, a spurt of leak hiss, or a hard slam of the plunger,
+    each 50-300 ms once or twice a clip.
+    """
     n, samples = sev.shape[0], t.size
-    cycle = 0.4 / op * sig.uniform(rng, 0.97, 1.03, n)
-    offset = sig.uniform(rng, 0, 0.4, n)
-    leak, timing = sig.split_kinds(rng, sev, 2)
-    open_s = (
-        cycle * (0.45 + 0.3 * timing) * sig.uniform(rng, 0.95, 1.05, n)
-    )  # a sticky valve stays open
-    events = int(t[-1] / float(cycle.min())) + 2
-    starts = offset + np.arange(events)[None, :] * cycle
-    ones = np.ones((n, events))
-    clicks_open = sig.ring(
-        sig.place(starts * sr, ones, samples), sig.uniform(rng, 2600, 3000, n), 0.004, sr
-    )
-    clicks_close = sig.ring(
-        sig.place((starts + open_s) * sr, ones, samples), sig.uniform(rng, 1700, 2100, n), 0.006, sr
-    )
-    env = sig.gate(t, cycle, offset, open_s, 0.01)
+    seconds = samples / sr
+    cycle = 0.4 / op * sig.uniform(rng, 0.7, 1.4, n)  # the pattern varies clip to clip
+    starts = sig.strokes(rng, n, seconds, cycle, 0.4)
+    events = starts.shape[1]
+    open_s = cycle * sig.uniform(rng, 0.2, 0.7, n) * rng.uniform(0.8, 1.2, (n, events))
+
+    def clicks(times: Array, freq: Array, decay: float) -> Array:
+        heights = 10 ** (rng.normal(0, 2.0, (n, events)) / 20)  # each stroke a little different
+        return sig.ring(sig.place(times * sr, heights, samples), freq, decay, sr)
+
+    clicks_open = clicks(starts, sig.uniform(rng, 2600, 3000, n) * op**0.5, 0.004)
+    clicks_close = clicks(starts + open_s, sig.uniform(rng, 1700, 2100, n) * op**0.5, 0.006)
+    env = sig.windows(starts, open_s, samples, sr, 0.01)
     hiss = sig.shaped_noise(
         rng, n, samples, sr, lambda f: (f[None, :] / 4000.0) / (1 + (f[None, :] / 4000.0) ** 2)
     )
@@ -249,14 +263,30 @@ def _valve(rng, t, op, sev, sr):
     normal = sig.unit(
         sig.unit(clicks_open)
         + 0.8 * sig.unit(clicks_close)
-        + 0.5 * sig.unit(hiss * env)
+        + sig.uniform(rng, 0.3, 0.8, n) * sig.unit(hiss * env)
         + 0.2 * sig.unit(pump)
     )
-    whistle = sig.shaped_noise(
-        rng, n, samples, sr, sig.band(sig.uniform(rng, 5000, 6500, n), 500.0)
+    normal = sig.colour(rng, normal, sr, 1.5)
+    chatter, spurt, slam = sig.split_kinds(rng, sev, 3)
+    on = sig.windows(*sig.rare_events(rng, sev, seconds, 0.05, 0.3), samples, sr)
+    chattering = sig.ring(
+        sig.random_events(rng, n, samples, sig.uniform(rng, 40, 80, n), 1.0, sr) * (on > 0.5),
+        sig.uniform(rng, 3800, 6000, n),
+        0.003,
+        sr,
     )
+    spurting = sig.shaped_noise(
+        rng, n, samples, sr, sig.band(sig.uniform(rng, 5000, 7000, n), 700.0)
+    ) * on
+    onsets = (np.diff((on > 0.5) * 1.0, axis=-1, prepend=0.0) > 0) * 1.0
+    thud = sig.ring(onsets, sig.uniform(rng, 300, 700, n), 0.03, sr)
+    snap = sig.shaped_noise(rng, n, samples, sr, lambda f: np.ones((1, f.size)))
+    slamming = sig.unit(thud) + 0.3 * snap * on
     return (
-        normal + 0.7 * leak * sig.unit(whistle * (1.0 - env)) + 0.5 * timing * sig.unit(hiss * env)
+        normal
+        + sig.level(chatter, -12.0, 4.0) * sig.local_unit(chattering, on)
+        + sig.level(spurt, -14.0, 2.0) * sig.local_unit(spurting, on)
+        + sig.level(slam, -12.0, 4.0) * sig.local_unit(slamming, on)
     )
 
 

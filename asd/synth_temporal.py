@@ -123,12 +123,11 @@ TEMPORAL: dict[str, Transform] = {
 """Every temporal anomaly kind by name."""
 
 MACHINE_KINDS: dict[str, tuple[str, ...]] = {
-    "valve": ("irregular", "dropout"),
-    "slider": ("rhythm", "irregular"),
+    "slider": ("irregular", "transients"),
     "gearbox": ("transients", "dropout"),
     "ToyTrain": ("irregular", "transients"),
-    "bearing": ("transients", "rhythm"),
-    "shaker": ("rhythm", "irregular"),
+    "bearing": ("rhythm", "dropout"),
+    "shaker": ("irregular", "transients"),
     "bandsaw": ("transients", "dropout"),
 }
 """Machine types that get temporal anomalies and which kinds (others: spectral only)."""
