@@ -36,7 +36,7 @@ from asd.synth_machines import SPECS, MachineSpec
 from asd.synth_temporal import apply as apply_temporal
 from asd.synth_temporal import draw_kinds
 
-__all__ = ["DEV_MACHINES", "EVAL_MACHINES", "synthesize"]
+__all__ = ["DEV_MACHINES", "EVAL_MACHINES", "record", "synthesize"]
 
 _CHUNK = 32
 """Clips rendered together: bounds memory for long clips and keeps seeding independent of n."""
@@ -183,11 +183,17 @@ def _render_all(
             kinds,
             sr,
         )
-        snr_db = sig.uniform(rng, 3.0, 15.0, n)  # machine-to-factory-noise ratio
-        mix = machine_sound + 10 ** (-snr_db / 20) * sig.background(rng, n, samples, sr)
-        level = 0.05 * 10 ** (sig.uniform(rng, -4.0, 4.0, n) / 20)  # the microphone gain varies too
-        pcm = np.round(np.clip(sig.unit(mix) * level, -1, 1) * 32767).astype(np.int16)
+        pcm = np.round(np.clip(record(rng, machine_sound, sr), -1, 1) * 32767).astype(np.int16)
         for clip, wave in zip(chunk, pcm, strict=True):
             buffer = io.BytesIO()  # one write per file: much faster than soundfile's own flushes
             sf.write(buffer, wave, sr, subtype="PCM_16", format="WAV")
             (folder / clip.name).write_bytes(buffer.getvalue())
+
+
+def record(rng: np.random.Generator, machine_sound: np.ndarray, sr: int) -> np.ndarray:
+    """What the microphone hears: the machine at 3-15 dB over factory noise, gain +-4 dB."""
+    n, samples = machine_sound.shape
+    snr_db = sig.uniform(rng, 3.0, 15.0, n)  # machine-to-factory-noise ratio
+    mix = machine_sound + 10 ** (-snr_db / 20) * sig.background(rng, n, samples, sr)
+    level = 0.05 * 10 ** (sig.uniform(rng, -4.0, 4.0, n) / 20)  # the microphone gain varies too
+    return sig.unit(mix) * level

@@ -27,8 +27,28 @@ Render = Callable[[np.random.Generator, Array, Array, Array, int], Array]
 # and anomalies are added relative to it, so severity is a level, not an absolute loudness.
 
 
+def _rig_knocks(rng: np.random.Generator, n: int, samples: int, sr: int) -> Array:
+    """A test rig that knocks now and then (a clamp, a cable, the belt), RMS 1.
+
+    Normal clips of a steady machine then have a few loud frames, as real ones do, so the
+    loudest frame of a band varies more than its mean.
+    """
+    return sig.unit(
+        sig.ring(
+            sig.random_events(rng, n, samples, sig.uniform(rng, 0.5, 2.0, n), 1.0, sr),
+            sig.uniform(rng, 1500, 6000, n),
+            sig.uniform(rng, 0.002, 0.01, n),
+            sr,
+        )
+    )
+
+
 def _toycar(rng, t, op, sev, sr):
-    """Toy car: DC-motor harmonics, gear whine, road rumble; anomalies tick, whine, wobble."""
+    """Toy car: DC-motor harmonics, gear whine, road rumble.
+
+    Anomalies are steady (a rough band, a whine off its order, a wobble at wheel rate): they
+    move the clip mean and spread, not one frame.
+    """
     n, samples = sev.shape[0], t.size
     f0 = 110.0 * op * sig.uniform(rng, 0.97, 1.03, n)
     phase = sig.phase(t, f0, sig.uniform(rng, 0.002, 0.01, n), sig.uniform(rng, 0.3, 2.0, n), rng)
@@ -38,20 +58,19 @@ def _toycar(rng, t, op, sev, sr):
     rumble = sig.shaped_noise(
         rng, n, samples, sr, lambda f: 1.0 / (1.0 + (f[None, :] / 250.0) ** 2)
     )
+    rig = sig.uniform(rng, 0.1, 0.3, n) * _rig_knocks(rng, n, samples, sr)
     normal = sig.unit(
-        sig.unit(motor) + 0.3 * sig.unit(whine) + sig.uniform(rng, 0.3, 0.8, n) * rumble
+        sig.unit(motor) + 0.3 * sig.unit(whine) + sig.uniform(rng, 0.3, 0.8, n) * rumble + rig
     )
-    tick, bad_whine, wobble = sig.split_kinds(rng, sev, 3)
+    rough, bad_whine, wobble = sig.split_kinds(rng, sev, 3)
     wheel = f0 / 12.0
-    ticks = sig.ring(
-        sig.impulse_train(rng, samples, sr, 1.0 / wheel, 1.0),
-        sig.uniform(rng, 2500, 4000, n),
-        sig.uniform(rng, 0.002, 0.005, n),
-        sr,
+    # A dry axle: a steady rough band (the whole clip, so the mean sees it and no frame stands out).
+    roughness = sig.shaped_noise(
+        rng, n, samples, sr, sig.band(sig.uniform(rng, 2500, 4000, n), sig.uniform(rng, 400, 800, n))
     )
     extra = sig.harmonics(rng, 7.5 * phase, np.ones((n, 1)))  # a chipped gear: whine off its order
     am = 1.0 + 1.2 * wobble * np.sin(2 * np.pi * wheel * t[None, :])
-    return normal * am + 0.8 * tick * sig.unit(ticks) + 0.9 * bad_whine * sig.unit(extra)
+    return normal * am + 0.6 * rough * roughness + 0.9 * bad_whine * sig.unit(extra)
 
 
 def _toytrain(rng, t, op, sev, sr):
@@ -102,7 +121,11 @@ def _toytrain(rng, t, op, sev, sr):
 
 
 def _bearing(rng, t, op, sev, sr):
-    """Bearing: a structural resonance amplitude-modulated at shaft rate; defect impulse trains."""
+    """Bearing: a structural resonance amplitude-modulated at shaft rate.
+
+    Anomalies are steady: defect impulse trains (faster than a log-mel frame) or a spread
+    resonance; they move the clip mean, not one frame.
+    """
     n, samples = sev.shape[0], t.size
     shaft = 25.0 * op * sig.uniform(rng, 0.98, 1.02, n)
     res_f = sig.uniform(rng, 3000, 3400, n)
@@ -112,8 +135,9 @@ def _bearing(rng, t, op, sev, sr):
     )
     low = sig.harmonics(rng, sig.phase(t, shaft, 0.003, 0.5, rng), rng.uniform(0.3, 1.0, (n, 3)))
     broad = sig.shaped_noise(rng, n, samples, sr, lambda f: 1.0 / (1.0 + f[None, :] / 500.0))
-    normal = sig.unit(sig.unit(res * am) + 0.5 * sig.unit(low) + 0.4 * broad)
-    outer, inner = sig.split_kinds(rng, sev, 2)
+    rig = sig.uniform(rng, 0.1, 0.3, n) * _rig_knocks(rng, n, samples, sr)
+    normal = sig.unit(sig.unit(res * am) + 0.5 * sig.unit(low) + 0.4 * broad + rig)
+    outer, inner, loose = sig.split_kinds(rng, sev, 3)
     bpfo = sig.ring(
         sig.impulse_train(rng, samples, sr, 1.0 / (3.58 * shaft), 1.0, jitter=0.01),
         sig.uniform(rng, 4200, 5200, n),
@@ -126,7 +150,16 @@ def _bearing(rng, t, op, sev, sr):
         sig.uniform(rng, 0.001, 0.002, n),
         sr,
     ) * (1.0 + np.sin(2 * np.pi * shaft * t[None, :]))  # inner race: modulated by the load zone
-    return normal + 0.7 * outer * sig.unit(bpfo) + 0.7 * inner * sig.unit(bpfi)
+    # A loose or dry mounting: the resonance spreads upwards, steadily (mean, not max).
+    spread = sig.shaped_noise(
+        rng, n, samples, sr, sig.band(res_f * sig.uniform(rng, 1.08, 1.2, n), 400.0)
+    )
+    return (
+        normal
+        + 0.7 * outer * sig.unit(bpfo)
+        + 0.7 * inner * sig.unit(bpfi)
+        + 0.6 * loose * sig.unit(spread * am)
+    )
 
 
 def _fan(rng, t, op, sev, sr):
