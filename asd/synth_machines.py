@@ -64,9 +64,13 @@ def _toycar(rng, t, op, sev, sr):
     )
     rough, bad_whine, wobble = sig.split_kinds(rng, sev, 3)
     wheel = f0 / 12.0
-    # A dry axle: a steady rough band (the whole clip, so the mean sees it and no frame stands out).
+    # A dry axle: a steady rough band over the whole clip (the mean sees it, no frame stands out).
     roughness = sig.shaped_noise(
-        rng, n, samples, sr, sig.band(sig.uniform(rng, 2500, 4000, n), sig.uniform(rng, 400, 800, n))
+        rng,
+        n,
+        samples,
+        sr,
+        sig.band(sig.uniform(rng, 2500, 4000, n), sig.uniform(rng, 400, 800, n)),
     )
     extra = sig.harmonics(rng, 7.5 * phase, np.ones((n, 1)))  # a chipped gear: whine off its order
     am = 1.0 + 1.2 * wobble * np.sin(2 * np.pi * wheel * t[None, :])
@@ -106,12 +110,14 @@ def _toytrain(rng, t, op, sev, sr):
         sig.uniform(rng, 0.002, 0.004, n),
         sr,
     )
-    scraping = sig.shaped_noise(
-        rng, n, samples, sr, sig.band(sig.uniform(rng, 4000, 5500, n), 600.0)
-    ) * bad
-    slipping = sig.harmonics(
-        rng, sig.phase(t, 1.35 * f0, 0.01, 1.0, rng), np.ones((n, 2)) * [1.0, 0.5]
-    ) * bad
+    scraping = (
+        sig.shaped_noise(rng, n, samples, sr, sig.band(sig.uniform(rng, 4000, 5500, n), 600.0))
+        * bad
+    )
+    slipping = (
+        sig.harmonics(rng, sig.phase(t, 1.35 * f0, 0.01, 1.0, rng), np.ones((n, 2)) * [1.0, 0.5])
+        * bad
+    )
     return (
         normal
         + sig.level(bump, -16.0, 0.0) * sig.local_unit(bumps, bad)
@@ -253,9 +259,12 @@ def _slider(rng, t, op, sev, sr):
         0.002,
         sr,
     )
-    squeaks = sig.harmonics(
-        rng, sig.phase(t, sig.uniform(rng, 2200, 3200, n), 0.01, 5.0, rng), np.ones((n, 1))
-    ) * bad
+    squeaks = (
+        sig.harmonics(
+            rng, sig.phase(t, sig.uniform(rng, 2200, 3200, n), 0.01, 5.0, rng), np.ones((n, 1))
+        )
+        * bad
+    )
     onsets = (np.diff((bad > 0.5) * 1.0, axis=-1, prepend=0.0) > 0) * 1.0
     jolts = sig.ring(onsets, sig.uniform(rng, 200, 500, n), 0.04, sr)
     return (
@@ -308,9 +317,9 @@ def _valve(rng, t, op, sev, sr):
         0.003,
         sr,
     )
-    spurting = sig.shaped_noise(
-        rng, n, samples, sr, sig.band(sig.uniform(rng, 5000, 7000, n), 700.0)
-    ) * on
+    spurting = (
+        sig.shaped_noise(rng, n, samples, sr, sig.band(sig.uniform(rng, 5000, 7000, n), 700.0)) * on
+    )
     onsets = (np.diff((on > 0.5) * 1.0, axis=-1, prepend=0.0) > 0) * 1.0
     thud = sig.ring(onsets, sig.uniform(rng, 300, 700, n), 0.03, sr)
     snap = sig.shaped_noise(rng, n, samples, sr, lambda f: np.ones((1, f.size)))

@@ -114,7 +114,7 @@ def place(pos: Array, heights: Array, samples: int) -> Array:
     return out
 
 
-def ring(impulses: Array, freq: Array, decay_s: Array, sr: int) -> Array:
+def ring(impulses: Array, freq: Array, decay_s: Array | float, sr: int) -> Array:
     """Impulses through a damped resonance (freq, decay per row): clicks, clacks, knocks.
 
     Circular convolution: a ring that runs past the end reappears at the start, which a
@@ -136,7 +136,9 @@ def gate(t: Array, period_s: Array, offset_s: Array, on_s: Array, ramp_s: float)
     return np.minimum(rise, fall)
 
 
-def windows(starts_s: Array, lengths_s: Array, samples: int, sr: int, ramp_s: float = 0.005) -> Array:
+def windows(
+    starts_s: Array, lengths_s: Array, samples: int, sr: int, ramp_s: float = 0.005
+) -> Array:
     """An envelope (n, samples): 1 inside each window ``[start, start + length)`` (n, m), else 0.
 
     Unlike :func:`gate` the windows need not be periodic: irregular strokes and rare events.
@@ -163,8 +165,11 @@ def local_unit(x: Array, env: Array) -> Array:
 
 
 def strokes(rng: np.random.Generator, n: int, seconds: float, cycle: Array, spread: float) -> Array:
-    """Start times (n, m) of operating strokes, ``cycle`` apart on average, each gap drawn in
-    ``cycle * (1 +- spread)``: a machine that works to a pattern, not to a clock."""
+    """Start times (n, m) of operating strokes, ``cycle`` apart on average.
+
+    Each gap is drawn in ``cycle * (1 +- spread)``: a machine that works to a pattern, not to
+    a clock (a valve switched by a controller).
+    """
     m = int(seconds / (float(cycle.min()) * (1 - spread))) + 2
     gaps = cycle * rng.uniform(1 - spread, 1 + spread, (n, m))
     return rng.uniform(0, 1, (n, 1)) * cycle + np.cumsum(gaps, axis=-1) - gaps[:, :1]

@@ -66,7 +66,9 @@ def data(out: Path, size: str, seed: int) -> Path:
 
 def pooled(features: FeatureSet, pool: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
     """(clips, dim) clip vectors of every clip."""
-    return np.stack([pool(np.asarray(features.clip(i), dtype=np.float64)) for i in range(len(features))])
+    return np.stack(
+        [pool(np.asarray(features.clip(i), dtype=np.float64)) for i in range(len(features))]
+    )
 
 
 def measure(features: FeatureSet) -> dict[str, dict[str, tuple[float, float]]]:
@@ -87,7 +89,9 @@ def format_table(scores: dict[str, dict[str, tuple[float, float]]]) -> str:
     """Markdown: hmean (AUC) per pooling and machine type, and which pooling wins."""
     names = list(scores)
     lines = [
-        "| machine | " + " | ".join(f"{n} hmean (AUC)" for n in names) + " | best | max - meanstd |",
+        "| machine | "
+        + " | ".join(f"{n} hmean (AUC)" for n in names)
+        + " | best | max - meanstd |",
         "|---" * (len(names) + 3) + "|",
     ]
     machines = sorted(next(iter(scores.values())))
