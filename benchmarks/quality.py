@@ -7,19 +7,19 @@
 One table on `asd data synth` data (spectral *and* temporal anomalies): the machine types are
 split into a tuned group and a held-out group; the sweep only ever sees the tuned group's test
 labels, every other row is scored on both groups. Rows: the references (clip mean; clip mean
-+ std of the log-mel), the paper preset, the ``quick`` preset, each lever alone (on top of the
-``quick`` preset), and the champion of a small real ``asd sweep``. Columns: hmean per scorer
++ std of the log-mel), each temporal pooling alone, TWFR-GMM, label-free ensembles, the
+``quick`` preset and its encoder with its poolings, the champion of a small real ``asd sweep``
+and the paper preset. Columns: hmean per scorer
 for each group, wall time, the machine. A row whose lever the installed ``asd`` does not have
 prints ``n/a`` and why. Every figure comes from the project's own public functions
-(``asd.synth.synthesize``, ``asd.pipeline.train_encoder`` / ``evaluate_encoder`` /
-``evaluate_embeddings``, ``asd.sweep.runner.run_sweep``); nothing is re-implemented here.
+(``asd.synth.synthesize``, ``asd.pipeline.train_encoder``, ``asd.detector.evaluate_detector``,
+``asd.sweep.runner.run_sweep``); nothing is re-implemented here.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
-import importlib
 import json
 import logging
 import os
@@ -38,6 +38,7 @@ import torch
 from asd import pipeline
 from asd.config import Config, preset
 from asd.data import index_dataset
+from asd.detector import evaluate_detector, machine_comparison
 from asd.errors import AsdError
 from asd.features import FeatureSet, extract_features
 from asd.synth import synthesize
@@ -61,47 +62,98 @@ class Row:
 
     name: str
     kind: str
-    """'reference' (untrained statistic), 'encoder' (trained here) or 'sweep' (a real sweep)."""
+    """'untrained' (log-mel members only), 'encoder' (trained here) or 'sweep' (a real sweep)."""
     base: str = "quick"
     """Preset the overrides apply to."""
     overrides: dict[str, Any] = field(default_factory=dict)
-    """Config keys that make this row (a lever alone); an unknown key makes the row 'n/a'."""
+    """Config keys that make this row; an unknown key makes the row 'n/a'."""
     note: str = ""
-    statistic: str = ""
-    """Reference rows: the clip statistic of the log-mel ('mean' or 'mean_std')."""
 
 
-FIRST_CUT = {
-    "encoder.width": 16,
-    "encoder.freq_stride": 2,
-    "encoder.pool": "avg",
-    "encoder.freq_bands": 4,
-    "features.n_mels": 64,
-    "train.epochs": 10,
-    "augment.n_views": 2,
-}
-"""The first quick candidate (a paper-shaped ResNet at width 16): levers first measured on it."""
+def _untrained(pooling: str, **scoring: Any) -> dict[str, Any]:
+    """Overrides of an untrained log-mel detector pooled by ``pooling``."""
+    return {"scoring.family": "reference", "scoring.reference": pooling} | {
+        f"scoring.{k}": v for k, v in scoring.items()
+    }
 
-TDNN = {"encoder.arch": "tdnn", "encoder.width": 16, "encoder.pool": "meanstd"}
-"""Full-mel-resolution backbone (quality2): 128 channels, mean+std over time."""
-FUSE_STD = {"scoring.family": "fusion", "scoring.reference": "mean_std"}
+
+def _ensemble(*members: str, combine: str = "max", **scoring: Any) -> dict[str, Any]:
+    """Overrides of an ensemble of ``members`` combined by ``combine`` of z."""
+    return {
+        "scoring.family": "ensemble",
+        "scoring.members": list(members),
+        "scoring.combine": combine,
+    } | {f"scoring.{k}": v for k, v in scoring.items()}
+
+
+MEANSTD_MAX = ("logmel/meanstd", "logmel/max")
+QUICK_ENCODER = {"scoring.family": "encoder", "scoring.pool": "own"}
+"""The quick preset's encoder alone (the preset's own detector is an ensemble)."""
 
 ROWS = (
-    Row("reference-mean", "reference", "paper", {}, "clip mean", "mean"),
-    Row("reference-mean-std", "reference", "paper", {}, "clip mean+std", "mean_std"),
-    Row("paper", "encoder", "paper", {}, "paper preset (--paper-epochs caps its 40 epochs)"),
-    Row("quick", "encoder", "quick", {}, "the quick preset"),
-    Row("fusion", "encoder", "quick", {"scoring.family": "fusion"}, "quick fused with reference"),
+    Row("reference-mean", "untrained", "paper", _untrained("mean"), "clip mean"),
+    Row("reference-meanstd", "untrained", "paper", _untrained("meanstd"), "clip mean+std"),
+    Row("pool-max", "untrained", "paper", _untrained("max"), "per-band max over time"),
+    Row("pool-p95", "untrained", "paper", _untrained("p95"), "95th percentile over time"),
+    Row("pool-gwrp0.5", "untrained", "paper", _untrained("gwrp0.5"), "GWRP, decay 0.5"),
+    Row("pool-gwrp0.9", "untrained", "paper", _untrained("gwrp0.9"), "GWRP, decay 0.9"),
+    Row("pool-mean+max", "untrained", "paper", _untrained("mean+max"), "mean and max, one vector"),
+    Row("pool-max-gmm", "untrained", "paper", _untrained("max", estimator="gmm"), "max, GMM"),
+    Row("twfr-gmm", "untrained", "twfr-gmm", {}, "TWFR-GMM, published per-machine decays"),
+    Row("ens-meanstd+max", "untrained", "paper", _ensemble(*MEANSTD_MAX), "max of z"),
+    Row(
+        "ens-meanstd+max-mean",
+        "untrained",
+        "paper",
+        _ensemble(*MEANSTD_MAX, combine="mean"),
+        "mean of z",
+    ),
+    Row(
+        "ens-meanstd+gwrp0.5+max",
+        "untrained",
+        "paper",
+        _ensemble("logmel/meanstd", "logmel/gwrp0.5", "logmel/max"),
+        "max of z",
+    ),
+    Row(
+        "ens-mean+meanstd+max",
+        "untrained",
+        "paper",
+        _ensemble("logmel/mean", "logmel/meanstd", "logmel/max"),
+        "max of z",
+    ),
+    Row(
+        "ens-meanstd+max/gmm",
+        "untrained",
+        "paper",
+        _ensemble("logmel/meanstd", "logmel/max/gmm"),
+        "max of z, max pooled member scored by GMM",
+    ),
+    Row("quick", "encoder", "quick", {}, "the quick preset as shipped"),
+    Row("quick-encoder", "encoder", "quick", QUICK_ENCODER, "quick's encoder alone, own pooling"),
+    Row(
+        "quick-encoder-max",
+        "encoder",
+        "quick",
+        {**QUICK_ENCODER, "scoring.pool": "max"},
+        "quick's encoder frames, max over time",
+    ),
+    Row(
+        "quick-ens+encoder",
+        "encoder",
+        "quick",
+        _ensemble(*MEANSTD_MAX, "encoder/own"),
+        "max of z: mean+std, max, encoder",
+    ),
+    Row(
+        "quick-ens+encoder-max",
+        "encoder",
+        "quick",
+        _ensemble(*MEANSTD_MAX, "encoder/max"),
+        "max of z: mean+std, max, encoder frames' max",
+    ),
     Row("sweep-champion", "sweep", "quick", {}, "best of a small real asd sweep"),
-    Row("aux-head", "encoder", "quick", {"loss.aux_weight": 1.0}, "quick + ArcFace head"),
-    Row("pool-meanstd", "encoder", "quick", {"encoder.pool": "meanstd"}, "quick, mean+std pool"),
-    Row("width-16", "encoder", "quick", {"encoder.width": 16}, "quick at width 16"),
-    Row("crop-max", "encoder", "quick", {"scoring.aggregate": "max"}, "quick, crop-level max"),
-    Row("tdnn", "encoder", "quick", TDNN, "1-D TDNN over time, mels as channels"),
-    Row("tdnn+fusion", "encoder", "quick", {**TDNN, **FUSE_STD}, "tdnn fused with mean+std"),
-    Row("first-cut", "encoder", "quick", FIRST_CUT, "width 16, avg pool, 64 mels, 10 epochs"),
-    Row("first-cut+aux", "encoder", "quick", {**FIRST_CUT, "loss.aux_weight": 1.0}, "+ ArcFace"),
-    Row("first-cut+meanstd", "encoder", "quick", {**FIRST_CUT, "encoder.pool": "meanstd"}, ""),
+    Row("paper", "encoder", "paper", {}, "paper preset (--paper-epochs caps its 40 epochs)"),
 )
 """In order of importance: a run cut short still has the references and the main detectors."""
 
@@ -192,62 +244,43 @@ def hmeans(evaluation: Any) -> dict[str, float]:
     return {k: float(v) for k, v in out.items()}
 
 
-def _detector() -> Any:
-    """``asd.detector`` (families, fusion, references) where this asd has it, else None."""
-    try:
-        return importlib.import_module("asd.detector")
-    except ImportError:
-        return None
-
-
-def measure_reference(bench: Bench, row: Row, cfg: Config) -> Result:
-    """An untrained clip statistic of the log-mel, scored like any embedding."""
+def measure_untrained(bench: Bench, row: Row, cfg: Config) -> Result:
+    """An untrained log-mel detector (pooling, scorer, ensemble), on both groups."""
     start = time.monotonic()
     features = bench.features(cfg)
-    detector = _detector()
-    if detector is None and row.statistic != "mean":
-        return Result(row, missing=f"n/a in this asd: the '{row.statistic}' reference")
     result = Result(row)
     for group, machines in (("tuned", bench.args.tuned), ("held_out", bench.args.held_out)):
-        if detector is not None:
-            ref_cfg = cfg.with_overrides({"scoring.reference": row.statistic})
-            evaluation = detector.evaluate_reference(features, ref_cfg, machines=machines)
-        else:
-            evaluation = pipeline.evaluate_embeddings(
-                pipeline.mean_logmel_embeddings(features), features.index, cfg, machines=machines
-            )
+        evaluation = evaluate_detector(None, features, cfg, machines=machines, companions=False)
         setattr(result, group, hmeans(evaluation))
+        result.detail[f"{group}.machines"] = _per_machine(evaluation, cfg)
     result.wall_s = time.monotonic() - start
     return result
 
 
 def measure_encoder(bench: Bench, row: Row, cfg: Config) -> Result:
-    """Train (or reuse) the row's encoder on every machine's normal clips; score both groups.
-
-    With ``asd.detector``, the row's family (encoder alone or fused) fills the table and the
-    encoder alone, the reference and the fusion go to the details beside it.
-    """
+    """Train (or reuse) the row's encoder on every machine's normal clips; score both groups."""
     start = time.monotonic()
     encoder, train_s = bench.encoder(cfg)
     features = bench.features(cfg)
-    detector = _detector()
     result = Result(row, detail={"train_s": round(train_s, 1)})
     for group, machines in (("tuned", bench.args.tuned), ("held_out", bench.args.held_out)):
-        if detector is not None:
-            evaluation = detector.evaluate_detector(
-                encoder, features, cfg, machines=machines, device=bench.args.device
-            )
-        else:
-            evaluation = pipeline.evaluate_encoder(
-                encoder, features, cfg, machines=machines, device=bench.args.device
-            )
+        evaluation = evaluate_detector(
+            encoder, features, cfg, machines=machines, device=bench.args.device
+        )
         setattr(result, group, hmeans(evaluation))
-        for name, companion in getattr(evaluation, "companions", {}).items():
+        result.detail[f"{group}.machines"] = _per_machine(evaluation, cfg)
+        for name, companion in evaluation.companions.items():
             result.detail[f"{group}.{name}"] = {
                 k: round(100 * v, 1) for k, v in hmeans(companion).items()
             }
     result.wall_s = time.monotonic() - start  # a shared encoder's training is not counted twice
     return result
+
+
+def _per_machine(evaluation: Any, cfg: Config) -> dict[str, float]:
+    """hmean % per machine type of the detector, for the row's own scorer."""
+    table = machine_comparison(evaluation, cfg.scoring.estimator)
+    return {} if table.empty else {m: float(v) for m, v in table["detector"].items()}
 
 
 def measure_sweep(bench: Bench, row: Row, cfg: Config) -> Result:
@@ -311,7 +344,7 @@ def _space_yaml(args: argparse.Namespace) -> str:
 
 
 MEASURE: dict[str, Callable[[Bench, Row, Config], Result]] = {
-    "reference": measure_reference,
+    "untrained": measure_untrained,
     "encoder": measure_encoder,
     "sweep": measure_sweep,
 }
@@ -376,7 +409,7 @@ def report(results: list[Result], args: argparse.Namespace, wall_s: float) -> st
             if s not in scorers:
                 scorers.append(s)
     size = SIZES[args.size]
-    refs = [r for r in results if r.row.kind == "reference" and not r.missing]
+    refs = [r for r in results if r.row.name.startswith("reference-") and not r.missing]
     lines = [
         f"# asd detection quality ({args.size} size; official hmean in %)",
         "",

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from asd.data import fingerprint
+from asd.detector import detector_spec
 from asd.errors import AsdError
 from asd.features import FeatureSet, extract_features
 from asd.fingerprint import STORE_NAME
@@ -178,6 +179,7 @@ def _crown_winner(
     artifacts = winner_artifacts(results, best, dest)
     encoder, cfg, encoder_path = winner(artifacts, str(best.get("family") or "encoder"))
     result.family, result.scorer = cfg.scoring.family, cfg.scoring.estimator
+    result.detector = detector_spec(cfg.scoring).describe(cfg.scoring.estimator)
     result.tune_scores = {k: float(best[k]) for k in TRIAL_SCORES if pd.notna(best.get(k))}
     result.phases["finalise"], mark = time.monotonic() - mark, time.monotonic()
     if holdout:
@@ -185,9 +187,8 @@ def _crown_winner(
         result.phases["holdout"], mark = time.monotonic() - mark, time.monotonic()
     if encoder_path is None:
         result.note = (
-            f"the winner is the untrained reference ({cfg.scoring.reference} log-mel, "
-            f"{cfg.scoring.estimator}): there is no encoder to register; score with it "
-            "through `asd evaluate --embedding mean-logmel` (or mean-std-logmel)"
+            f"the winner is untrained ({result.detector}): there is no encoder to register; "
+            "score with it through `asd evaluate --preset`/`--members`/`--embedding logmel`"
         )
     else:
         register(

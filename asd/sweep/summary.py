@@ -17,6 +17,7 @@ import pandas as pd
 
 from asd.config import ESTIMATORS, SCORERS
 from asd.errors import one_line
+from asd.pipeline import REFERENCE_COMPANIONS
 from asd.sweep.space import SearchSpace
 from asd.sweep.trial import OBJECTIVE, TIMINGS
 from asd.tracking import TAG_TRIAL, Tracker
@@ -51,6 +52,8 @@ class SweepResult:
     """The winner's detector family (encoder, reference or fusion)."""
     scorer: str = ESTIMATORS[0]
     """The scorer the winner was tuned with: its registered score and reference comparison."""
+    detector: str = ""
+    """What the winner's detector is, in one line (members, pooling, scorer, combination)."""
     note: str | None = None
     """Why nothing was registered although a trial finished (the reference won)."""
     model_version: str | None = None
@@ -117,14 +120,18 @@ def _params(path: str) -> dict[str, Any]:
 def reference_metrics(result: SweepResult) -> dict[str, float]:
     """``reference.<group>.hmean``, ``best.<group>.hmean`` and their difference, per group.
 
-    The winner's own scorer (``result.scorer``) on the tuned and the held-out machine types.
+    The winner's own scorer (``result.scorer``) on the tuned and the held-out machine types;
+    the reference is the stronger of the two untrained ones (clip mean; mean + std).
     """
     out: dict[str, float] = {}
     for group, scores in (("tune", result.tune_scores), ("holdout", result.holdout_scores)):
-        mine, ref = (
-            scores.get(f"{result.scorer}.hmean"),
-            scores.get(f"reference.{result.scorer}.hmean"),
-        )
+        mine = scores.get(f"{result.scorer}.hmean")
+        refs = [
+            scores[key]
+            for name in REFERENCE_COMPANIONS
+            if (key := f"{name}.{result.scorer}.hmean") in scores
+        ]
+        ref = max(refs) if refs else None
         if mine is not None:
             out[f"best.{group}.hmean"] = mine
         if ref is not None:
@@ -147,6 +154,8 @@ def format_summary(result: SweepResult) -> str:
     if result.best_trial_id:
         lines.append(f"best trial {result.best_trial_id} (MLflow run {result.best_run_id})")
         lines.append(f"  detector: family {result.family}, scorer {result.scorer}")
+        if result.detector:
+            lines.append(f"  members: {result.detector}")
         lines += _group_lines("tuned machine types:   ", result.tune_scores)
         if result.holdout_scores:
             lines += _group_lines("held-out machine types:", result.holdout_scores)
@@ -182,12 +191,13 @@ def _untrained_line(summary: pd.DataFrame) -> str:
     """Why reference trials show 0 epochs: they train nothing and were evaluated once."""
     if summary.empty or "family" not in summary:
         return ""
-    n = int(((summary["family"] == "reference") & (summary["status"] == "finished")).sum())
+    untrained = summary["family"].isin(["reference"]) | (summary.get("epochs", 1) == 0)
+    n = int((untrained & (summary["status"] == "finished")).sum())
     if not n:
         return ""
     which = "trial" if n == 1 else "trials"
     return (
-        f"{n} {which} of the untrained reference: nothing to train, evaluated once "
+        f"{n} untrained {which} (log-mel detectors): nothing to train, evaluated once "
         "(one result, 0 epochs)"
     )
 
