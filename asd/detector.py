@@ -155,7 +155,7 @@ def evaluate_detector(
         raise AsdError(f"scoring.family '{cfg.scoring.family}' needs an encoder")
     subset = _machines(features, machines)
     estimators = tuple(estimators or reported_scorers(cfg))
-    extra = _companion_members(spec, cfg.scoring) if companions else {}
+    extra = _companion_members(spec, cfg.scoring, encoder is not None) if companions else {}
     needed = [(m.frames, m.pool) for m in spec.members]
     needed += [(m.frames, m.pool) for group in extra.values() for m in group.members]
     vectors = pooled_vectors(needed, subset, encoder, device=device, progress=progress)
@@ -186,13 +186,19 @@ def evaluate_reference(
     return evaluate_detector(None, features, ref, estimators, machines, companions=False)
 
 
-def _companion_members(spec: DetectorSpec, scoring: ScoringConfig) -> dict[str, DetectorSpec]:
-    """The yardsticks beside a detector: both references, and the encoder alone if it has one."""
+def _companion_members(
+    spec: DetectorSpec, scoring: ScoringConfig, have_encoder: bool
+) -> dict[str, DetectorSpec]:
+    """The yardsticks beside a detector: both references, and the encoder alone if given.
+
+    The encoder alone shows beside an untrained detector too: does the learned part earn
+    its cost?
+    """
     out = {
         name: DetectorSpec((Member("logmel", pool),), (1.0,), "mean")
         for name, pool in REFERENCES.items()
     }
-    if spec.uses_encoder:  # scored once: the encoder family's detector is the same member
+    if have_encoder:  # scored once: the encoder family's detector is the same member
         out["encoder"] = DetectorSpec((Member("encoder", scoring.pool),), (1.0,), "mean")
     return out
 

@@ -61,10 +61,10 @@ class SweepSettings:
     """Machine types the search never scores; only the winner is scored on them
     (default: the space's ``sweep.holdout_machines``, else none)."""
     validate_every: int | None = None
-    """Full evaluation of each trial (every scorer, out-of-fold thresholds, the reference and
-    fusion beside it) every this many epochs besides the last; other epochs report a cheap
-    estimate (one scorer, in-sample statistics) that ranks trials alike. 0: the last epoch
-    only (default: the space's ``sweep.validate_every``, else 0)."""
+    """Full evaluation of each trial (every scorer, thresholds out of fold, the references
+    beside it) every this many epochs besides the last; other epochs report a cheap estimate
+    (one scorer, few refits) that ranks trials alike. 0: the last epoch only (default: the
+    space's ``sweep.validate_every``, else 0)."""
     checkpoint_every: int | None = None
     """Resumable checkpoint of each trial every this many epochs besides the last (a failed
     trial resumes from the latest); 0: the last epoch only (default: the space's
