@@ -94,3 +94,8 @@ def test_quick_preset_is_the_paper_plus_its_listed_changes():
     assert changed == set(QUICK)
     assert quick["encoder.width"] < paper["encoder.width"]  # what keeps it inside a CPU budget
     assert paper["loss.aux_weight"] == 0 and paper["encoder.width"] == 64  # the paper unchanged
+    # issue 16: quick's detector is the measured label-free ensemble; the paper's is the encoder
+    assert quick["scoring.family"] == "ensemble" and quick["scoring.combine"] == "max"
+    assert quick["scoring.members"] == ["logmel/meanstd", "logmel/max"]
+    assert (paper["scoring.family"], paper["scoring.pool"]) == ("encoder", "own")
+    assert set(paper["scoring.members"]) == set() and paper["scoring.estimator"] == "ml"
