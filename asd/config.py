@@ -489,12 +489,12 @@ QUICK: dict[str, Any] = {
     "loss.temperature": 0.1,
     "scoring.family": "ensemble",
     "scoring.members": ("logmel/meanstd", "logmel/max"),
-    "scoring.combine": "max",
 }
 """The quick preset's settings, chosen by measurement (benchmarks/quality.py; README results).
 
 Its detector is the label-free ensemble of the log-mel's mean + std and its per-band max over
-time, each standardised by its out-of-fold normal-training scores, combined by the max of z:
+time, each standardised by its out-of-fold normal-training scores, combined by the max of z (the
+default ``scoring.combine``):
 on the synthetic set it beat every single pooling on tuned and held-out machine types, and it
 keeps most of the max's lead on real valve (76 % against 81 %; mean + std alone 51 %). The
 small encoder it trains (under a minute at this size) is scored alone beside it: on tens of
