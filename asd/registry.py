@@ -90,11 +90,18 @@ def config_hash(flat: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------- register
 
 
-def register_encoder(tracking_uri: str, model_uri: str, name: str, tags: dict[str, Any]) -> str:
+def register_encoder(
+    tracking_uri: str,
+    model_uri: str,
+    name: str,
+    tags: dict[str, Any],
+    description: str | None = None,
+) -> str:
     """Register a logged encoder (``models:/<model_id>`` from Tracker.log_encoder) as a version.
 
     ``tags`` must hold ``metric``, ``metric_value``, ``estimator`` and ``data_fingerprint``
-    (and should hold ``sweep_id``, ``trial_id``, ``config_hash``). Returns the version.
+    (and should hold ``sweep_id``, ``trial_id``, ``config_hash``); ``description`` is the
+    version's Markdown description in the UI. Returns the version.
     """
     missing = [k for k in REQUIRED_TAGS if k not in tags]
     if missing:
@@ -132,10 +139,19 @@ def register_encoder(tracking_uri: str, model_uri: str, name: str, tags: dict[st
             run_id=run_id,
             tags={k: str(v) for k, v in tags.items()},
             model_id=model_id,
+            description=description,
         )
     except MlflowException as err:
         raise AsdError(f"cannot register {model_uri} as {name}: {one_line(err)}") from err
     return str(version.version)
+
+
+def describe_model(tracking_uri: str, name: str, description: str) -> None:
+    """Set the registered model's Markdown description (what the UI shows on its page)."""
+    try:
+        _client(tracking_uri).update_registered_model(name, description=description)
+    except MlflowException as err:
+        raise AsdError(f"cannot describe model {name}: {one_line(err)}") from err
 
 
 # --------------------------------------------------------------------------- read

@@ -30,6 +30,7 @@ from asd.sweep.checks import (
     workers_per_trial,
 )
 from asd.sweep.cluster import check_trial_nodes
+from asd.sweep.notes import sweep_note
 from asd.sweep.provenance import ARTIFACT_PATH as PROVENANCE
 from asd.sweep.provenance import write_provenance
 from asd.sweep.settings import SweepSettings, with_space_defaults
@@ -48,6 +49,7 @@ from asd.sweep.trial import OBJECTIVE, TrialSetup, load_epoch_hook, run_trial
 from asd.sweep.winner import register, score_holdout, winner, winner_artifacts
 from asd.synth import synthesize
 from asd.tracking import Tracker, check_tracking, default_tracking_uri
+from asd.tracking.figures import NOTE_TAG, describe_detector
 
 if TYPE_CHECKING:
     from ray import tune
@@ -152,6 +154,7 @@ def _conclude(
             tracker, setup, results, features, settings, holdout, best, result, mark
         )
     log_summary(tracker, setup.parent_run_id, result, space)
+    tracker.set_tags(setup.parent_run_id, {NOTE_TAG: sweep_note(result, space, settings.command)})
     result.phases["finalise"] = result.phases.get("finalise", 0.0) + time.monotonic() - mark
     return result
 
@@ -177,6 +180,7 @@ def _crown_winner(
     artifacts = winner_artifacts(results, best, dest)
     encoder, cfg, encoder_path = winner(artifacts, str(best.get("family") or "encoder"))
     result.family, result.scorer = cfg.scoring.family, cfg.scoring.estimator
+    result.detector = describe_detector(cfg)
     result.tune_scores = {k: float(best[k]) for k in TRIAL_SCORES if pd.notna(best.get(k))}
     result.phases["finalise"], mark = time.monotonic() - mark, time.monotonic()
     if holdout:

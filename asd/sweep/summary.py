@@ -51,6 +51,8 @@ class SweepResult:
     """The winner's detector family (encoder, reference or fusion)."""
     scorer: str = ESTIMATORS[0]
     """The scorer the winner was tuned with: its registered score and reference comparison."""
+    detector: str = ""
+    """What the winner is, in Markdown words (family, pooling, scorer), for descriptions."""
     note: str | None = None
     """Why nothing was registered although a trial finished (the reference won)."""
     model_version: str | None = None

@@ -2,10 +2,11 @@
 
 Runs inside a Ray worker. Per epoch it reports the validation score (the official hmean of
 the trial's detector family and scorer on the tuning machines' test clips) to Tune, which
-ASHA uses to stop weak trials, and logs the same metrics to the trial's MLflow child run in
-one batch. At the last epoch it scores with *every* scorer, scores the untrained reference
-beside the detector (``reference.*``, ``vs_reference.*``), and logs tables, plots,
-submission CSVs and the encoder. A trial of the ``reference`` family trains nothing.
+ASHA uses to stop weak trials, and logs the headline metrics to the trial's MLflow child run
+in one batch. At the last epoch it scores with *every* scorer, scores the untrained reference
+beside the detector (``reference.*``, ``vs_reference.*``), and logs tables (per machine type
+and section: :mod:`asd.tracking.figures`), a description, plots, submission CSVs and the
+encoder. A trial of the ``reference`` family trains nothing.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from asd.pipeline import Evaluation, save_evaluation, train_encoder
 from asd.sweep.parallel import train_data_parallel
 from asd.sweep.storage import CONFIG_FILE, ENCODER_FILE
 from asd.tracking import TAG_SWEEP, Tracker
+from asd.tracking.figures import log_epoch, log_figures
 from asd.tracking.system import system_metrics
 
 if TYPE_CHECKING:
@@ -325,7 +327,7 @@ class EpochValidator:
             print(f"trial {self.trial_id}: {_versus_line(row, cfg)}", file=sys.stderr, flush=True)
         self.timings["eval_s"] += time.time() - eval_start
         row.update({f"time.{k}": v for k, v in self.timings.items()})
-        self.tracker.log_metrics(self.run_id, row, step=epoch)
+        log_epoch(self.tracker, self.run_id, row, epoch)  # headline figures; tables at the end
         if last:
             # Tune may stop this function inside the last report (ASHA's max_t): close now.
             self.tracker.finish(self.run_id, status="FINISHED")
@@ -389,6 +391,7 @@ def _log_final(
     """
     save_evaluation(evaluation, work / "evaluation")
     tracker.log_artifacts(run_id, work / "evaluation", artifact_path="evaluation")
+    log_figures(tracker, run_id, evaluation, cfg)
     (work / CONFIG_FILE).write_text(cfg.to_json())
     tracker.log_artifact(run_id, work / CONFIG_FILE, artifact_path="detector")
     if encoder is not None:
