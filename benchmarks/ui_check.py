@@ -81,7 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     chromium = shutil.which(args.chromium)
     if chromium is None:
-        print(f"ui-check: no {args.chromium!r} on PATH: apt-get install -y chromium", file=sys.stderr)
+        print(
+            f"ui-check: no {args.chromium!r} on PATH: apt-get install -y chromium", file=sys.stderr
+        )
         return 2
     workdir = args.workdir.resolve()
     out = workdir / "ui-check"

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from asd.data import index_dataset
-from asd.errors import AsdError
 from asd.encoder import load_encoder
+from asd.errors import AsdError
 from asd.features import extract_features
 from asd.sweep.summary import TRIAL_SCORES
 from asd.sweep.trial import OBJECTIVE, EpochValidator, TrialSetup
