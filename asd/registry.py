@@ -173,7 +173,7 @@ def _resolving_in(tracking_uri: str) -> Iterator[None]:
         try:
             yield
         finally:
-            mlflow.set_tracking_uri(previous)
+            mlflow.set_tracking_uri(previous)  # type: ignore[arg-type]  # None: unset again
             if env is not None:
                 os.environ["MLFLOW_TRACKING_URI"] = env
 

@@ -32,6 +32,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from asd.tracking.uri import TRAINING_VIEW
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 MAX_METRICS = 40
@@ -94,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     if _finished_parent(uri) is None:
         with report.timed("sweep"):
             _sweep(args.space, workdir)
-    with report.timed("server start"), _server(db, workdir) as base:
+    with _server(db, workdir, report) as base:
         ids = _ids(uri, args.model_name)
         pages = _pages(base, ids, out)
         for page in pages:
@@ -174,7 +176,7 @@ def _free_port() -> int:
 
 
 @contextmanager
-def _server(db: Path, workdir: Path) -> Iterator[str]:
+def _server(db: Path, workdir: Path, report: Report) -> Iterator[str]:
     """``mlflow server`` on the store, one worker, no job runner; yields its base URL."""
     port = _free_port()
     env = {
@@ -190,7 +192,8 @@ def _server(db: Path, workdir: Path) -> Iterator[str]:
                             start_new_session=True)  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait(f"{base}/health", proc, workdir / "ui-check" / "server.log")
+        with report.timed("server start"):
+            _wait(f"{base}/health", proc, workdir / "ui-check" / "server.log")
         yield base
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -219,12 +222,16 @@ def _wait(url: str, proc: subprocess.Popen, log: Path, timeout_s: float = 120.0)
 
 
 def _pages(base: str, ids: Ids, out: Path) -> list[Page]:
+    """The pages a user opens: from the link `asd sweep` prints (model-training view), and
+    the experiment's bare address as a fresh browser opens it (MLflow's GenAI default)."""
     exp = f"{base}/#/experiments/{ids.experiment}"
+    view = f"?{TRAINING_VIEW}"
     urls = {
-        "experiment": exp,
-        "parent-run": f"{exp}/runs/{ids.parent}",
-        "trial-run": f"{exp}/runs/{ids.trial}",
-        "trial-metrics": f"{exp}/runs/{ids.trial}/model-metrics",
+        "experiment": f"{exp}{view}",
+        "experiment-bare": exp,
+        "parent-run": f"{exp}/runs/{ids.parent}{view}",
+        "trial-run": f"{exp}/runs/{ids.trial}{view}",
+        "trial-metrics": f"{exp}/runs/{ids.trial}/model-metrics{view}",
         "model": f"{base}/#/models/{ids.model}",
         "model-version": f"{base}/#/models/{ids.model}/versions/{ids.version}",
     }
@@ -256,39 +263,66 @@ def _checks(report: Report, pages: list[Page], ids: Ids) -> None:
     by = {p.name: p for p in pages}
     for page in pages:
         report.check(f"{page.name} rendered", len(page.text) > 200, f"{len(page.text)} chars")
-    _check_experiment(report, by["experiment"])
+    _check_experiment(report, by["experiment"], by["experiment-bare"])
     _check_parent(report, by["parent-run"], ids)
     _check_trial(report, by["trial-run"], by["trial-metrics"])
     _check_model(report, by["model"], by["model-version"])
 
 
-def _check_experiment(report: Report, page: Page) -> None:
-    genai = [w for w in ("Traces", "Token usage", "Latency") if w in page.text]
-    report.check("experiment opens as model training", not genai and "Run Name" in page.text,
-                 f"GenAI words {genai or 'none'}; runs table {'Run Name' in page.text}")  # fmt: skip
+GENAI_WORDS = ("Token Usage", "Tokens per Trace", "Detect Issues")
+"""Words of the GenAI overview (traces, tokens), which a training sweep has none of."""
+
+
+def _check_experiment(report: Report, page: Page, bare: Page) -> None:
+    genai = [w for w in GENAI_WORDS if w in page.text]
+    runs = re.search(r"(\d+) matching runs", page.text)
+    report.check(
+        "experiment opens as model training",
+        not genai and runs is not None,
+        f"runs table {runs.group(0) if runs else 'absent'}; GenAI words {genai or 'none'}",
+    )
+    view = "GenAI overview" if any(w in bare.text for w in GENAI_WORDS) else "model training"
+    print(f"info experiment's bare address in a fresh browser: {view}", flush=True)
 
 
 def _check_parent(report: Report, page: Page, ids: Ids) -> None:
-    shown = ["Champion", ids.champion_trial, "untrained reference", "Reproduce"]
+    shown = ["Champion", ids.champion_trial, "untrained reference", "Trials, best first"]
+    shown.append("Reproduce")
     missing = [w for w in shown if w not in page.text]
-    report.check("parent run shows the sweep summary", not missing,
-                 f"missing {missing}" if missing else f"shows {shown}")  # fmt: skip
+    report.check(
+        "parent run shows the sweep summary",
+        not missing,
+        f"missing {missing}" if missing else f"description shows {shown}",
+    )
 
 
 def _check_trial(report: Report, overview: Page, metrics: Page) -> None:
-    match = re.search(r"Metrics \((\d+)\)", overview.text)
-    count = int(match.group(1)) if match else -1
-    report.check(f"trial shows at most {MAX_METRICS} metrics", 0 < count <= MAX_METRICS,
-                 f"{count} metrics listed")  # fmt: skip
-    report.check("trial describes its detector", "untrained reference" in overview.text,
-                 "description beside the reference")  # fmt: skip
+    model = re.search(r"Model metrics \((\d+)\)", overview.text)
+    total = re.search(r"Metrics \((\d+)\)", overview.text)
+    count = int(model.group(1)) if model else -1
+    charts = re.search(r"Model metrics \((\d+)\)", metrics.text)
+    report.check(
+        f"trial shows at most {MAX_METRICS} metrics",
+        0 < count <= MAX_METRICS and charts is not None and int(charts.group(1)) == count,
+        f"{count} model metrics ({total.group(1) if total else '?'} with system metrics), "
+        f"{charts.group(1) if charts else '?'} on the charts tab",
+    )
+    report.check(
+        "trial describes its detector",
+        "untrained reference" in overview.text and "detector" in overview.text,
+        "description: detector beside the untrained reference",
+    )
 
 
 def _check_model(report: Report, model: Page, version: Page) -> None:
     about = "anomalous machine-sound detection"
     report.check("registered model has a description", about in model.text, about)
-    report.check("model version has a description", "untrained reference" in version.text,
-                 "version: detector beside the untrained reference")  # fmt: skip
+    report.check(
+        "model version has a description and its logged model",
+        "untrained reference" in version.text and "Source Model" in version.text,
+        f"description {'untrained reference' in version.text}, "
+        f"Source Model link {'Source Model' in version.text}",
+    )
 
 
 if __name__ == "__main__":

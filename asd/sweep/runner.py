@@ -44,6 +44,7 @@ from asd.sweep.summary import (
     format_summary,
     log_summary,
     trial_summary,
+    ui_page,
 )
 from asd.sweep.trial import OBJECTIVE, TrialSetup, load_epoch_hook, run_trial
 from asd.sweep.winner import register, score_holdout, winner, winner_artifacts
@@ -116,6 +117,7 @@ def run_sweep(settings: SweepSettings) -> SweepResult:
     result.wall_s = time.monotonic() - start
     tracker.log_metrics(parent, {"sweep.wall_s": result.wall_s, "sweep.train_s": result.train_s})
     tracker.finish(parent, status="FINISHED")
+    result.ui = ui_page(tracker, parent)
     return result
 
 
