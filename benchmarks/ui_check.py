@@ -27,7 +27,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -239,12 +239,11 @@ def _pages(base: str, ids: Ids, out: Path) -> list[Page]:
 
 
 def _render(chromium: str, page: Page) -> None:
-    """Screenshot and DOM of one page (two headless runs: Chromium does one output each)."""
-    common = [chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-              "--window-size=1600,1400", f"--virtual-time-budget={BUDGET_MS}"]  # fmt: skip
-    run: Callable[..., subprocess.CompletedProcess] = subprocess.run
-    run([*common, f"--screenshot={page.screenshot}", page.url], capture_output=True, timeout=120)
-    done = run([*common, "--dump-dom", page.url], capture_output=True, text=True, timeout=120)
+    """Screenshot and rendered DOM of one page, from one headless Chromium run."""
+    cmd = [chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"]
+    cmd += ["--window-size=1600,1400", f"--virtual-time-budget={BUDGET_MS}"]
+    cmd += [f"--screenshot={page.screenshot}", "--dump-dom", page.url]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     page.dom = done.stdout
     page.screenshot.with_suffix(".html").write_text(page.dom)
     page.text = _text(page.dom)

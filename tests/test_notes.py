@@ -42,6 +42,9 @@ def _space() -> SearchSpace:
 def test_parent_note_shows_the_champion_beside_the_reference():
     note = sweep_note(_result(), _space(), "asd sweep --space search_spaces/smoke.yaml")
     assert "## Champion" in note and "Trial `aa11` (run `r1`)" in note
+    first = note.splitlines()[0]  # the UI folds the rest of a description
+    assert "trial `aa11`" in first and "tuned 66.27 % vs untrained reference 60.11 %" in first
+    assert "held-out 55.12 % vs untrained reference 58.43 % (-3.31 points)" in first
     assert "**encoder** detector (pooling `avg`, scorer `ml`)" in note
     ml = next(line for line in note.splitlines() if line.startswith("| ml (tuned with)"))
     # tuned: 66.27 vs 60.11 (+6.16); held-out: 55.12 vs 58.43 (-3.31)
@@ -62,7 +65,8 @@ def test_parent_note_ranks_the_trials_and_says_how_to_reproduce():
 
 def test_parent_note_without_a_winner_says_so():
     note = sweep_note(_result(best_trial_id=None, summary=pd.DataFrame()), _space(), None)
-    assert "No trial finished" in note and "asd sweep --space <space file>" in note
+    assert "no trial finished" in note.splitlines()[0] and "No trial finished" in note
+    assert "asd sweep --space <space file>" in note
 
 
 def test_version_and_model_notes_say_what_the_detector_scored():

@@ -28,7 +28,7 @@ MAX_ROWS = 50
 
 def sweep_note(result: SweepResult, space: SearchSpace, command: str | None) -> str:
     """The parent run's description: champion vs reference, ranked trials, how to reproduce."""
-    lines = [f"# Sweep `{result.name}`", "", space.description.strip(), ""]
+    lines = [_headline(result), "", space.description.strip(), ""]
     lines += _champion(result)
     lines += _trials(result.summary)
     lines += [
@@ -43,6 +43,24 @@ def sweep_note(result: SweepResult, space: SearchSpace, command: str | None) -> 
         "`summary.csv`.",
     ]
     return "\n".join(lines)
+
+
+def _headline(result: SweepResult) -> str:
+    """The first line (the UI folds the rest): the champion beside the reference."""
+    if not result.best_trial_id:
+        return f"Sweep `{result.name}`: no trial finished."
+    ref = reference_metrics(result)
+    parts = [
+        f"{label} {percent(ref[f'best.{group}.hmean'])} vs untrained reference "
+        f"{percent(ref.get(f'reference.{group}.hmean'))} "
+        f"({points(ref.get(f'vs_reference.{group}.hmean'))} points)"
+        for group, label in GROUPS
+        if f"best.{group}.hmean" in ref
+    ]
+    return (
+        f"**Champion of sweep `{result.name}`: trial `{result.best_trial_id}`**, "
+        f"{result.detector or result.family}: " + "; ".join(parts) + f" ({result.scorer} hmean)."
+    )
 
 
 def _champion(result: SweepResult) -> list[str]:
