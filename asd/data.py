@@ -265,10 +265,11 @@ def _read_ground_truth(folder: Path) -> dict[tuple[str, str], dict[str, dict]]:
     return truth
 
 
-def read_wav(path: str | Path, sample_rate: int) -> np.ndarray:
+def read_wav(path: str | Path, sample_rate: int, channel: int = 0) -> np.ndarray:
     """Mono float32 waveform (samples,) at ``sample_rate``: the one way clips are loaded.
 
-    Stereo is averaged to mono and other rates are resampled, each noted once per file.
+    A multi-channel file gives its ``channel`` (``features.channel``; -1 averages them) and
+    other rates are resampled, each noted once per file.
     A silent (all-zero) clip is valid audio; a zero-length one is an error.
     """
     try:
@@ -277,14 +278,31 @@ def read_wav(path: str | Path, sample_rate: int) -> np.ndarray:
         raise AsdError(f"cannot read {path}: {exc}") from None
     if wave.shape[0] == 0:
         raise AsdError(f"empty audio file {path}")
-    if wave.shape[1] > 1:
-        _note("stereo", path, f"mixed {wave.shape[1]} channels down to mono: {path}")
-    mono = wave.mean(axis=1)
+    mono = _one_channel(wave, channel, path)
     _check_samples(mono, rate, path)
     if rate != sample_rate:
         _note("resample", path, f"resampled {rate} Hz to {sample_rate} Hz: {path}")
         mono = AF.resample(torch.from_numpy(mono), rate, sample_rate).numpy()
     return np.ascontiguousarray(mono, dtype=np.float32)
+
+
+def _one_channel(wave: np.ndarray, channel: int, path: str | Path) -> np.ndarray:
+    """(samples, channels) -> (samples,): the chosen channel, or the mean for -1."""
+    n = wave.shape[1]
+    if n == 1:
+        return wave[:, 0]
+    if not -1 <= channel < n:
+        raise AsdError(f"features.channel={channel} but {path} has {n} channels")
+    # One note per folder tree (a MIMII machine has thousands of 8-channel clips).
+    parents = Path(path).parents
+    where = str(parents[min(2, len(parents) - 1)])
+    if channel == -1:
+        message = f"mixed {n} channels down to mono (features.channel=-1), e.g. {path}"
+        warn_once(log, message, key=("mix", n, where))
+        return wave.mean(axis=1)
+    message = f"used channel {channel} of {n} (features.channel; -1 mixes to mono), e.g. {path}"
+    warn_once(log, message, key=("channel", n, channel, where))
+    return wave[:, channel]
 
 
 _MIN_PLAUSIBLE_RATE = 4000
