@@ -6,7 +6,7 @@ export RAY_AUTH_MODE ?= disabled
 export MLFLOW_DISABLE_TELEMETRY ?= true
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install demo detector-demo test lint benchmark benchmark-thresholds quality clean
+.PHONY: install demo detector-demo test lint benchmark benchmark-thresholds quality ui-check clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -20,6 +20,7 @@ install: $(BIN)/.installed
 demo: install
 	$(BIN)/asd sweep --space search_spaces/smoke.yaml --promote
 	@echo "browse it: $(BIN)/mlflow ui --backend-store-uri sqlite:///$$(pwd)/asd-work/mlflow.db"
+	@echo "then open the 'MLflow UI:' link above (it opens the sweep in the model-training view)"
 
 # The detector alone: synthesise, train, evaluate with both estimators.
 detector-demo: install
@@ -47,6 +48,12 @@ quality: install
 # Out-of-fold vs in-sample decision thresholds and the untrained references (no training).
 benchmark-thresholds: install
 	$(BIN)/python benchmarks/thresholds.py
+
+# What a user sees in the MLflow UI (not in CI: a smoke sweep plus a browser, minutes): renders the
+# experiment, the sweep, a trial and the registered model in headless Chromium (apt-get install -y
+# chromium), checks them from the DOM, screenshots in asd-work/ui-check/. UI_ARGS=--workdir DIR.
+ui-check: install
+	$(BIN)/python benchmarks/ui_check.py $(UI_ARGS)
 
 clean:
 	rm -rf asd-work .pytest_cache

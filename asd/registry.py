@@ -32,8 +32,11 @@ import contextlib
 import dataclasses
 import fcntl
 import hashlib
+import json
+import os
 import re
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,6 +50,7 @@ from asd.config import Config
 from asd.encoder import Encoder, load_encoder
 from asd.errors import AsdError, one_line
 from asd.tracking import ENCODER_FILE, check_tracking, is_unavailable, sqlite_path
+from asd.tracking.uri import is_http
 
 COMPARABLE_BY = ("metric", "data_fingerprint", "estimator")
 """Version tags that must match for two encoders' metric values to be compared."""
@@ -60,6 +64,10 @@ SETTLE_S = 0.2
 """Pause between moving an alias and re-reading it, so racing moves land first."""
 RETRIES = 5
 """How often a promoter re-decides after the alias moved under it."""
+MODEL_VERSIONS_TAG = "mlflow.modelVersions"
+"""Logged-model tag listing the registered versions made from it (shown on its UI page)."""
+_GLOBAL_URI = threading.Lock()
+"""Held while the process-wide tracking URI is borrowed (see :func:`_resolving_in`)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,11 +98,18 @@ def config_hash(flat: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------- register
 
 
-def register_encoder(tracking_uri: str, model_uri: str, name: str, tags: dict[str, Any]) -> str:
+def register_encoder(
+    tracking_uri: str,
+    model_uri: str,
+    name: str,
+    tags: dict[str, Any],
+    description: str | None = None,
+) -> str:
     """Register a logged encoder (``models:/<model_id>`` from Tracker.log_encoder) as a version.
 
     ``tags`` must hold ``metric``, ``metric_value``, ``estimator`` and ``data_fingerprint``
-    (and should hold ``sweep_id``, ``trial_id``, ``config_hash``). Returns the version.
+    (and should hold ``sweep_id``, ``trial_id``, ``config_hash``); ``description`` is the
+    version's Markdown description in the UI. Returns the version.
     """
     missing = [k for k in REQUIRED_TAGS if k not in tags]
     if missing:
@@ -116,26 +131,71 @@ def register_encoder(tracking_uri: str, model_uri: str, name: str, tags: dict[st
             ):
                 raise
         run_id = model_id = None
-        source = model_uri
         match = re.fullmatch(r"models:/(m-[0-9a-f]+)", model_uri)
         if match:
-            # Give the storage location, not models:/<id>: the SQL registry resolves that URI
-            # with a default MlflowClient() (global URI), i.e. the wrong store.
             model_id = match.group(1)
-            logged = client.get_logged_model(model_id)
-            run_id, source = logged.source_run_id, logged.artifact_location
+            run_id = client.get_logged_model(model_id).source_run_id
         elif model_uri.startswith("runs:/"):
             run_id = model_uri[len("runs:/") :].split("/", 1)[0]
-        version = client.create_model_version(
-            name,
-            source=source,
-            run_id=run_id,
-            tags={k: str(v) for k, v in tags.items()},
-            model_id=model_id,
-        )
+        # Source models:/<model_id>: the UI links such a version to its logged model.
+        with _resolving_in(tracking_uri):
+            version = client.create_model_version(
+                name,
+                source=model_uri,
+                run_id=run_id,
+                tags={k: str(v) for k, v in tags.items()},
+                model_id=model_id,
+                description=description,
+            )
+        if model_id is not None:
+            _link_version(client, model_id, name, str(version.version))
     except MlflowException as err:
         raise AsdError(f"cannot register {model_uri} as {name}: {one_line(err)}") from err
     return str(version.version)
+
+
+@contextlib.contextmanager
+def _resolving_in(tracking_uri: str) -> Iterator[None]:
+    """The process-wide tracking URI set to ``tracking_uri`` while a version is created.
+
+    MLflow's SQL registry resolves a ``models:/<model_id>`` source with a default
+    ``MlflowClient()`` (the global URI), not the store it writes to; a server resolves it in
+    its own store, so an http URI needs nothing.
+    """
+    if is_http(tracking_uri):
+        yield
+        return
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    with _GLOBAL_URI:
+        previous, env = tracking_utils._tracking_uri, os.environ.get("MLFLOW_TRACKING_URI")
+        mlflow.set_tracking_uri(tracking_uri)
+        try:
+            yield
+        finally:
+            mlflow.set_tracking_uri(previous)  # type: ignore[arg-type]  # None: unset again
+            if env is not None:
+                os.environ["MLFLOW_TRACKING_URI"] = env
+
+
+def _link_version(client: mlflow.MlflowClient, model_id: str, name: str, version: str) -> None:
+    """List the version in its logged model's ``mlflow.modelVersions`` tag.
+
+    MLflow's own ``register_model`` does so; the logged model's page then shows the version.
+    """
+    logged = client.get_logged_model(model_id)
+    listed = json.loads(logged.tags.get(MODEL_VERSIONS_TAG, "[]"))
+    entry = {"name": name, "version": version}
+    if entry not in listed:
+        client.set_logged_model_tags(model_id, {MODEL_VERSIONS_TAG: json.dumps([*listed, entry])})
+
+
+def describe_model(tracking_uri: str, name: str, description: str) -> None:
+    """Set the registered model's Markdown description (what the UI shows on its page)."""
+    try:
+        _client(tracking_uri).update_registered_model(name, description=description)
+    except MlflowException as err:
+        raise AsdError(f"cannot describe model {name}: {one_line(err)}") from err
 
 
 # --------------------------------------------------------------------------- read

@@ -1,6 +1,7 @@
 """Registry and promotion against a real local MLflow SQLite store (one per module)."""
 
 import contextlib
+import json
 import threading
 import uuid
 
@@ -158,6 +159,21 @@ def test_encoder_round_trip_and_pyfunc(logged, tmp_path):
         "encoder/encoder.pt"
     ]
     assert tracker.log_encoder(run_id, path) == model_uri
+
+
+def test_a_version_links_its_logged_model_and_says_what_it_is(logged):
+    uri, tracker, model_uri, _ = logged
+    name = fresh_name()
+    before = mlflow.get_tracking_uri()
+    version = registry.register_encoder(uri, model_uri, name, tags(0.7), description="enc **A**")
+    assert mlflow.get_tracking_uri() == before, "the process-wide URI is given back"
+    mv = tracker.client.get_model_version(name, version)
+    assert mv.source == model_uri and mv.description == "enc **A**"  # the UI's model link
+    model_id = model_uri.removeprefix("models:/")
+    listed = json.loads(tracker.client.get_logged_model(model_id).tags["mlflow.modelVersions"])
+    assert {"name": name, "version": version} in listed
+    registry.describe_model(uri, name, "what it is")
+    assert tracker.client.get_registered_model(name).description == "what it is"
 
 
 def test_download_without_champion_says_so(logged, tmp_path):

@@ -60,6 +60,14 @@ def _client(workdir):
     return MlflowClient(tracking_uri=uri, registry_uri=uri), uri
 
 
+def _sections(client, run_id, workdir):
+    """A trial's per-machine table, as MLflow's UI reads it (``tables/sections.json``)."""
+    import pandas as pd
+
+    local = client.download_artifacts(run_id, "tables/sections.json", str(workdir / "dl-t"))
+    return pd.read_json(local, orient="split")
+
+
 def _runs(client, sweep_id):
     experiment = client.get_experiment_by_name("asd")
     runs = client.search_runs([experiment.experiment_id], max_results=1000)
@@ -85,7 +93,11 @@ def test_sweep_records_parent_and_child_runs_with_both_estimators(finished_sweep
         metrics = child.data.metrics
         assert 0.0 <= metrics["ml.hmean"] <= 1.0
         assert 0.0 <= metrics["elliptic.hmean"] <= 1.0
-        assert "ml.fan.s00.auc_source" in metrics and "elliptic.slider.s00.pauc" in metrics
+        # issue 20: a few dozen headline metrics; per machine and section in a table
+        assert len([k for k in metrics if not k.startswith("system/")]) <= 40, sorted(metrics)
+        assert not [k for k in metrics if ".fan." in k or ".slider." in k]
+        sections = _sections(client, child.info.run_id, settings.workdir)
+        assert {"fan", "slider"} == set(sections["machine"]), "tuned types only"
         history = client.get_metric_history(child.info.run_id, "val_hmean")
         assert sorted(m.step for m in history) == [1, 2]
         # the per-epoch estimate every epoch; the full evaluation every validate_every epochs
@@ -111,6 +123,8 @@ def test_sweep_records_parent_and_child_runs_with_both_estimators(finished_sweep
     assert "valve" not in json.dumps([c.data.metrics for c in children]), (
         "no trial may score the held-out machine type"
     )
+    experiment = client.get_experiment_by_name("asd")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     for group in ("tune", "holdout"):
         assert 0.0 <= parent.data.metrics[f"reference.{group}.hmean"] <= 1.0
         assert f"vs_reference.{group}.hmean" in parent.data.metrics
@@ -123,6 +137,14 @@ def test_sweep_records_parent_and_child_runs_with_both_estimators(finished_sweep
         result.tune_scores["ml.hmean"]
     )
     assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"summary.csv"}
+    # issue 20: the parent's description is the sweep summary, champion beside the reference
+    note = parent.data.tags["mlflow.note.content"]
+    assert f"Trial `{result.best_trial_id}`" in note and "## Trials, best first" in note
+    ref = parent.data.metrics
+    for group in ("tune", "holdout"):
+        assert f"{100 * ref[f'best.{group}.hmean']:.2f} %" in note
+        assert f"{100 * ref[f'reference.{group}.hmean']:.2f} %" in note
+    assert "?workflowType=machine_learning" in result.ui and parent.info.run_id in result.ui
 
 
 def test_sweep_registers_and_promotes_the_best_encoder(finished_sweep):
@@ -133,6 +155,15 @@ def test_sweep_registers_and_promotes_the_best_encoder(finished_sweep):
     assert version.tags["sweep_id"] == "tiny"
     assert version.tags["metric"] == "holdout.hmean"
     assert version.tags["estimator"] in ("ml", "elliptic")
+    # issue 20: descriptions, and the version's source is the trial's logged model
+    assert "untrained reference" in version.description and result.best_trial_id in (
+        version.description
+    )
+    assert version.source.startswith("models:/m-")
+    model = client.get_logged_model(version.source.removeprefix("models:/"))
+    assert model.source_run_id == result.best_run_id
+    described = client.get_registered_model(settings.model_name).description
+    assert f"Champion (alias `champion`): version {version.version}" in described
 
     from asd.registry import load_champion
 

@@ -32,6 +32,7 @@ from asd.sweep.checks import (
     workers_per_trial,
 )
 from asd.sweep.cluster import check_trial_nodes
+from asd.sweep.notes import sweep_note
 from asd.sweep.provenance import ARTIFACT_PATH as PROVENANCE
 from asd.sweep.provenance import write_provenance
 from asd.sweep.settings import SweepSettings, with_space_defaults
@@ -45,11 +46,13 @@ from asd.sweep.summary import (
     format_summary,
     log_summary,
     trial_summary,
+    ui_page,
 )
 from asd.sweep.trial import OBJECTIVE, TrialSetup, load_epoch_hook, run_trial
 from asd.sweep.winner import register, score_holdout, winner, winner_artifacts
 from asd.synth import synthesize
 from asd.tracking import Tracker, check_tracking, default_tracking_uri
+from asd.tracking.figures import NOTE_TAG
 
 if TYPE_CHECKING:
     from ray import tune
@@ -116,6 +119,7 @@ def run_sweep(settings: SweepSettings) -> SweepResult:
     result.wall_s = time.monotonic() - start
     tracker.log_metrics(parent, {"sweep.wall_s": result.wall_s, "sweep.train_s": result.train_s})
     tracker.finish(parent, status="FINISHED")
+    result.ui = ui_page(tracker, parent)
     return result
 
 
@@ -154,6 +158,7 @@ def _conclude(
             tracker, setup, results, features, settings, holdout, best, result, mark
         )
     log_summary(tracker, setup.parent_run_id, result, space)
+    tracker.set_tags(setup.parent_run_id, {NOTE_TAG: sweep_note(result, space, settings.command)})
     result.phases["finalise"] = result.phases.get("finalise", 0.0) + time.monotonic() - mark
     return result
 

@@ -21,6 +21,7 @@ from asd.pipeline import REFERENCE_COMPANIONS
 from asd.sweep.space import SearchSpace
 from asd.sweep.trial import OBJECTIVE, TIMINGS
 from asd.tracking import TAG_TRIAL, Tracker
+from asd.tracking.uri import ui_link
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -54,6 +55,8 @@ class SweepResult:
     """The scorer the winner was tuned with: its registered score and reference comparison."""
     detector: str = ""
     """What the winner's detector is, in one line (members, pooling, scorer, combination)."""
+    ui: str = ""
+    """Where MLflow's UI shows the sweep's parent run ('' while MLflow is away)."""
     note: str | None = None
     """Why nothing was registered although a trial finished (the reference won)."""
     model_version: str | None = None
@@ -184,7 +187,21 @@ def format_summary(result: SweepResult) -> str:
             f"wall {result.wall_s:.0f}s, training {result.train_s:.0f}s and validation "
             f"{evaluated:.0f}s summed over trials"
         )
+    if result.ui:
+        lines.append(f"MLflow UI: {result.ui}")
     return "\n".join(lines)
+
+
+def ui_page(tracker: Tracker, parent: str) -> str:
+    """The UI link of the sweep's parent run; '' while it is only in the journal."""
+    if parent.startswith("pending-"):
+        return ""
+    try:
+        experiment = tracker.client.get_run(parent).info.experiment_id
+    except Exception as exc:  # a link is a convenience: never fail a finished sweep for it
+        log.warning("no MLflow UI link for run %s: %s", parent, one_line(exc))
+        return ""
+    return ui_link(tracker.tracking_uri, experiment, parent)
 
 
 def _untrained_line(summary: pd.DataFrame) -> str:

@@ -2,12 +2,13 @@
 
 Runs inside a Ray worker. Per epoch it reports a cheap estimate of the validation score (the
 official hmean of the trial's detector on the tuning machines' test clips, see
-:mod:`asd.validation`) to Tune, which ASHA uses to stop weak trials, and logs the same
+:mod:`asd.validation`) to Tune, which ASHA uses to stop weak trials, and logs the headline
 metrics to the trial's MLflow child run in one batch. The full evaluation (every scorer,
 out-of-fold thresholds, the untrained reference beside the detector: ``reference.*``,
 ``vs_reference.*``) runs at the last epoch, and every ``validate_every``-th epoch when asked;
-the last one also logs tables, plots, submission CSVs and the encoder. A trial of the
-``reference`` family trains nothing: it is evaluated once and reports one result.
+the last one also logs tables (per machine type and section: :mod:`asd.tracking.figures`), a
+description, plots, submission CSVs and the encoder. A trial of the ``reference`` family
+trains nothing: it is evaluated once and reports one result.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from asd.pipeline import Evaluation, save_evaluation, train_encoder
 from asd.sweep.parallel import train_data_parallel
 from asd.sweep.storage import CONFIG_FILE, ENCODER_FILE
 from asd.tracking import TAG_SWEEP, Tracker
+from asd.tracking.figures import log_epoch, log_figures
 from asd.tracking.system import system_metrics
 from asd.validation import epoch_estimate
 
@@ -392,7 +394,7 @@ class EpochValidator:
 
     def _log(self, row: dict[str, Any], epoch: int, last: bool) -> None:
         assert self.tracker is not None  # _open made it
-        self.tracker.log_metrics(self.run_id, row, step=epoch)
+        log_epoch(self.tracker, self.run_id, row, epoch)  # headline figures; tables at the end
         if last:
             # Tune may stop this function inside the last report (ASHA's max_t): close now.
             self.tracker.finish(self.run_id, status="FINISHED")
@@ -463,6 +465,7 @@ def _log_final(
     """
     save_evaluation(evaluation, work / "evaluation")
     tracker.log_artifacts(run_id, work / "evaluation", artifact_path="evaluation")
+    log_figures(tracker, run_id, evaluation, cfg)
     (work / CONFIG_FILE).write_text(cfg.to_json())
     tracker.log_artifact(run_id, work / CONFIG_FILE, artifact_path="detector")
     if encoder is not None:

@@ -19,7 +19,8 @@ from asd.detector import detector_spec, evaluate_detector
 from asd.encoder import Encoder, load_encoder
 from asd.errors import AsdError, redact
 from asd.features import FeatureSet
-from asd.registry import promote, register_encoder
+from asd.registry import champion, describe_model, promote, register_encoder
+from asd.sweep.notes import model_note, version_note
 from asd.sweep.storage import CONFIG_FILE, ENCODER_FILE, fetch_checkpoint
 from asd.sweep.summary import TRIAL_SCORES, SweepResult, trial_id_of
 
@@ -121,10 +122,22 @@ def register(
             "family": result.family,
             **_reference_tags(scores, estimator),
         },
+        description=(note := version_note(result, metric)),
     )
     if settings.promote:
         decision = promote(tracker.tracking_uri, settings.model_name, result.model_version)
         result.promotion = decision.reason
+    holder = champion(tracker.tracking_uri, settings.model_name)
+    describe_model(
+        tracker.tracking_uri,
+        settings.model_name,
+        model_note(
+            settings.model_name,
+            result.model_version,
+            str(holder.version) if holder is not None else None,
+            note,
+        ),
+    )
 
 
 def _reference_tags(scores: dict[str, float], estimator: str) -> dict[str, str]:

@@ -3,7 +3,7 @@
 ``uri`` checks tracking URIs; ``store`` is the MLflow adapter (the only code
 that writes); ``journal`` is the write-ahead journal, its one ``apply_entry`` and the replay
 (``sync_journal``); ``tracker`` is the :class:`Tracker` the sweep writes through; ``model``
-is the encoder as a pyfunc model.
+is the encoder as a pyfunc model; ``figures`` picks a trial's metrics and tables.
 """
 
 from asd.tracking.journal import SyncReport, sync_journal
@@ -11,7 +11,9 @@ from asd.tracking.model import EncoderModel
 from asd.tracking.store import (
     ENCODER_DIR,
     ENCODER_FILE,
+    KIND_TRAINING,
     TAG_ENCODER_SHA,
+    TAG_KIND,
     TAG_PARENT,
     TAG_SWEEP,
     TAG_TRIAL,
@@ -27,8 +29,10 @@ from asd.tracking.uri import (
 __all__ = [
     "ENCODER_DIR",
     "ENCODER_FILE",
+    "KIND_TRAINING",
     "STATUSES",
     "TAG_ENCODER_SHA",
+    "TAG_KIND",
     "TAG_PARENT",
     "TAG_SWEEP",
     "TAG_TRIAL",

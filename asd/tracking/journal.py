@@ -10,7 +10,7 @@ Format (one JSON object per line, ``<journal_dir>/<pid>-<8 hex>.jsonl``, one fil
 
 - intent: ``{"seq": 7, "ts": 1712345678.9, "op": "log_metrics", "args": {...}}``;
   ``op`` is one of ``start_sweep, start_trial, log_params, log_metrics, log_artifact,
-  log_artifacts, set_tags, finish, log_encoder``. Args hold everything the call needs,
+  log_artifacts, log_table, set_tags, finish, log_encoder``. Args hold everything the call needs,
   metric timestamps included, so a replay writes exactly what the first attempt would have.
 - done: ``{"ack": 7, "result": {...}}`` (applied; ``start_*`` results carry
   ``{"ref": "pending-<hex>", "run_id": "<real id>"}``, ``log_encoder`` ``model_uri``).

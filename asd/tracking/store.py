@@ -32,6 +32,12 @@ TAG_TRIAL = "asd.trial_id"
 """Run tag naming the trial a child run belongs to (finds the run again on retry)."""
 TAG_PARENT = "mlflow.parentRunId"
 """MLflow's own tag that nests a child run under its parent in the UI."""
+TAG_LOGGED = "mlflow.loggedArtifacts"
+"""MLflow's run tag listing the run's table artifacts (what the UI opens as tables)."""
+TAG_KIND = "mlflow.experimentKind"
+"""MLflow's experiment tag choosing the UI's view of an experiment."""
+KIND_TRAINING = "custom_model_development"
+"""The value that opens an experiment as model training (runs, metrics), not GenAI traces."""
 TAG_ENCODER_SHA = "asd.encoder_sha256"
 """Logged-model tag: content hash of the encoder file, so a replayed log_encoder is a no-op."""
 
@@ -71,6 +77,7 @@ class Store:
             "log_metrics": self.log_metrics,
             "log_artifact": self.log_artifact,
             "log_artifacts": self.log_artifacts,
+            "log_table": self.log_table,
             "finish": self.finish,
             "log_encoder": self.log_encoder,
         }
@@ -83,10 +90,18 @@ class Store:
 
     # -- runs
     def experiment_id(self, name: str) -> str:
-        """Get or create the experiment; a local sqlite store keeps artifacts beside the DB."""
+        """Get or create the experiment, tagged to open as model training in MLflow's UI.
+
+        A local sqlite store keeps artifacts beside the DB.
+        """
         if name not in self._experiments:
             exp = self.client.get_experiment_by_name(name)
-            self._experiments[name] = exp.experiment_id if exp else self._create_experiment(name)
+            if exp is None:
+                self._experiments[name] = self._create_experiment(name)
+            else:
+                if TAG_KIND not in exp.tags:  # made by an older asd: open it as training too
+                    self.client.set_experiment_tag(exp.experiment_id, TAG_KIND, KIND_TRAINING)
+                self._experiments[name] = exp.experiment_id
         return self._experiments[name]
 
     def _create_experiment(self, name: str) -> str:
@@ -96,7 +111,9 @@ class Store:
             slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
             location = (db.parent / "mlartifacts" / slug).as_uri()
         try:
-            return self.client.create_experiment(name, artifact_location=location)
+            return self.client.create_experiment(
+                name, artifact_location=location, tags={TAG_KIND: KIND_TRAINING}
+            )
         except MlflowException:  # another process created it first
             exp = self.client.get_experiment_by_name(name)
             if exp is None:
@@ -163,6 +180,21 @@ class Store:
     def log_artifacts(self, args: dict, ts: float, resolve: Resolve) -> dict:
         """A folder into the run's artifacts."""
         self.client.log_artifacts(resolve(args["run"]), args["dir"], args["artifact_path"])
+        return {}
+
+    def log_table(self, args: dict, ts: float, resolve: Resolve) -> dict:
+        """A table file (MLflow's JSON format) listed in the run's ``mlflow.loggedArtifacts``.
+
+        Not ``client.log_table``: it appends to a table already there, so a replay would
+        double its rows; this overwrites the file and lists it once.
+        """
+        run_id = resolve(args["run"])
+        folder = args["artifact_file"].rpartition("/")[0] or None
+        self.client.log_artifact(run_id, args["path"], folder)
+        listed = json.loads(self.client.get_run(run_id).data.tags.get(TAG_LOGGED, "[]"))
+        entry = {"path": args["artifact_file"], "type": "table"}
+        if entry not in listed:
+            self.client.set_tag(run_id, TAG_LOGGED, json.dumps([*listed, entry]))
         return {}
 
     def finish(self, args: dict, ts: float, resolve: Resolve) -> dict:

@@ -166,19 +166,33 @@ class Tracker:
         self._write("log_artifacts", args)
 
     def log_table(self, run_id: str, df: pd.DataFrame, artifact_file: str) -> None:
-        """A DataFrame as a CSV artifact at ``artifact_file`` (e.g. ``tables/sections.csv``)."""
+        """A DataFrame as an artifact at ``artifact_file`` (``tables/sections.json``).
+
+        ``.json`` is MLflow's table format (the UI shows it; ``mlflow.load_table`` reads
+        it), ``.csv`` a plain CSV file.
+        """
         folder, _, name = artifact_file.rpartition("/")
+        if not name.endswith((".json", ".csv")):
+            raise AsdError(f"table artifact {artifact_file!r} must end in .json or .csv")
         with self._lock:
-            if self.journal_file is not None:  # the CSV itself lives in the journal
-                csv = blob_dir(self.journal_file, self._seq + 1) / name
-                csv.parent.mkdir(parents=True, exist_ok=True)
-                df.to_csv(csv, index=False)
-                self.log_artifact(run_id, csv, folder or None)
+            if self.journal_file is not None:  # the file itself lives in the journal
+                path = blob_dir(self.journal_file, self._seq + 1) / name
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self._log_table_file(run_id, df, path, artifact_file)
                 return
         with tempfile.TemporaryDirectory(prefix="asd-table-") as tmp:
-            csv = Path(tmp) / name
-            df.to_csv(csv, index=False)
-            self.log_artifact(run_id, csv, folder or None)
+            self._log_table_file(run_id, df, Path(tmp) / name, artifact_file)
+
+    def _log_table_file(
+        self, run_id: str, df: pd.DataFrame, path: Path, artifact_file: str
+    ) -> None:
+        if path.suffix == ".csv":
+            df.to_csv(path, index=False)
+            self.log_artifact(run_id, path, artifact_file.rpartition("/")[0] or None)
+            return
+        df.to_json(path, orient="split", index=False)
+        args = {"run": run_id, "path": str(path.resolve()), "artifact_file": artifact_file}
+        self._write("log_table", args)
 
     def log_encoder(self, run_id: str, encoder_path: Path | str, name: str = "model") -> str:
         """The encoder as a pyfunc model (``models:/<model_id>``) and as ``encoder/encoder.pt``.

@@ -152,3 +152,25 @@ def is_unavailable(err: BaseException) -> bool:
             return True
         return err.get_http_status_code() in (502, 503, 504)
     return False
+
+
+TRAINING_VIEW = "workflowType=machine_learning"
+"""The UI query that opens an experiment in the model-training view (runs, metrics).
+
+MLflow 3.17's UI picks an experiment's view from the browser's own GenAI / Model training
+switch (GenAI until a user flips it), not from the ``mlflow.experimentKind`` tag that
+earlier 3.x UIs read; this query picks model training whatever the switch says.
+"""
+
+
+def ui_link(uri: str, experiment_id: str, run_id: str) -> str:
+    """Where MLflow's UI shows a run, in the model-training view.
+
+    For a local store, with the command that starts the UI on it first.
+    """
+    page = f"#/experiments/{experiment_id}/runs/{run_id}?{TRAINING_VIEW}"
+    if is_http(uri):
+        parts = urllib.parse.urlsplit(uri)  # no credentials in a link
+        host = f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
+        return f"{parts.scheme}://{host}{parts.path.rstrip('/')}/{page}"
+    return f"http://127.0.0.1:5000/{page} after `mlflow ui --backend-store-uri {uri}`"
