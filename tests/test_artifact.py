@@ -8,11 +8,12 @@ import zipfile
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from asd.artifact import add_machine, fit_detector, load_detector, save_detector
 from asd.config import Config
 from asd.detector import evaluate_detector
-from asd.encoder import load_encoder
+from asd.encoder import Encoder
 from asd.errors import AsdError
 from asd.features import extract_features
 from asd.layouts import index_data
@@ -28,9 +29,20 @@ def features(synth_tree, tmp_path_factory):
     return extract_features(index, cfg.features, tmp_path_factory.mktemp("cache"), progress=False)
 
 
+def tiny_encoder() -> Encoder:
+    """A seeded, untrained encoder of width 4: what a member's frames need, in milliseconds."""
+    cfg = Config().with_overrides(
+        {**SMALL, "encoder.width": 4, "encoder.embedding_dim": 8, "encoder.head_hidden_dim": 8}
+    )
+    torch.manual_seed(0)
+    encoder = Encoder(cfg.encoder, 16)
+    encoder.set_normalization(np.full(16, -40.0), np.full(16, 20.0))
+    return encoder.eval()
+
+
 @pytest.fixture(scope="module")
-def encoder(tiny_encoder_file, tmp_path_factory):
-    return load_encoder(tiny_encoder_file(tmp_path_factory.mktemp("enc") / "encoder.pt"))[0]
+def encoder() -> Encoder:
+    return tiny_encoder()
 
 
 def _subset(features, machines):
