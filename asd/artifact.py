@@ -103,7 +103,9 @@ class Detector:
         needed = [(m.frames, m.pool) for m in self.members]
         vectors = pooled_vectors(needed, features, self.encoder, device=device)
         parts = [
-            MemberScores(s.score_samples(vectors[(m.frames, m.pool)], meta), s.train_scores_, {}, {})
+            MemberScores(
+                s.score_samples(vectors[(m.frames, m.pool)], meta), s.train_scores_, {}, {}
+            )
             for m, s in zip(self.members, self.scorers, strict=True)
         ]
         scores = combined_scores(parts, self.weights, self.combine, meta, self.quantile)[0]

@@ -166,7 +166,9 @@ def _add_score_parser(sub: Subparsers) -> None:
     score.add_argument("--machine", required=True, help="machine type of the new clips")
     score.add_argument("--section", type=int, default=0)
     score.add_argument("--data", type=Path, help="with --encoder: data with its normal train clips")
-    score.add_argument("--batch-size", type=int, default=256, help="clips scored at a time (--model)")
+    score.add_argument(
+        "--batch-size", type=int, default=256, help="clips scored at a time (--model)"
+    )
     score.add_argument("--estimator", choices=list(SCORERS), default="ml")
     score.add_argument("--tracking-uri", help="MLflow URI for models:/ encoders")
     score.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)

@@ -68,7 +68,9 @@ CASES = [
 @pytest.mark.parametrize(("overrides", "estimator"), CASES)
 def test_saved_detector_scores_as_evaluate(features, encoder, tmp_path, overrides, estimator):
     cfg = Config().with_overrides({**SMALL, **overrides, "scoring.estimator": estimator})
-    expected = evaluate_detector(encoder, features, cfg, [estimator], companions=False, device="cpu")
+    expected = evaluate_detector(
+        encoder, features, cfg, [estimator], companions=False, device="cpu"
+    )
     want = expected.by_estimator[estimator].results
     detector = fit_detector(encoder, features, cfg, "fp", device="cpu")
     loaded = load_detector(save_detector(detector, tmp_path / "det"))
@@ -126,7 +128,9 @@ def test_waveforms_and_mels_score_alike(features):
     mels = [test.clip(i) for i in range(len(test))]
     meta = pd.DataFrame({"machine": "fan", "section": [0] * len(mels)})
     by_mel = detector.score(mels, meta)
-    np.testing.assert_allclose(by_mel["anomaly_score"], detector.score_features(test)["anomaly_score"])
+    np.testing.assert_allclose(
+        by_mel["anomaly_score"], detector.score_features(test)["anomaly_score"]
+    )
 
 
 @pytest.mark.parametrize("family", ["reference", "fusion"])

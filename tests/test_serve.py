@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
+from servers import BIN, free_port, server_env, stop, wait_http
 
 from asd import registry
 from asd.artifact import fit_detector, load_detector, save_detector
@@ -26,7 +27,6 @@ from asd.layouts import index_data
 from asd.serve.audio import score_table
 from asd.serve.commands import parse_model_uri
 from asd.serve.model import DETECTOR_MODEL, register_detector
-from servers import BIN, free_port, server_env, stop, wait_http
 
 CFG = {"features.n_mels": 16, "scoring.family": "reference", "scoring.reference": "meanstd"}
 REPO = Path(__file__).resolve().parents[1]
@@ -125,8 +125,10 @@ def test_real_server_answers_posted_wavs(served, tmp_path):
     sf.write(slow_wav, wave[::2], rate // 2, subtype="FLOAT")
     port = free_port()
     log = tmp_path / "serve.log"
-    env = server_env(MLFLOW_TRACKING_URI=served["uri"],
-                     PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    env = server_env(
+        MLFLOW_TRACKING_URI=served["uri"],
+        PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    )
     proc = subprocess.Popen(
         [str(BIN / "mlflow"), "models", "serve", "-m", "models:/asd-detector@champion",
          "--env-manager", "local", "--host", "127.0.0.1", "-p", str(port), "-w", "1"],
@@ -143,8 +145,14 @@ def test_real_server_answers_posted_wavs(served, tmp_path):
         assert list(served_rows["decision"]) == list(cli["decision"])
         for record, expected in [
             ({"machine": "pump", "section": 0, "audio": _b64(clips[0])}, "machine pump section 00"),
-            ({"machine": "slider", "section": 0, "audio": _b64(nan_wav)}, "row 0: the clip has 1 NaN or infinite"),
-            ({"machine": "slider", "section": 0, "audio": "bm90IGEgd2F2"}, "row 0: not readable audio"),
+            (
+                {"machine": "slider", "section": 0, "audio": _b64(nan_wav)},
+                "row 0: the clip has 1 NaN or infinite",
+            ),
+            (
+                {"machine": "slider", "section": 0, "audio": "bm90IGEgd2F2"},
+                "row 0: not readable audio",
+            ),
         ]:
             status, body = _post(port, [record])
             assert 400 <= status < 500 and expected in body["message"], body

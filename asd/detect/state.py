@@ -149,7 +149,8 @@ def merge(old: ScorerState, new: ScorerState) -> ScorerState:
 # ------------------------------------------------------------------------- files
 def write_state(state: ScorerState, folder: Path, stem: str) -> list[Path]:
     """``<stem>.json`` (kind, settings, sections) and ``<stem>.npz`` (their arrays)."""
-    sections, arrays = [], {}
+    sections: list[dict] = []
+    arrays: dict[str, np.ndarray] = {}
     for i, ((machine, section), sec) in enumerate(sorted(state.sections.items())):
         sections.append(
             {"machine": machine, "section": section, "domains": sec.domains,
@@ -160,7 +161,7 @@ def write_state(state: ScorerState, folder: Path, stem: str) -> list[Path]:
     json_path, npz_path = folder / f"{stem}.json", folder / f"{stem}.npz"
     json_path.write_text(json.dumps({**meta, "sections": sections}, indent=1, sort_keys=True))
     with open(npz_path, "wb") as fh:
-        np.savez(fh, **arrays)
+        np.savez(fh, **arrays)  # type: ignore[arg-type]
     return [json_path, npz_path]
 
 

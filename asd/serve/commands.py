@@ -162,10 +162,10 @@ def cmd_add_machine(args: argparse.Namespace) -> int:
     index = index_data(args.data, machines=args.machines, ground_truth=args.ground_truth)
     cache = Path(args.workdir) / "features"
     data_fp = fingerprint(index, cache / STORE_NAME)
-    features = extract_features(
-        index, ref.detector.config.features, cache, progress=not args.quiet
+    features = extract_features(index, ref.detector.config.features, cache, progress=not args.quiet)
+    normal = int(
+        np.sum((features.index["split"] == "train") & (features.index["label"] == "normal"))
     )
-    normal = int(np.sum((features.index["split"] == "train") & (features.index["label"] == "normal")))
     grown = add_machine(ref.detector, features, data_fp, device=args.device)
     added = sorted(set(grown.sections()) - set(ref.detector.sections()))
     names = ", ".join(f"{m}/{s:02d}" for m, s in added)
@@ -203,7 +203,9 @@ def add_detector_parser(sub: argparse._SubParsersAction) -> None:
         "add-machine",
         help="fit a new machine type's (or section's) scorer from its normal training clips",
     )
-    add.add_argument("--model", required=True, help="models:/<name>@<alias>, /<version> or a folder")
+    add.add_argument(
+        "--model", required=True, help="models:/<name>@<alias>, /<version> or a folder"
+    )
     add.add_argument("--data", type=Path, required=True, help="data tree of the new machine(s)")
     add.add_argument("--machines", nargs="+", action="extend", help="only these machine types")
     add.add_argument("--ground-truth", type=Path, help=argparse.SUPPRESS)
