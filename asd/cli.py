@@ -42,6 +42,12 @@ from asd.pipeline import (
     train_encoder,
 )
 from asd.runfolder import run_folder
+from asd.serve.commands import (
+    add_detector_parser,
+    evaluate_with_model,
+    score_with_model,
+    wav_paths,
+)
 from asd.staging import publish, tmp_folder
 from asd.sweep.settings import DEFAULT_WORKDIR
 from asd.synth import synthesize
@@ -89,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_parser(sub)
     _add_evaluate_parser(sub)
     _add_score_parser(sub)
+    add_detector_parser(sub)
     add_platform_commands(sub)
     accept_debug_everywhere(parser)
     return parser
@@ -145,12 +152,23 @@ def _add_train_parser(sub: Subparsers) -> None:
 
 
 def _add_score_parser(sub: Subparsers) -> None:
-    score = sub.add_parser("score", help="score new wav files with an encoder (e.g. the champion)")
+    score = sub.add_parser("score", help="score new wav files with a detector (e.g. the champion)")
     score.add_argument("files", nargs="+", type=Path, help="wav files or folders of them")
-    score.add_argument("--encoder", required=True, help="encoder.pt, a run folder or models:/...")
+    which = score.add_mutually_exclusive_group(required=True)
+    which.add_argument(
+        "--model",
+        help="a fitted detector, used as it is: models:/asd-detector@champion, "
+        "models:/asd-detector/<version> or a detector folder",
+    )
+    which.add_argument(
+        "--encoder", help="encoder.pt, a run folder or models:/... (scorer refitted on --data)"
+    )
     score.add_argument("--machine", required=True, help="machine type of the new clips")
     score.add_argument("--section", type=int, default=0)
-    score.add_argument("--data", type=Path, required=True, help="data with its normal train clips")
+    score.add_argument("--data", type=Path, help="with --encoder: data with its normal train clips")
+    score.add_argument(
+        "--batch-size", type=int, default=256, help="clips scored at a time (--model)"
+    )
     score.add_argument("--estimator", choices=list(SCORERS), default="ml")
     score.add_argument("--tracking-uri", help="MLflow URI for models:/ encoders")
     score.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
@@ -167,6 +185,11 @@ def _add_evaluate_parser(sub: Subparsers) -> None:
     evaluate.add_argument(
         "--encoder",
         help="encoder.pt, a run folder, or models:/<name>@<alias> (needs --tracking-uri)",
+    )
+    evaluate.add_argument(
+        "--model",
+        help="a fitted detector as it is (no refitting): models:/asd-detector@champion, "
+        "models:/<name>/<version> or a detector folder",
     )
     evaluate.add_argument(
         "--embedding",
@@ -362,6 +385,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     """cmd_evaluate's work, with ``args.out`` (if any) the staging folder."""
     start = time.monotonic()
+    if args.model:
+        uri = args.tracking_uri or read_environment().tracking_uri
+        evaluation = evaluate_with_model(args, uri)
+        print(format_evaluation(evaluation, f"detector {args.model}: {evaluation.description}"))
+        print(f"evaluated in {time.monotonic() - start:.1f}s")
+        if args.out:
+            save_evaluation(evaluation, args.out)
+        return 0
     encoder, cfg, source = _detector_config(args)
     chosen = {"both": ESTIMATORS, "all": SCORERS}
     estimators = chosen.get(args.estimator, (args.estimator,)) if args.estimator else None
@@ -431,14 +462,19 @@ def cmd_score(args: argparse.Namespace) -> int:
     """Score new clips of one machine type; scorer fitted on its normal training clips."""
     if args.out is not None and args.out.is_dir():
         raise AsdError(f"--out {args.out} is a folder: give a file name for the scores CSV")
-    paths: list[Path] = []
-    for item in args.files:
-        if item.is_dir():
-            paths += sorted(p for p in item.iterdir() if p.suffix.lower() == ".wav")
-        elif item.is_file():
-            paths.append(item)
-        else:
-            raise AsdError(f"{item} does not exist")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+    if args.model:
+        if args.batch_size < 1:
+            raise AsdError(f"--batch-size must be at least 1, got {args.batch_size}")
+        uri = args.tracking_uri or read_environment().tracking_uri
+        last = score_with_model(args, uri)
+        for note in other_machine_notes(last, args.machine):
+            log.warning(note)
+        return 0
+    if args.data is None:
+        raise AsdError("--encoder refits its scorer: give --data with the normal training clips")
+    paths = wav_paths(args.files)
     encoder, cfg, _ = resolve_encoder(args.encoder, args.tracking_uri, args.workdir)
     args.machines = [args.machine]
     features = load_feature_set(args, cfg.features)
@@ -450,7 +486,6 @@ def cmd_score(args: argparse.Namespace) -> int:
     for note in other_machine_notes(table, args.machine):
         log.warning(note)
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
         table.to_csv(args.out, index=False)
     return 0
 

@@ -35,6 +35,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import tempfile
 import threading
 import time
@@ -252,6 +253,46 @@ def load_champion(
         return load_encoder(download_champion(tracking_uri, name, dst, alias), map_location)
     with tempfile.TemporaryDirectory(prefix="asd-champion-") as tmp:
         return load_encoder(download_champion(tracking_uri, name, tmp, alias), map_location)
+
+
+def model_version(tracking_uri: str, name: str, ref: str) -> ModelVersion:
+    """The version ``ref`` names: a number, or an alias (``champion``)."""
+    client = _client(tracking_uri)
+    if ref.isdigit():
+        try:
+            return client.get_model_version(name, ref)
+        except MlflowException as err:
+            raise AsdError(f"model {name} has no version {ref}: {one_line(err)}") from err
+    holder = _holder(client, name, ref)
+    if holder is None:
+        raise AsdError(f"model {name} has no version with alias '{ref}' at {tracking_uri}")
+    return holder
+
+
+def download_model_folder(
+    tracking_uri: str, name: str, ref: str, folder: str, dst: Path | str
+) -> tuple[Path, ModelVersion]:
+    """Download the artifact ``folder`` of version ``ref`` of ``name`` into ``dst``.
+
+    A detector's folder is ``detector`` (:mod:`asd.serve.model`). Returns (local path, version).
+    """
+    client = _client(tracking_uri)
+    version = model_version(tracking_uri, name, ref)
+    dst = Path(dst)
+    if dst.exists():
+        shutil.rmtree(dst)  # never score from what an older download left
+    dst.mkdir(parents=True)
+    try:
+        root = client.get_model_version_download_uri(name, version.version).rstrip("/")
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=f"{root}/artifacts/{folder}",
+            dst_path=str(dst),
+            tracking_uri=tracking_uri,
+            registry_uri=tracking_uri,
+        )
+    except MlflowException as err:
+        raise AsdError(f"cannot download {name} {ref}: {one_line(err)}") from err
+    return Path(local), version
 
 
 # --------------------------------------------------------------------------- promote

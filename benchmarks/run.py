@@ -45,6 +45,7 @@ from benchmarks import (  # noqa: E402
     model,
     scale,
     scoring,
+    serving,
     step,
     sweep,
 )
@@ -65,6 +66,7 @@ SECTIONS: dict[str, ModuleType] = {
     "features": features,
     "augment": augment,
     "scoring": scoring,
+    "serving": serving,
     "sweep": sweep,
     "compile": compiled,
     "scale": scale,

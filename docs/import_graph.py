@@ -3,7 +3,7 @@
 Run from the repository root: ``python docs/import_graph.py``. Solid arrows are imports at
 module top, dotted ones imports inside a function (kept lazy); imports under
 ``if TYPE_CHECKING:`` are annotations only and are left out. Exits 1 if a core module
-imports the sweep, tracking, registry or CLI layers.
+imports the sweep, tracking, registry, serve or CLI layers.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import ast
 import sys
 from pathlib import Path
 
-UPPER = ("sweep", "tracking", "registry", "cli", "commands")
+UPPER = ("sweep", "tracking", "registry", "serve", "cli", "commands")
 """The platform layers and entry points; every other module of ``asd`` is core."""
 
 

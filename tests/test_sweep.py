@@ -164,6 +164,10 @@ def test_sweep_registers_and_promotes_the_best_encoder(finished_sweep):
     assert model.source_run_id == result.best_run_id
     described = client.get_registered_model(settings.model_name).description
     assert f"Champion (alias `champion`): version {version.version}" in described
+    detector = client.get_model_version_by_alias("asd-detector", "champion")
+    assert str(detector.version) == result.detector_version
+    assert detector.tags["data_fingerprint"] == version.tags["data_fingerprint"]
+    assert "valve/00" in detector.tags["sections"]  # fitted on the held-out type too
 
     from asd.registry import load_champion
 
@@ -331,6 +335,8 @@ def test_a_reference_family_trial_trains_nothing_and_reports_once(tiny_data, tin
     assert row["val_hmean"] == row["reference.ml.hmean"] == row["ml.hmean"]
     assert row["vs_reference.hmean"] <= 0.0  # against the stronger of the two references
     assert result.model_version is None and "the winner is untrained" in result.note
+    assert result.detector_version is not None  # the detector is what gets served
+    assert "asd-detector" in format_summary(result)
     artifacts = Path(row["trial_dir"]) / "artifacts"
     assert (artifacts / "config.json").is_file() and not (artifacts / "encoder.pt").exists()
     fetched = settings.workdir / "winners" / "ref"  # from the trial's last Tune checkpoint

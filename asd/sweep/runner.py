@@ -49,7 +49,14 @@ from asd.sweep.summary import (
     ui_page,
 )
 from asd.sweep.trial import OBJECTIVE, TrialSetup, load_epoch_hook, run_trial
-from asd.sweep.winner import register, score_holdout, winner, winner_artifacts
+from asd.sweep.winner import (
+    register,
+    register_winner_detector,
+    score_holdout,
+    winner,
+    winner_artifacts,
+    winner_tags,
+)
 from asd.synth import synthesize
 from asd.tracking import Tracker, check_tracking, default_tracking_uri
 from asd.tracking.figures import NOTE_TAG
@@ -192,8 +199,8 @@ def _crown_winner(
         result.phases["holdout"], mark = time.monotonic() - mark, time.monotonic()
     if encoder_path is None:
         result.note = (
-            f"the winner is untrained ({result.detector}): there is no encoder to register; "
-            "score with it through `asd evaluate --preset`/`--members`/`--embedding logmel`"
+            f"the winner is untrained ({result.detector}): there is no encoder to register, "
+            "only its detector"
         )
     else:
         register(
@@ -205,7 +212,9 @@ def _crown_winner(
             setup.tune_machines,
             holdout,
         )
-        result.phases["register"], mark = time.monotonic() - mark, time.monotonic()
+    tags = winner_tags(result, setup.data_fingerprint, setup.tune_machines, holdout)
+    register_winner_detector(tracker, result, encoder, cfg, features, settings, tags)
+    result.phases["register"], mark = time.monotonic() - mark, time.monotonic()
     return mark
 
 

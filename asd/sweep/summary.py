@@ -60,6 +60,8 @@ class SweepResult:
     note: str | None = None
     """Why nothing was registered although a trial finished (the reference won)."""
     model_version: str | None = None
+    detector_version: str | None = None
+    """The ``asd-detector`` version of the whole fitted winner (what `mlflow models serve` runs)."""
     promotion: str | None = None
     deferred: str | None = None
     """Why the winner was not registered now (MLflow was down: run `asd sync`, then resume)."""
@@ -177,6 +179,11 @@ def format_summary(result: SweepResult) -> str:
         lines.append(f"note: {result.note}")
     if result.model_version:
         lines.append(f"registered model version {result.model_version}")
+    if result.detector_version:
+        lines.append(
+            f"registered detector asd-detector v{result.detector_version}: serve it with "
+            "`mlflow models serve -m models:/asd-detector@champion --env-manager local`"
+        )
     if result.promotion:
         lines.append(f"promotion: {result.promotion}")
     if result.deferred:

@@ -3,7 +3,9 @@
 The winner comes from its trial's last Tune checkpoint (wherever storage is: a shared folder
 or a bucket), never from a path into a trial folder on some node. A winner of the
 ``reference`` family has no encoder: its checkpoint holds only ``config.json``, it is scored
-like any other, and nothing is registered (``SweepResult.note`` says so). Every registered
+like any other, and only its detector is registered. The whole detector (members, fitted
+scorers, thresholds; :mod:`asd.artifact`) is registered as ``asd-detector``, what a server
+runs; the encoder of a detector that has one also as ``asd-encoder``. Every registered
 version carries the reference's score on the same machine types and scorer, so `asd promote`
 can say when a candidate does not beat it.
 """
@@ -14,11 +16,13 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from asd.artifact import fit_detector, save_detector
 from asd.config import Config
 from asd.detector import detector_spec, evaluate_detector
 from asd.encoder import Encoder, load_encoder
 from asd.errors import AsdError, redact
 from asd.features import FeatureSet
+from asd.pipeline import REFERENCE_COMPANIONS
 from asd.registry import champion, describe_model, promote, register_encoder
 from asd.sweep.notes import model_note, version_note
 from asd.sweep.storage import CONFIG_FILE, ENCODER_FILE, fetch_checkpoint
@@ -92,9 +96,6 @@ def register(
     holdout: tuple[str, ...],
 ) -> None:
     """Log the winner as an MLflow model, register it, and promote it when asked."""
-    scores = result.holdout_scores or result.tune_scores
-    estimator = result.scorer  # the scorer it was tuned with, not one picked on held-out data
-    metric = ("holdout" if result.holdout_scores else "tune") + ".hmean"
     assert result.best_run_id is not None  # the runner sets it before registering
     model_uri = tracker.log_encoder(result.best_run_id, encoder_path)
     if model_uri.startswith("models:/pending-"):
@@ -112,17 +113,8 @@ def register(
         tracker.tracking_uri,
         model_uri,
         settings.model_name,
-        tags={
-            "metric": metric,
-            "metric_value": f"{scores[f'{estimator}.hmean']:.6f}",
-            "estimator": estimator,
-            "data_fingerprint": f"{data_fp}:{','.join(tune_machines)}|{','.join(holdout)}",
-            "sweep_id": result.name,
-            "trial_id": str(result.best_trial_id),
-            "family": result.family,
-            **_reference_tags(scores, estimator),
-        },
-        description=(note := version_note(result, metric)),
+        tags=(tags := winner_tags(result, data_fp, tune_machines, holdout)),
+        description=(note := version_note(result, tags["metric"])),
     )
     if settings.promote:
         decision = promote(tracker.tracking_uri, settings.model_name, result.model_version)
@@ -140,7 +132,59 @@ def register(
     )
 
 
+def register_winner_detector(
+    tracker: Tracker,
+    result: SweepResult,
+    encoder: Encoder | None,
+    cfg: Config,
+    features: FeatureSet,
+    settings: SweepSettings,
+    tags: dict[str, str],
+) -> None:
+    """Fit the winner's whole detector on every machine of the data and register it.
+
+    The encoder (if any) is frozen; the scorers are fitted on the normal training clips of
+    every machine type, held-out ones included, so the served detector answers for all of
+    them. ``tags`` are the encoder version's (same metric, data and scorer), so promotion
+    compares detectors exactly as it compares encoders.
+    """
+    from asd.serve.model import DETECTOR_MODEL, register_detector  # MLflow's pyfunc
+
+    if result.deferred:
+        return  # MLflow is unreachable: the encoder's deferral says how to finish
+    detector = fit_detector(encoder, features, cfg, tags["data_fingerprint"], settings.device)
+    folder = settings.workdir.resolve() / "winners" / result.name / "detector"
+    save_detector(detector, folder)
+    version = register_detector(
+        tracker.tracking_uri, folder, tags, DETECTOR_MODEL, result.best_run_id
+    )
+    result.detector_version = version
+    if settings.promote:
+        decision = promote(tracker.tracking_uri, DETECTOR_MODEL, version)
+        before = f"{result.promotion}; " if result.promotion else ""
+        result.promotion = f"{before}detector: {decision.reason}"
+
+
+def winner_tags(
+    result: SweepResult, data_fp: str, tune_machines: tuple[str, ...], holdout: tuple[str, ...]
+) -> dict[str, str]:
+    """The version tags of the winner (encoder and detector): what promotion compares."""
+    scores = result.holdout_scores or result.tune_scores
+    estimator = result.scorer  # the scorer it was tuned with, not one picked on held-out data
+    metric = ("holdout" if result.holdout_scores else "tune") + ".hmean"
+    return {
+        "metric": metric,
+        "metric_value": f"{scores[f'{estimator}.hmean']:.6f}",
+        "estimator": estimator,
+        "data_fingerprint": f"{data_fp}:{','.join(tune_machines)}|{','.join(holdout)}",
+        "sweep_id": result.name,
+        "trial_id": str(result.best_trial_id),
+        "family": result.family,
+        **_reference_tags(scores, estimator),
+    }
+
+
 def _reference_tags(scores: dict[str, float], estimator: str) -> dict[str, str]:
-    """The untrained reference's score on the same group and scorer (for `asd promote`)."""
-    key = f"reference.{estimator}.hmean"
-    return {"reference_metric_value": f"{scores[key]:.6f}"} if key in scores else {}
+    """The stronger untrained reference's score on the same group and scorer (`asd promote`)."""
+    refs = [scores[k] for n in REFERENCE_COMPANIONS if (k := f"{n}.{estimator}.hmean") in scores]
+    return {"reference_metric_value": f"{max(refs):.6f}"} if refs else {}
