@@ -60,7 +60,7 @@ def test_quality_reference_rows_and_missing_levers(tmp_path, capsys):
     from benchmarks import quality
 
     out = tmp_path / "quality"
-    rows = "reference-mean,reference-mean-std"
+    rows = "reference-mean,reference-meanstd,ens-meanstd+max"
     assert quality.main(["--size", "tiny", "--rows", rows, "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert (
@@ -70,6 +70,7 @@ def test_quality_reference_rows_and_missing_levers(tmp_path, capsys):
     line = next(x for x in text.splitlines() if x.startswith("| reference-mean |"))
     figures = [float(c) for c in line.split("|")[2:6]]  # tuned ml, elliptic; held-out ml, elliptic
     assert all(0 <= f <= 100 for f in figures)
+    assert "| ens-meanstd+max |" in text and '"ToyTrain":' in text  # per-machine details
     assert list(out.glob("quality-tiny-*.md"))
     # A lever this asd does not know is reported as n/a with its key, never silently skipped.
     args = quality.parse_args(["--size", "tiny", "--out", str(out)])
