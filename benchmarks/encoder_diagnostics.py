@@ -26,10 +26,10 @@ import torch
 
 from asd.config import Config
 from asd.data import index_dataset, normal_train_mask
+from asd.detect.frames import logmel_pooled
 from asd.embed import embed_clips
 from asd.encoder import Encoder
 from asd.features import FeatureSet, extract_features
-from asd.detect.frames import logmel_pooled
 from asd.pipeline import evaluate_embeddings, train_encoder
 
 
