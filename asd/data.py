@@ -247,22 +247,44 @@ def _read_ground_truth(folder: Path) -> dict[tuple[str, str], dict[str, dict]]:
             continue
         kind = "domain" if "domain" in rel else "label"
         names = ("source", "target") if kind == "domain" else ("normal", "anomaly")
-        values: dict[str, str] = {}
-        try:
-            with open(path, newline="") as handle:
-                for line_no, row in enumerate(csv.reader(handle), start=1):
-                    if not row:
-                        continue
-                    if len(row) < 2 or row[1].strip() not in ("0", "1"):
-                        raise AsdError(f"bad row {line_no} in ground truth {path}: {row}")
-                    values[row[0].strip()] = names[int(row[1].strip())]
-        except OSError as exc:
-            raise AsdError(f"cannot read ground truth {path}: {exc}") from None
+        values = _read_truth_file(path, names)
         key = (match["machine"], f"{int(match['section']):02d}")
         truth.setdefault(key, {})[kind] = values
     if not truth:
         raise AsdError(f"no ground_truth_<machine>_section_<nn>_test.csv files in {folder}")
+    for (machine, section), kinds in sorted(truth.items()):
+        if "domain" not in kinds:  # the official score needs each clip's domain
+            name = f"ground_truth_{machine}_section_{section}_test.csv"
+            raise AsdError(
+                f"ground truth gives labels but no domains for {machine} section {section}: "
+                f"add {folder / 'domain' / name} (rows clip,0 for source or clip,1 for target)"
+            )
     return truth
+
+
+def _read_truth_file(path: Path, names: tuple[str, str]) -> dict[str, str]:
+    """{clip: name} from one headerless ``clip,0|1`` CSV; AsdError for a bad or conflicting row."""
+    values: dict[str, str] = {}
+    seen: dict[str, tuple[int, list[str]]] = {}  # clip -> (row number, row) where first given
+    try:
+        with open(path, newline="") as handle:
+            for line_no, row in enumerate(csv.reader(handle), start=1):
+                if not row:
+                    continue
+                if len(row) < 2 or row[1].strip() not in ("0", "1"):
+                    raise AsdError(f"bad row {line_no} in ground truth {path}: {row}")
+                clip, value = row[0].strip(), names[int(row[1].strip())]
+                if clip in values and values[clip] != value:
+                    first_no, first = seen[clip]
+                    raise AsdError(
+                        f"ground truth {path} gives clip {clip} twice with different values: "
+                        f"row {first_no} {first} and row {line_no} {row}"
+                    )
+                values[clip] = value
+                seen.setdefault(clip, (line_no, row))
+    except OSError as exc:
+        raise AsdError(f"cannot read ground truth {path}: {exc}") from None
+    return values
 
 
 def read_wav(path: str | Path, sample_rate: int) -> np.ndarray:

@@ -245,12 +245,24 @@ class FeatureSet:
 
 
 def cache_key(index: pd.DataFrame, cfg: FeatureConfig, hash_store: Path | None = None) -> str:
-    """Name of the cache of ``index`` under ``cfg``: hash of the feature config and clip bytes."""
-    return _key(cfg, data.fingerprint(index, hash_store))
+    """Name of the cache of ``index`` under ``cfg``: hash of the feature config, clip bytes
+    and the labels the index carries."""
+    return _key(cfg, data.fingerprint(index, hash_store), index)
 
 
-def _key(cfg: FeatureConfig, fingerprint: str) -> str:
-    return hashlib.sha256(f"v{CACHE_VERSION}:{cfg.key()}:{fingerprint}".encode()).hexdigest()[:16]
+_TRUTH_COLUMNS = ("domain", "label")
+"""Index columns that ground truth sets for eval clips: not in a clip's name or bytes."""
+
+
+def _key(cfg: FeatureConfig, fingerprint: str, index: pd.DataFrame) -> str:
+    # The cache folder carries its index (trials reopen it by path), so the labels are part
+    # of its name: ground truth given or corrected later must never meet an old cache.
+    truth = hashlib.sha256()
+    for column in _TRUTH_COLUMNS:
+        if column in index.columns:
+            truth.update(f"{column}:{','.join(map(str, index[column]))}\n".encode())
+    text = f"v{CACHE_VERSION}:{cfg.key()}:{fingerprint}:{truth.hexdigest()[:16]}"
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 _CACHE_FILES = ("mel.npy", "index.json", "meta.json")
@@ -333,7 +345,7 @@ def extract_features(
     cache_dir = Path(cache_dir)
     index = index.reset_index(drop=True)
     fingerprint = data.fingerprint(index, cache_dir / STORE_NAME)
-    key = _key(cfg, fingerprint)
+    key = _key(cfg, fingerprint, index)
     target = cache_dir / key
     cached = _load_or_discard(target, index)
     if cached is not None:
