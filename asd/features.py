@@ -275,15 +275,21 @@ def load_features(path: str | Path) -> FeatureSet:
     Every file is checked against ``meta.json``; AsdError names the folder and what is wrong.
     """
     path = Path(path)
+    name = "meta.json"
     try:
-        meta = json.loads((path / "meta.json").read_text())
-        index = pd.DataFrame(json.loads((path / "index.json").read_text()))
-        mel = np.load(path / "mel.npy", mmap_mode="r", allow_pickle=False)
+        meta = json.loads((path / name).read_text())
         cfg = FeatureConfig(**meta["config"])
         n_clips, total = int(meta["n_clips"]), int(meta["total_frames"])
         mean, std = np.array(meta["mean"], np.float32), np.array(meta["std"], np.float32)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise AsdError(f"feature cache {path} is corrupt: {type(exc).__name__}: {exc}") from None
+        name = "index.json"
+        index = pd.DataFrame(json.loads((path / name).read_text()))
+        name = "mel.npy"
+        mel = np.load(path / name, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, KeyError, TypeError, EOFError) as exc:
+        # EOFError: numpy's answer to a zero-byte .npy (a full disk, a copy cut short).
+        raise AsdError(
+            f"feature cache {path} is corrupt: {name}: {type(exc).__name__}: {exc}"
+        ) from None
     if len(index) != n_clips or mel.shape != (total, cfg.n_mels):
         raise AsdError(
             f"feature cache {path} is corrupt: {len(index)} clips and mel {mel.shape}, "
@@ -306,6 +312,8 @@ def _load_or_discard(target: Path, index: pd.DataFrame) -> FeatureSet | None:
             cached = load_features(target)
         except AsdError as exc:
             log.warning("%s: rebuilding it", exc)
+            shutil.rmtree(target, ignore_errors=True)
+            return None
         else:
             log.info("feature cache hit %s", target)
             # Same bytes may sit at another path: report where the clips are now.

@@ -121,6 +121,8 @@ def _only_cache(cache):
         ("index.json", b""),
         ("meta.json", b"{}"),
         ("mel.npy", None),  # truncated to half
+        ("mel.npy", b""),  # zero bytes (a full disk): was EOFError on every later run
+        ("mel.npy", b"\x93NUMPY"),  # a header cut short
     ],
 )
 def test_a_corrupt_cache_is_reported_and_rebuilt(data, tmp_path, caplog, name, content):
@@ -135,7 +137,18 @@ def test_a_corrupt_cache_is_reported_and_rebuilt(data, tmp_path, caplog, name, c
     with caplog.at_level(logging.WARNING, logger="asd"):
         rebuilt = extract_features(index, CFG, cache, progress=False)
     np.testing.assert_array_equal(np.asarray(rebuilt.mel), expected)
-    assert any("is corrupt" in r.message and "rebuilding" in r.message for r in caplog.records)
+    (warning,) = [r.message for r in caplog.records if r.levelno >= logging.WARNING]
+    assert "is corrupt" in warning and "rebuilding" in warning and name in warning, warning
+
+
+def test_a_zero_byte_mel_is_one_error_naming_the_file_for_a_reader(data, tmp_path):
+    cache = tmp_path / "cache"
+    extract_features(index_dataset(data), CFG, cache, progress=False)
+    folder = _only_cache(cache)
+    (folder / "mel.npy").write_bytes(b"")
+    with pytest.raises(features.AsdError, match="mel.npy") as err:
+        features.load_features(folder)  # what a trial does with the sweep's cache
+    assert str(folder) in str(err.value) and "\n" not in str(err.value)
 
 
 def test_the_cache_index_is_never_unpickled(data, tmp_path):
