@@ -41,9 +41,10 @@ from asd.pipeline import (
     train_encoder,
 )
 from asd.runfolder import run_folder
-from asd.staging import publish, tmp_folder
+from asd.staging import check_writable, publish, tmp_folder
 from asd.sweep.settings import DEFAULT_WORKDIR
 from asd.synth import synthesize
+from asd.train import resolve_device
 
 if TYPE_CHECKING:
     from asd.commands import Subparsers
@@ -275,6 +276,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     """Train an encoder and save it with its config and history."""
     cfg = config_from_args(args)
     out = args.out or Path(args.workdir) / "runs" / time.strftime("%Y%m%d-%H%M%S")
+    resolve_device(args.device)  # a GPU that is not there is refused before any folder exists
+    check_writable(out, "--out")
     index = index_dataset(args.data, machines=args.machines, ground_truth=args.ground_truth)
     cache = Path(args.workdir) / "features"
     data_fp = fingerprint(index, cache / STORE_NAME)
@@ -306,6 +309,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     estimators = chosen.get(args.estimator, (args.estimator,))
     if args.out is not None and args.out.exists() and not args.out.is_dir():
         raise AsdError(f"--out {args.out} is a file: evaluate writes a folder")
+    if args.out is not None:
+        check_writable(args.out, "--out")
+    resolve_device(args.device)
     final_out, args.out = args.out, args.out and tmp_folder(args.out.parent, args.out.name)
     try:
         code = _evaluate(args, estimators)
@@ -362,6 +368,9 @@ def cmd_score(args: argparse.Namespace) -> int:
     """Score new clips of one machine type; scorer fitted on its normal training clips."""
     if args.out is not None and args.out.is_dir():
         raise AsdError(f"--out {args.out} is a folder: give a file name for the scores CSV")
+    if args.out is not None:
+        check_writable(args.out, "--out")
+    resolve_device(args.device)
     paths: list[Path] = []
     for item in args.files:
         if item.is_dir():

@@ -245,8 +245,7 @@ class FeatureSet:
 
 
 def cache_key(index: pd.DataFrame, cfg: FeatureConfig, hash_store: Path | None = None) -> str:
-    """Name of the cache of ``index`` under ``cfg``: hash of the feature config, clip bytes
-    and the labels the index carries."""
+    """Name of the cache of ``index`` under ``cfg``: hash of config, clip bytes and labels."""
     return _key(cfg, data.fingerprint(index, hash_store), index)
 
 

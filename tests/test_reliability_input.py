@@ -9,6 +9,7 @@ where something was changed.
 
 import json
 import logging
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 from servers import free_port
 
 from asd.cli import main
@@ -299,6 +301,10 @@ def test_a_second_train_into_a_folder_in_use_is_refused(data, tmp_path, capsys):
         ("train.grad_clip=-1", "train.grad_clip must be >= 0"),
         ("encoder.head_hidden_dim=0", "encoder.head_hidden_dim must be positive"),
         ("features.f_max=12000", "features.f_max must not exceed Nyquist"),
+        ("features.n_fft=0", "features.n_fft must be at least 16"),
+        ("features.n_fft=1", "features.n_fft must be at least 16"),
+        ("features.n_fft=64", "features.n_mels=128 exceeds the 33 frequency bins"),
+        ("features.sample_rate=0", "features.sample_rate must be positive"),
     ],
 )
 def test_settings_that_validate_but_cannot_work_are_refused(
@@ -312,6 +318,7 @@ def test_a_hop_longer_than_a_clip_names_the_setting_and_the_clip(data, tmp_path,
     run = tmp_path / "run"
     argv = _train(data, tmp_path, run, "--set", "features.hop_length=20000")
     _fails(capsys, argv, "features.hop_length=20000", "longer than clip", ".wav")
+    assert not run.exists()  # a refused run leaves no folder behind
 
 
 def test_synth_takes_an_explicit_zero_as_zero(tmp_path, capsys):
@@ -458,6 +465,52 @@ def test_a_failed_evaluate_leaves_no_outputs(data, tmp_path, capsys):
     capsys.readouterr()
     assert code == 2
     assert not out.exists() and not list(tmp_path.glob(".tmp-*")), list(tmp_path.iterdir())
+
+
+def _unwritable(tmp_path):
+    """A folder this process cannot write in (root ignores modes: use a read-only mount)."""
+    if os.geteuid() == 0:
+        return Path("/sys")
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    folder.chmod(0o500)
+    return folder
+
+
+def test_evaluate_out_under_a_file_or_an_unwritable_folder_is_refused_before_work(
+    data, tmp_path, capsys, caplog
+):
+    (tmp_path / "a-file").write_text("x")
+    for out in (tmp_path / "a-file" / "out", _unwritable(tmp_path) / "asd-out"):
+        with caplog.at_level(logging.INFO):
+            _fails(capsys, [*_evaluate(data, tmp_path), "--out", str(out)], "--out", str(out))
+        assert not any("log-mel" in r.message for r in caplog.records)  # before the work
+        assert not (tmp_path / "work").exists()
+
+
+def test_a_refused_train_leaves_no_run_folder(data, tmp_path, capsys):
+    run = tmp_path / "runs" / "new"
+    _fails(capsys, _train(data, tmp_path, run, "--set", "features.hop_length=20000"), "hop")
+    assert not (tmp_path / "runs").exists()
+    run.mkdir(parents=True)  # an empty folder given by the user stays, and stays empty
+    _fails(capsys, _train(data, tmp_path, run, "--set", "features.hop_length=20000"), "hop")
+    assert run.is_dir() and not list(run.iterdir())
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_device_cuda_without_a_gpu_is_one_line_and_leaves_nothing(data, tmp_path, capsys):
+    run = tmp_path / "run"
+    _fails(capsys, _train(data, tmp_path, run, "--device", "cuda"), "cuda", "no CUDA GPU")
+    assert not run.exists()
+    _fails(capsys, [*_evaluate(data, tmp_path), "--device", "cuda"], "cuda", "no CUDA GPU")
+
+
+def test_a_device_torch_does_not_know_or_a_missing_gpu_index_is_one_line(data, tmp_path, capsys):
+    run = tmp_path / "run"
+    _fails(capsys, _train(data, tmp_path, run, "--device", "gpu0"), "unknown device 'gpu0'")
+    beyond = f"cuda:{torch.cuda.device_count() + 3}"
+    _fails(capsys, _train(data, tmp_path, run, "--device", beyond), beyond)
+    assert not run.exists()
 
 
 def test_evaluate_out_writes_every_file_on_success(data, tmp_path, capsys):
