@@ -110,6 +110,9 @@ def _add_data_parser(sub: Subparsers) -> None:
     )
     synth.add_argument("--seconds", type=float, help="clip length in seconds")
     synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument(
+        "--overwrite", action="store_true", help="replace a tree --out holds (other settings)"
+    )
     synth.set_defaults(func=cmd_data_synth)
     index = data_sub.add_parser("index", help="index a data tree and print clip counts")
     index.add_argument("--data", type=Path, required=True, help="folder holding dev_data/")
@@ -254,7 +257,7 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
     }
     start = time.monotonic()
     given = {k: v for k, v in options.items() if v is not None}  # an explicit 0 means 0
-    root = synthesize(args.out, seed=args.seed, **given)
+    root = synthesize(args.out, seed=args.seed, overwrite=args.overwrite, **given)
     print(f"wrote a synthetic DCASE 2023 tree to {root} in {time.monotonic() - start:.1f}s")
     return 0
 
