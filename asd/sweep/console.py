@@ -59,9 +59,14 @@ class TrialLines(Callback):
         """Finished all its epochs, or stopped early by the scheduler."""
         epoch, epochs = self.last_epoch.get(trial.trial_id, 0), self._epochs(trial)
         how = "finished" if epoch >= epochs else f"stopped early by ASHA at epoch {epoch}"
-        last = (trial.last_result or {}).get(OBJECTIVE)
+        result = trial.last_result or {}
+        versus = (
+            f" vs untrained reference {_short(result['reference.hmean'])}"
+            if "reference.hmean" in result and result.get("family") != "reference"
+            else ""
+        )
         self.emit(
-            f"trial {trial.trial_id} {how}: {OBJECTIVE} {_short(last)} "
+            f"trial {trial.trial_id} {how}: {OBJECTIVE} {_short(result.get(OBJECTIVE))}{versus} "
             f"(best so far {_short(self.best)})"
         )
 

@@ -279,6 +279,7 @@ def _trial_options(settings: SweepSettings, workers: int, workdir: Path) -> dict
         "use_gpu": bool(settings.gpus_per_trial),
         "cpus_per_worker": float(settings.cpus_per_trial or 1.0),
         "system_metrics_s": settings.system_metrics_s,
+        "verbose": settings.verbose,
     }
 
 
@@ -384,6 +385,8 @@ def _searcher(settings: SweepSettings, records: Path, name: str) -> OptunaSearch
     from ray.tune.search.optuna import OptunaSearch
 
     records.mkdir(parents=True, exist_ok=True)
+    if not settings.verbose:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # "A new study created ..."
     return OptunaSearch(
         metric=OBJECTIVE,
         mode="max",
@@ -412,11 +415,12 @@ def _init_ray(settings: SweepSettings) -> str | None:
         return None
     if settings.dashboard and (settings.ray_address or os.environ.get("RAY_ADDRESS")):
         raise AsdError("--dashboard is for in-process Ray; a cluster has its own dashboard")
+    level = logging.INFO if settings.verbose else logging.WARNING  # Ray's own start-up lines
     try:
         if settings.ray_address:
-            ray.init(address=settings.ray_address, log_to_driver=True)
+            ray.init(address=settings.ray_address, log_to_driver=True, logging_level=level)
         elif os.environ.get("RAY_ADDRESS"):
-            ray.init(log_to_driver=True)  # inside `ray job submit`: the job's cluster
+            ray.init(log_to_driver=True, logging_level=level)  # inside `ray job submit`
         else:
             # address="local": a new in-process instance, never a cluster that someone else
             # started on this machine with `ray start` (which a bare ray.init() would join).
@@ -425,6 +429,7 @@ def _init_ray(settings: SweepSettings) -> str | None:
                 include_dashboard=settings.dashboard,
                 dashboard_host="127.0.0.1",
                 log_to_driver=True,
+                logging_level=level,
             )
             if settings.dashboard:
                 log.info("Ray dashboard: http://%s", context.dashboard_url)

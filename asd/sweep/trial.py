@@ -10,6 +10,7 @@ submission CSVs and the encoder. A trial of the ``reference`` family trains noth
 
 from __future__ import annotations
 
+import gc
 import importlib
 import logging
 import shutil
@@ -28,6 +29,7 @@ from asd.encoder import Encoder, save_encoder
 from asd.errors import AsdError
 from asd.features import FeatureSet, load_features
 from asd.pipeline import Evaluation, save_evaluation, train_encoder
+from asd.sweep.notes import NOTES_FILE, TrialNotes, collect_notes
 from asd.sweep.parallel import train_data_parallel
 from asd.sweep.storage import CONFIG_FILE, ENCODER_FILE
 from asd.tracking import TAG_SWEEP, Tracker
@@ -84,6 +86,8 @@ class TrialSetup:
     compile_cache: str | None = None
     """torch.compile cache folder shared by every trial (``train.compile``): the first trial
     compiles, later ones load its kernels."""
+    verbose: bool = False
+    """Print the trial's notes and progress lines (else they go to its run's notes.txt only)."""
 
 
 def load_epoch_hook(spec: str) -> Any:
@@ -101,7 +105,23 @@ def load_epoch_hook(spec: str) -> Any:
 
 
 def run_trial(params: dict[str, Any], setup: TrialSetup) -> None:
-    """The Tune function trainable (wrapped with ``tune.with_parameters``)."""
+    """The Tune function trainable (wrapped with ``tune.with_parameters``).
+
+    The last report is the last thing it does: Ray may end this worker as soon as the
+    trial's final result arrives, and a worker that exits while the trial thread still
+    frees tensors, stops MLflow's monitor or writes files can abort in torch's destructors
+    (``Fatal Python error: Aborted`` in the console). So training, evaluation, MLflow and
+    the notes are all closed first, and the final row is reported after.
+    """
+    with collect_notes(setup.verbose) as notes:
+        final = _run_trial(params, setup, notes)
+    gc.collect()  # the encoder, its optimizer and their tensors go now, not at worker exit
+    if final is not None:
+        final.send()
+
+
+def _run_trial(params: dict[str, Any], setup: TrialSetup, notes: TrialNotes) -> FinalReport | None:
+    """Train and validate one trial; its final report, not yet sent."""
     from ray import tune
 
     cfg = setup.base_config.with_overrides(params)
@@ -114,19 +134,42 @@ def run_trial(params: dict[str, Any], setup: TrialSetup) -> None:
     tracker, run_id = _start_run(setup, cfg, trial_id)
     trial_dir = _trial_folder(context)
     validate_epoch = EpochValidator(
-        setup, cfg, trial_id, run_id, str(trial_dir), tracker=tracker, validation=validation
-    )
+        setup, cfg, trial_id, run_id, str(trial_dir), tracker=tracker, validation=validation,
+        notes=notes,
+    )  # fmt: skip
     try:
         with system_metrics(setup.tracking_uri, run_id, setup.system_metrics_s):
             if cfg.scoring.family == "reference":
-                _run_reference(cfg, validate_epoch, trial_dir)
+                final = _run_reference(cfg, validate_epoch, trial_dir)
             else:
-                _run_training(cfg, setup, features, validate_epoch, tracker, run_id, trial_dir)
+                final = _run_training(
+                    cfg, setup, features, validate_epoch, tracker, run_id, trial_dir
+                )
     except Exception as exc:
         tracker.set_tags(run_id, {"asd.error": str(exc)[:5000]})
         tracker.finish(run_id, status="FAILED")
         raise
     tracker.finish(run_id, status="FINISHED")
+    return final
+
+
+@dataclass
+class FinalReport:
+    """A trial's last row and checkpoint folder, reported once everything else is closed."""
+
+    row: dict[str, Any]
+    checkpoint: Path
+    scratch: Path
+    """Removed after the report (Tune copies the checkpoint into its storage during it)."""
+
+    def send(self) -> None:
+        """``tune.report`` the row with its checkpoint, then remove the scratch folder."""
+        from ray import tune
+
+        try:
+            tune.report(self.row, checkpoint=tune.Checkpoint.from_directory(str(self.checkpoint)))
+        finally:
+            shutil.rmtree(self.scratch, ignore_errors=True)
 
 
 def _trial_folder(context: TuneContext) -> Path:
@@ -161,7 +204,9 @@ def _start_run(setup: TrialSetup, cfg: Config, trial_id: str) -> tuple[Tracker, 
     return tracker, run_id
 
 
-def _run_reference(cfg: Config, validate_epoch: EpochValidator, trial_dir: Path) -> None:
+def _run_reference(
+    cfg: Config, validate_epoch: EpochValidator, trial_dir: Path
+) -> FinalReport | None:
     """A trial of the untrained reference: nothing to train; its last checkpoint is its config.
 
     It still reports once per epoch (the same figures: the reference does not change), so
@@ -177,11 +222,9 @@ def _run_reference(cfg: Config, validate_epoch: EpochValidator, trial_dir: Path)
             tune.report(row)
             continue
         scratch = Path(tempfile.mkdtemp(prefix=f"asd-{validate_epoch.trial_id}-"))
-        try:
-            shutil.copy2(trial_dir / "artifacts" / CONFIG_FILE, scratch / CONFIG_FILE)
-            tune.report(row, checkpoint=tune.Checkpoint.from_directory(str(scratch)))
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
+        shutil.copy2(trial_dir / "artifacts" / CONFIG_FILE, scratch / CONFIG_FILE)
+        return FinalReport(row, scratch, scratch)
+    return None
 
 
 def _run_training(
@@ -192,8 +235,11 @@ def _run_training(
     tracker: Tracker,
     run_id: str,
     trial_dir: Path,
-) -> None:
-    """Train the encoder (one process or data parallel), resuming from Tune's checkpoint."""
+) -> FinalReport | None:
+    """Train the encoder (one process or data parallel), resuming from Tune's checkpoint.
+
+    Every epoch but the last is reported at once; the last one is returned (see run_trial).
+    """
     from ray import tune
 
     # Checkpoints live in a scratch folder (Tune copies each reported one into the sweep's
@@ -207,17 +253,20 @@ def _run_training(
             for item in Path(folder).iterdir():
                 shutil.copy2(item, ckpt_dir / item.name)
         tracker.set_tags(run_id, {"asd.resumed_from_checkpoint": "true"})
+    final: list[FinalReport] = []
 
     def validate_and_checkpoint(epoch: int, metrics: dict[str, float], encoder: Encoder) -> None:
         row = validate_epoch(epoch, metrics, encoder)
-        if epoch >= cfg.train.epochs:
-            # The winner travels in its last checkpoint, through Tune's (shared) storage:
-            # the encoder and the config its detector is rebuilt from.
-            for file in (ENCODER_FILE, CONFIG_FILE):
-                final = trial_dir / "artifacts" / file
-                if final.is_file():
-                    shutil.copy2(final, ckpt_dir / file)
-        tune.report(row, checkpoint=tune.Checkpoint.from_directory(str(ckpt_dir)))
+        if epoch < cfg.train.epochs:
+            tune.report(row, checkpoint=tune.Checkpoint.from_directory(str(ckpt_dir)))
+            return
+        # The winner travels in its last checkpoint, through Tune's (shared) storage:
+        # the encoder and the config its detector is rebuilt from.
+        for file in (ENCODER_FILE, CONFIG_FILE):
+            done = trial_dir / "artifacts" / file
+            if done.is_file():
+                shutil.copy2(done, ckpt_dir / file)
+        final.append(FinalReport(row, ckpt_dir, scratch))
 
     try:
         trial_id = validate_epoch.trial_id
@@ -232,8 +281,13 @@ def _run_training(
             features,
             validate_and_checkpoint,
         )
-    finally:
+    except BaseException:
         shutil.rmtree(scratch, ignore_errors=True)
+        raise
+    if not final:
+        shutil.rmtree(scratch, ignore_errors=True)
+        return None
+    return final[-1]
 
 
 def _train(
@@ -271,7 +325,7 @@ def _train(
             device=setup.device,
             report=on_epoch,
             checkpoint_dir=ckpt_dir,
-            progress=True,
+            progress=setup.verbose,
         )
 
 
@@ -295,6 +349,8 @@ class EpochValidator:
     references: dict[tuple[str, ...], Evaluation] = field(default_factory=dict)
     """The reference's evaluation per scorer set: it never changes, so it is computed once."""
     epoch_start: float = field(default_factory=time.time)
+    notes: TrialNotes | None = None
+    """The trial's collected warnings, logged as notes.txt with its last epoch."""
 
     def __call__(
         self, epoch: int, metrics: dict[str, float], encoder: Encoder | None
@@ -321,8 +377,9 @@ class EpochValidator:
             row.update(evaluation.metrics())
             row.update(_reference_row(evaluation, cfg.scoring.estimator))
             _log_final(self.tracker, self.run_id, evaluation, encoder, cfg, setup, work)
-            # One line in the driver's log (Ray forwards worker output): detector vs reference.
-            print(f"trial {self.trial_id}: {_versus_line(row, cfg)}", file=sys.stderr, flush=True)
+            if setup.verbose:  # the default console has the trial's line from the driver
+                print(f"trial {self.trial_id}: {_versus_line(row, cfg)}", file=sys.stderr)
+            self._log_notes(work)
         self.timings["eval_s"] += time.time() - eval_start
         row.update({f"time.{k}": v for k, v in self.timings.items()})
         self.tracker.log_metrics(self.run_id, row, step=epoch)
@@ -339,6 +396,14 @@ class EpochValidator:
             "family": cfg.scoring.family,
             "scorer": cfg.scoring.estimator,
         }
+
+    def _log_notes(self, work: Path) -> None:
+        """The trial's notes as ``notes.txt`` in its run (nothing when there are none)."""
+        if self.notes is None or self.tracker is None or not self.notes.lines:
+            return
+        path = work / NOTES_FILE
+        path.write_text(self.notes.text())
+        self.tracker.log_artifact(self.run_id, path)
 
     def _evaluate(self, encoder: Encoder | None, last: bool, work: Path) -> tuple[Evaluation, str]:
         """(evaluation, scorer the objective reads) of this epoch.
