@@ -304,13 +304,25 @@ def read_wav(path: str | Path, sample_rate: int) -> np.ndarray:
     mono = wave.mean(axis=1)
     _check_samples(mono, rate, path)
     if rate != sample_rate:
-        _note("resample", path, f"resampled {rate} Hz to {sample_rate} Hz: {path}")
+        # Once per machine type and rate: a mixed-rate set would otherwise warn per file.
+        machine = Path(path).parent.parent
+        _note(
+            "resample", (machine, rate),
+            f"resampled {rate} Hz to {sample_rate} Hz: {path} (and any other {rate} Hz clip "
+            f"of {machine.name}, not listed)",
+        )  # fmt: skip
         mono = AF.resample(torch.from_numpy(mono), rate, sample_rate).numpy()
     return np.ascontiguousarray(mono, dtype=np.float32)
 
 
 _MIN_PLAUSIBLE_RATE = 4000
 """Header rates below this are almost surely a broken header, not a recording."""
+
+
+_FULL_SCALE = 0.999
+"""|sample| at or above this counts as full scale (16-bit PCM peaks at 32767/32768)."""
+_MAX_CLIPPED = 0.05
+"""Share of full-scale samples above which a clip is reported as clipped."""
 
 
 def _check_samples(mono: np.ndarray, rate: int, path: str | Path) -> None:
@@ -331,11 +343,18 @@ def _check_samples(mono: np.ndarray, rate: int, path: str | Path) -> None:
         _note("loud", path, f"{path}: samples reach {peak:.3g} (full scale is 1.0)")
     elif len(mono) > 1 and peak > 0 and float(np.ptp(mono)) <= 1e-6 * peak:
         _note("dc", path, f"{path}: a constant (DC-only) signal, no sound to analyse")
+    clipped = float(np.mean(np.abs(mono) >= _FULL_SCALE))
+    if clipped > _MAX_CLIPPED:
+        _note(
+            "clipped", path,
+            f"{path}: {100 * clipped:.0f} % of samples at full scale: a clipped recording, "
+            "its spectrum is distorted",
+        )  # fmt: skip
 
 
-def _note(kind: str, path: str | Path, message: str) -> None:
-    """Log a warning about a file once: features read the same clip many times."""
-    warn_once(log, message, key=(kind, str(path)))
+def _note(kind: str, about: object, message: str) -> None:
+    """Log a warning about a file (or a group of files) once: features read a clip many times."""
+    warn_once(log, message, key=(kind, str(about)))
 
 
 def normal_train_mask(index: pd.DataFrame) -> np.ndarray:

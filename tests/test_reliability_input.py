@@ -359,6 +359,7 @@ def test_broken_search_space_files_get_one_line(tmp_path, capsys, content, needl
         (["--max-failures", "-5"], "--max-failures -5: must be >= 0"),
         (["--name", "../../escaped"], "a sweep name is letters"),
         (["--name", "a/b"], "no path separators"),
+        (["--name", "a" * 250], "--name is 250 characters long: a sweep name has at most 128"),
         (["--tracking-uri", "ftp://x"], "unsupported scheme 'ftp'"),
         (["--tracking-uri", "http://[::1"], "not a valid URI"),
         (["--tracking-uri", "not-a-uri"], "unsupported scheme ''"),
@@ -438,6 +439,7 @@ def test_nan_samples_are_refused_at_read_time_naming_the_file(data, tmp_path, ca
         (lambda w, r: (w[:200], 1), "header sample rate 1 Hz makes it 200 s long"),
         (lambda w, r: (np.full_like(w, 0.25), r), "constant (DC-only) signal"),
         (lambda w, r: (w * 1.0e6, r), "samples reach"),
+        (lambda w, r: (np.clip(w * 30, -1, 1), r), "% of samples at full scale: a clipped"),
     ],
 )
 def test_implausible_clips_are_read_with_a_warning_naming_the_file(tmp_path, caplog, make, needle):
@@ -452,6 +454,32 @@ def test_implausible_clips_are_read_with_a_warning_naming_the_file(tmp_path, cap
     assert any(needle in r.message and str(path) in r.message for r in caplog.records), [
         r.message for r in caplog.records
     ]
+
+
+def test_a_clean_loud_clip_is_not_called_clipped(tmp_path, caplog):
+    from asd.data import read_wav
+
+    path = tmp_path / "loud.wav"
+    sf.write(path, np.sin(np.arange(16000) / 7.0).astype(np.float32) * 0.999, 16000)
+    with caplog.at_level(logging.WARNING, logger="asd"):
+        read_wav(path, 16000)
+    assert not [r.message for r in caplog.records if "clipped" in r.message]
+
+
+def test_mixed_rate_data_warns_once_per_machine_type_not_per_file(data, tmp_path, caplog):
+    from asd.data import read_wav
+
+    clips = sorted((data / "dev_data/raw/fan/train").glob("*.wav"))[:4]
+    clips += sorted((data / "dev_data/raw/slider/train").glob("*.wav"))[:2]
+    for clip in clips:
+        wave, rate = sf.read(clip)
+        sf.write(clip, wave[::2], rate // 2)
+    with caplog.at_level(logging.WARNING, logger="asd"):
+        for clip in clips:
+            read_wav(clip, 16000)
+    notes = [r.message for r in caplog.records if "resampled 8000 Hz" in r.message]
+    assert len(notes) == 2, notes
+    assert "fan" in notes[0] and "slider" in notes[1]
 
 
 # --------------------------------------------------------------------------- outputs
