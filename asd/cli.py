@@ -31,7 +31,7 @@ from asd.detector import evaluate_detector, format_versus
 from asd.encoder import Encoder, load_encoder, save_encoder
 from asd.errors import AsdError, redact
 from asd.features import FeatureSet, extract_features
-from asd.fingerprint import STORE_NAME
+from asd.fingerprint import STORE_NAME, verify_store
 from asd.metrics import machine_table
 from asd.pipeline import (
     Evaluation,
@@ -118,6 +118,14 @@ def _add_data_parser(sub: Subparsers) -> None:
     index.add_argument("--data", type=Path, required=True, help="folder holding dev_data/")
     index.add_argument("--ground-truth", type=Path, help="eval ground-truth CSV folder")
     index.add_argument("--out", type=Path, help="write the index as CSV here")
+    index.add_argument(
+        "--verify",
+        action="store_true",
+        help="re-hash every clip (the content store trusts size and mtime) and correct the store",
+    )
+    index.add_argument(
+        "--workdir", type=Path, default=DEFAULT_WORKDIR, help="whose content store --verify checks"
+    )
     index.set_defaults(func=cmd_data_index)
 
 
@@ -272,6 +280,16 @@ def cmd_data_index(args: argparse.Namespace) -> int:
         frame["attributes"] = frame["attributes"].map(json.dumps)
         frame.to_csv(args.out, index=False)
         print(f"index written to {args.out}")
+    if args.verify:
+        store = Path(args.workdir) / "features" / STORE_NAME
+        checked, changed = verify_store(index["path"], store)
+        if not changed:
+            print(f"verified {checked} clips: every one matches the content store {store}")
+            return 0
+        print(
+            f"{len(changed)} of {checked} clips changed although their size and mtime did not "
+            f"(first: {changed[0]}); {store} is corrected: the next run reads them again"
+        )
     return 0
 
 

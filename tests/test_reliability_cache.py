@@ -216,3 +216,24 @@ def test_the_cache_hit_benchmark_runs_at_toy_size(capsys):
     assert bench.main(["--clips", "8", "--seconds", "0.5", "--repeats", "1"]) == 0
     out = capsys.readouterr().out
     assert "| cache hit (index + stat + store + load) |" in out
+
+
+def test_index_verify_finds_a_clip_edited_behind_a_restored_mtime(data, tmp_path, capsys):
+    work = tmp_path / "work"
+    line = _official(capsys, data, work)
+    clip = sorted((data / "dev_data/raw/fan/test").glob("*anomaly*.wav"))[0]
+    stat = clip.stat()
+    wave, rate = sf.read(clip, dtype="int16")
+    sf.write(clip, wave // 4, rate, subtype="PCM_16")  # 12 dB quieter, same size
+    os.utime(clip, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # what `touch -r` does
+    assert clip.stat().st_size == stat.st_size
+    assert _official(capsys, data, work) == line  # the store trusts size and mtime (README)
+    argv = ["data", "index", "--data", str(data), "--workdir", str(work), "--verify"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert f"1 of {len(index_dataset(data))} clips changed" in out and clip.name in out, out
+    assert main(argv) == 0
+    assert "every one matches" in capsys.readouterr().out
+    fresh = _official(capsys, data, tmp_path / "fresh")
+    assert fresh != line
+    assert _official(capsys, data, work) == fresh  # the next run read the edited clip

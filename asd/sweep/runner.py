@@ -39,6 +39,7 @@ from asd.sweep.summary import (
     TRIAL_SCORES,
     SweepResult,
     close_lost_trials,
+    close_running_children,
     finalise_runs,
     format_summary,
     log_summary,
@@ -101,12 +102,16 @@ def run_sweep(settings: SweepSettings) -> SweepResult:
         journal_dir=str(workdir / "journal" / name),
         **_trial_options(settings, workers, workdir),
     )
+    if settings.resume:  # a driver killed outright (kill -9) could not close them itself
+        close_running_children(tracking_uri, parent, "left RUNNING by a sweep driver that died")
     phases = {"setup": time.monotonic() - start}
     mark = time.monotonic()
     try:
         results = _tune(space, settings, setup, storage, name, records)
-    except BaseException:
+    except BaseException as exc:
         tracker.finish(parent, status="FAILED")  # a refused or broken sweep is never RUNNING
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):  # SIGINT; SIGTERM (Ray's handler)
+            _stopped(settings, tracking_uri, parent)
         raise
     phases["tune"] = time.monotonic() - mark
     result = _conclude(tracker, setup, results, features, settings, space, holdout)
@@ -439,6 +444,16 @@ def _init_ray(settings: SweepSettings) -> str | None:
             f"cannot reach Ray at {settings.ray_address or os.environ.get('RAY_ADDRESS')}: {exc}"
         ) from None
     return None
+
+
+def _stopped(settings: SweepSettings, tracking_uri: str, parent: str) -> None:
+    """A driver stopped by a signal: close its trials' runs, shut its in-process Ray down."""
+    import ray
+
+    note = "the sweep driver was stopped by a signal; `asd sweep --resume` continues the sweep"
+    close_running_children(tracking_uri, parent, note)
+    if not (settings.ray_address or os.environ.get("RAY_ADDRESS")) and ray.is_initialized():
+        ray.shutdown()  # its raylet, dashboard and agents would outlive this process
 
 
 def _synthetic_data(workdir: Path) -> Path:

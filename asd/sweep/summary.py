@@ -237,6 +237,36 @@ def close_lost_trials(tracking_uri: str, parent: str, summary: pd.DataFrame) -> 
     return [run.info.run_id for run in lost]
 
 
+def close_running_children(tracking_uri: str, parent: str, note: str) -> list[str]:
+    """End the child runs of ``parent`` still RUNNING as KILLED, tagged with ``note``.
+
+    A driver stopped by a signal (or killed, then resumed) leaves the runs of its trials
+    RUNNING: their workers died with it. A trial that Tune resumes reopens its run.
+    """
+    from mlflow import MlflowClient
+
+    if parent.startswith("pending-"):
+        return []  # MLflow is away: nothing to close yet
+    try:
+        client = MlflowClient(tracking_uri=tracking_uri)
+        experiment = client.get_run(parent).info.experiment_id
+        running = client.search_runs(
+            [experiment],
+            f"tags.`mlflow.parentRunId` = '{parent}' and attributes.status = 'RUNNING'",
+            max_results=10000,
+        )
+        for run in running:
+            client.set_tag(run.info.run_id, "asd.status", "killed_with_the_driver")
+            client.set_tag(run.info.run_id, "asd.note", note[:500])
+            client.set_terminated(run.info.run_id, status="KILLED")
+    except Exception as exc:  # noqa: BLE001 - never hide the error that stopped the sweep
+        log.warning("could not close the trials' MLflow runs: %s", one_line(exc))
+        return []
+    if running:
+        log.warning("%d trial run(s) left RUNNING closed as KILLED: %s", len(running), note)
+    return [run.info.run_id for run in running]
+
+
 def log_summary(tracker: Tracker, parent: str, result: SweepResult, space: SearchSpace) -> None:
     """The winner's and the reference's scores, the trial table and tags on the parent run."""
     metrics = {f"best.tune.{k}": v for k, v in result.tune_scores.items()}

@@ -115,9 +115,9 @@ def run_trial(params: dict[str, Any], setup: TrialSetup) -> None:
     """
     with collect_notes(setup.verbose) as notes:
         final = _run_trial(params, setup, notes)
-    gc.collect()  # the encoder, its optimizer and their tensors go now, not at worker exit
-    if final is not None:
-        final.send()
+        gc.collect()  # the encoder, its optimizer and their tensors go now, not at worker exit
+        if final is not None:
+            final.send()
 
 
 def _run_trial(params: dict[str, Any], setup: TrialSetup, notes: TrialNotes) -> FinalReport | None:
