@@ -114,6 +114,19 @@ def test_sweep_records_parent_and_child_runs_with_both_estimators(finished_sweep
     assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"summary.csv"}
 
 
+def test_each_trial_keeps_its_notes_in_its_run_not_on_the_console(finished_sweep):
+    settings, result = finished_sweep
+    client, _ = _client(settings.workdir)
+    _, children = _runs(client, "tiny")
+    notes = []
+    for child in children:
+        names = {a.path for a in client.list_artifacts(child.info.run_id)}
+        if "notes.txt" in names:
+            path = client.download_artifacts(child.info.run_id, "notes.txt", str(settings.workdir))
+            notes.append(Path(path).read_text())
+    assert notes and all(text.startswith("WARNING asd.") for text in notes), notes
+
+
 def test_sweep_registers_and_promotes_the_best_encoder(finished_sweep):
     settings, result = finished_sweep
     client, uri = _client(settings.workdir)
@@ -209,6 +222,10 @@ def test_resume_after_a_killed_driver_keeps_finished_trials(tiny_data, space_fil
     )
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert "== sweep killed: 3 trials" in resumed.stdout
+    console = resumed.stdout + resumed.stderr
+    for noise in ("Fatal Python error", "LedoitWolf", "Configuration for experiment",
+                  "Checkpoint successfully created", "system_metrics_monitor"):  # fmt: skip
+        assert noise not in console, console[-3000:]
     assert len(_terminated(sweep_dir)) == 3
     for trial, lines in results_before.items():
         assert _result_lines(sweep_dir, trial) == lines, f"finished trial {trial} was rerun"

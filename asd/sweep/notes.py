@@ -13,6 +13,8 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from asd.errors import forget_warnings
+
 NOTES_FILE = "notes.txt"
 """The artifact holding a trial's notes (beside its evaluation)."""
 
@@ -44,6 +46,7 @@ def collect_notes(verbose: bool) -> Iterator[TrialNotes]:
 
     ``verbose`` keeps the console as it was (the notes are collected as well).
     """
+    forget_warnings()
     notes = TrialNotes()
     asd_log = logging.getLogger("asd")
     saved = asd_log.propagate, {name: logging.getLogger(name).level for name in CHATTY}
