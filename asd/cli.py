@@ -26,12 +26,13 @@ from asd.commands import (
     set_local_defaults,
 )
 from asd.config import ESTIMATORS, SCORERS, Config, FeatureConfig, preset
-from asd.data import fingerprint, index_dataset
+from asd.data import fingerprint
 from asd.detector import evaluate_detector, format_versus
 from asd.encoder import Encoder, load_encoder, save_encoder
 from asd.errors import AsdError, redact
 from asd.features import FeatureSet, extract_features
 from asd.fingerprint import STORE_NAME, verify_store
+from asd.layouts import SPLIT_FILE, detect_layout, index_data, write_split
 from asd.metrics import machine_table
 from asd.pipeline import (
     Evaluation,
@@ -96,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_data_parser(sub: Subparsers) -> None:
     """`asd data synth` and `asd data index`."""
-    data = sub.add_parser("data", help="synthesise or index a DCASE 2023 Task 2 tree")
+    data = sub.add_parser("data", help="synthesise, index or split a data tree")
     data_sub = data.add_subparsers(metavar="ACTION")
     synth = data_sub.add_parser("synth", help="write a synthetic data set in the DCASE layout")
     synth.add_argument("--out", type=Path, required=True, help="folder to write")
@@ -115,7 +116,7 @@ def _add_data_parser(sub: Subparsers) -> None:
     )
     synth.set_defaults(func=cmd_data_synth)
     index = data_sub.add_parser("index", help="index a data tree and print clip counts")
-    index.add_argument("--data", type=Path, required=True, help="folder holding dev_data/")
+    index.add_argument("--data", type=Path, required=True, help="data folder (any known layout)")
     index.add_argument("--ground-truth", type=Path, help="eval ground-truth CSV folder")
     index.add_argument("--out", type=Path, help="write the index as CSV here")
     index.add_argument(
@@ -127,6 +128,18 @@ def _add_data_parser(sub: Subparsers) -> None:
         "--workdir", type=Path, default=DEFAULT_WORKDIR, help="whose content store --verify checks"
     )
     index.set_defaults(func=cmd_data_index)
+    split = data_sub.add_parser(
+        "split", help=f"train/test split of a MIMII or ToyADMOS tree, written to {SPLIT_FILE}"
+    )
+    split.add_argument("--data", type=Path, required=True, help="the MIMII / ToyADMOS folder")
+    split.add_argument("--seed", type=int, default=0, help="which normals go to test")
+    split.add_argument(
+        "--test-fraction",
+        type=float,
+        help="share of each section's normals held out for test (default: as many as anomalies)",
+    )
+    split.add_argument("--overwrite", action="store_true", help="replace a split of other settings")
+    split.set_defaults(func=cmd_data_split)
 
 
 def _add_train_parser(sub: Subparsers) -> None:
@@ -248,7 +261,7 @@ def _parse_value(text: str) -> Any:
 
 def load_feature_set(args: argparse.Namespace, feature_cfg: FeatureConfig) -> FeatureSet:
     """Index ``--data`` and extract (or reuse) its cached log-mels."""
-    index = index_dataset(args.data, machines=args.machines, ground_truth=args.ground_truth)
+    index = index_data(args.data, machines=args.machines, ground_truth=args.ground_truth)
     return extract_features(
         index, feature_cfg, Path(args.workdir) / "features", progress=not args.quiet
     )
@@ -271,8 +284,13 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_data_index(args: argparse.Namespace) -> int:
-    """Print how many clips each machine, split, domain and label has."""
-    index = index_dataset(args.data, ground_truth=args.ground_truth)
+    """Print the detected layout and how many clips each machine, split, domain and label has."""
+    layout = detect_layout(args.data)
+    index = index_data(args.data, ground_truth=args.ground_truth)
+    scored = "DCASE 2023 official score" if layout.domains == 2 else (
+        "one domain: AUC, pAUC and their harmonic mean, not the DCASE 2023 official score"
+    )  # fmt: skip
+    print(f"layout: {layout.title} ({layout.name}); {scored}")
     counts = index.groupby(["subset", "machine", "split", "domain", "label"]).size()
     print(counts.unstack(["split", "domain", "label"], fill_value=0).to_string())
     if args.out:
@@ -293,13 +311,24 @@ def cmd_data_index(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_split(args: argparse.Namespace) -> int:
+    """Write a reproducible train/test manifest for a tree that ships without a split."""
+    path, manifest = write_split(args.data, args.seed, args.test_fraction, args.overwrite)
+    print(
+        f"split {manifest['n_train'] + manifest['n_test']} clips (seed {args.seed}): "
+        f"{manifest['n_train']} normal clips in train, {manifest['n_test']} clips (every "
+        f"anomaly and the held-out normals) in test; manifest written to {path}"
+    )
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """Train an encoder and save it with its config and history."""
     cfg = config_from_args(args)
     out = args.out or Path(args.workdir) / "runs" / time.strftime("%Y%m%d-%H%M%S")
     resolve_device(args.device)  # a GPU that is not there is refused before any folder exists
     check_writable(out, "--out")
-    index = index_dataset(args.data, machines=args.machines, ground_truth=args.ground_truth)
+    index = index_data(args.data, machines=args.machines, ground_truth=args.ground_truth)
     cache = Path(args.workdir) / "features"
     data_fp = fingerprint(index, cache / STORE_NAME)
     mode = "resume" if args.resume else "overwrite" if args.overwrite else "auto"
@@ -450,17 +479,37 @@ def format_evaluation(evaluation: Evaluation, title: str) -> str:
             lines.append(f"-- estimator {name}: no labelled test clips (scores written only)")
             continue
         table = machine_table(labelled).set_index("machine")
-        shown = (table[["auc_source", "auc_target", "pauc", "hmean"]] * 100).round(2)
+        s = res.summary
+        one_domain = s.get("domains") == 1
+        columns = ["auc_source", "pauc", "hmean"] if one_domain else list(_COLUMNS_2023)
+        shown = (table[columns] * 100).round(2)
+        if one_domain:
+            shown = shown.rename(columns={"auc_source": "auc"})
         lines.append(f"-- estimator {name} ({_estimator_name(name)})")
         lines.append(shown.to_string())
-        s = res.summary
-        lines.append(
-            f"official score (harmonic mean over machines of AUC-s, AUC-t, pAUC): "
-            f"{100 * s['hmean']:.2f} %"
-        )
+        lines += _score_lines(s)
         for key, why in res.fallbacks.items():
             lines.append(f"   note: {key}: {why}")
     return "\n".join(lines)
+
+
+_COLUMNS_2023 = ("auc_source", "auc_target", "pauc", "hmean")
+
+
+def _score_lines(s: dict[str, float]) -> list[str]:
+    """The summary's score, saying which score it is."""
+    if s.get("domains") != 1:
+        return [
+            f"official score (harmonic mean over machines of AUC-s, AUC-t, pAUC): "
+            f"{100 * s['hmean']:.2f} %"
+        ]
+    return [
+        f"score (harmonic mean of AUC and pAUC over sections; one domain, so NOT the DCASE 2023 "
+        f"official score): {100 * s['hmean']:.2f} %",
+        f"DCASE 2020 official figures: AUC {100 * s['dcase2020_auc']:.2f} %, pAUC "
+        f"{100 * s['dcase2020_pauc']:.2f} % (arithmetic means over sections), "
+        f"their mean {100 * s['dcase2020']:.2f} %",
+    ]
 
 
 def _estimator_name(name: str) -> str:

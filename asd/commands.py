@@ -54,7 +54,7 @@ NOT_FLAGS = ("command",)
 LOCAL_DEFAULTS = {
     "RAY_AUTH_MODE": "disabled",
     "MLFLOW_DISABLE_TELEMETRY": "true",
-    # Every epoch checkpoints, so Tune snapshots often by design; its warning is noise here.
+    # Tune snapshots after every report by design (one per epoch); its warning is noise here.
     "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
 }
 """Set when unset: a cluster or server that needs otherwise sets these itself."""

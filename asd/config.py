@@ -37,6 +37,10 @@ class FeatureConfig:
     """Highest mel filter edge in Hz (Nyquist at 16 kHz)."""
     top_db_floor: float = -100.0
     """Log-mel floor in dB: power below 10**(floor/10) is clipped to it."""
+    channel: int = 0
+    """Channel of a multi-channel clip to analyse (0 = the first, as the MIMII baseline reads
+    its 8-microphone array); -1 averages all channels, which for an array is a beamformer that
+    colours the spectrum by where the sound comes from."""
 
     def key(self) -> str:
         """A short hash naming the feature cache of this configuration."""
@@ -305,6 +309,7 @@ def _training_checks(cfg: Config) -> list[tuple[bool, str]]:
         (a.n_views >= 1, "augment.n_views must be at least 1"),
         (len(a.recipes) >= 1, "augment.recipes must not be empty"),
         (set(a.recipes) <= set(RECIPES), f"augment.recipes must be among {', '.join(RECIPES)}"),
+        (f.channel >= -1, "features.channel must be a channel number (0 = first) or -1 (mean)"),
         (
             0 <= a.pitch_min_semitones <= a.pitch_max_semitones <= 12,
             "augment.pitch_*_semitones must satisfy 0 <= min <= max <= 12",

@@ -226,6 +226,12 @@ def _lookup_truth(
     domain = domains.get(path.name) if domains else None
     if labels is not None and label is None:
         raise AsdError(f"{path.name} is missing from the ground truth of {machine}")
+    if labels is not None and domains is None:  # the official score needs each clip's domain
+        raise AsdError(
+            f"ground truth gives labels but no domains for {machine} section {section:02d}: "
+            f"add domain/ground_truth_{machine}_section_{section:02d}_test.csv to the "
+            "--ground-truth folder (rows clip,0 for source or clip,1 for target)"
+        )
     if label is None:
         _note(
             "warn-truth",
@@ -252,13 +258,6 @@ def _read_ground_truth(folder: Path) -> dict[tuple[str, str], dict[str, dict]]:
         truth.setdefault(key, {})[kind] = values
     if not truth:
         raise AsdError(f"no ground_truth_<machine>_section_<nn>_test.csv files in {folder}")
-    for (machine, section), kinds in sorted(truth.items()):
-        if "domain" not in kinds:  # the official score needs each clip's domain
-            name = f"ground_truth_{machine}_section_{section}_test.csv"
-            raise AsdError(
-                f"ground truth gives labels but no domains for {machine} section {section}: "
-                f"add {folder / 'domain' / name} (rows clip,0 for source or clip,1 for target)"
-            )
     return truth
 
 
@@ -287,10 +286,11 @@ def _read_truth_file(path: Path, names: tuple[str, str]) -> dict[str, str]:
     return values
 
 
-def read_wav(path: str | Path, sample_rate: int) -> np.ndarray:
+def read_wav(path: str | Path, sample_rate: int, channel: int = 0) -> np.ndarray:
     """Mono float32 waveform (samples,) at ``sample_rate``: the one way clips are loaded.
 
-    Stereo is averaged to mono and other rates are resampled, each noted once per file.
+    A multi-channel file gives its ``channel`` (``features.channel``; -1 averages them) and
+    other rates are resampled, each noted once per machine type and rate.
     A silent (all-zero) clip is valid audio; a zero-length one is an error.
     """
     try:
@@ -299,9 +299,7 @@ def read_wav(path: str | Path, sample_rate: int) -> np.ndarray:
         raise AsdError(f"cannot read {path}: {exc}") from None
     if wave.shape[0] == 0:
         raise AsdError(f"empty audio file {path}")
-    if wave.shape[1] > 1:
-        _note("stereo", path, f"mixed {wave.shape[1]} channels down to mono: {path}")
-    mono = wave.mean(axis=1)
+    mono = _one_channel(wave, channel, path)
     _check_samples(mono, rate, path)
     if rate != sample_rate:
         # Once per machine type and rate: a mixed-rate set would otherwise warn per file.
@@ -313,6 +311,25 @@ def read_wav(path: str | Path, sample_rate: int) -> np.ndarray:
         )  # fmt: skip
         mono = AF.resample(torch.from_numpy(mono), rate, sample_rate).numpy()
     return np.ascontiguousarray(mono, dtype=np.float32)
+
+
+def _one_channel(wave: np.ndarray, channel: int, path: str | Path) -> np.ndarray:
+    """(samples, channels) -> (samples,): the chosen channel, or the mean for -1."""
+    n = wave.shape[1]
+    if n == 1:
+        return wave[:, 0]
+    if not -1 <= channel < n:
+        raise AsdError(f"features.channel={channel} but {path} has {n} channels")
+    # One note per folder tree (a MIMII machine has thousands of 8-channel clips).
+    parents = Path(path).parents
+    where = str(parents[min(2, len(parents) - 1)])
+    if channel == -1:
+        message = f"mixed {n} channels down to mono (features.channel=-1), e.g. {path}"
+        warn_once(log, message, key=("mix", n, where))
+        return wave.mean(axis=1)
+    message = f"used channel {channel} of {n} (features.channel; -1 mixes to mono), e.g. {path}"
+    warn_once(log, message, key=("channel", n, channel, where))
+    return wave[:, channel]
 
 
 _MIN_PLAUSIBLE_RATE = 4000

@@ -437,7 +437,7 @@ def _write_cache(
 
 def _read_clip(path: str, cfg: FeatureConfig) -> np.ndarray:
     """One clip's waveform; AsdError naming the clip when it is too short for one frame."""
-    wave = data.read_wav(path, cfg.sample_rate)
+    wave = data.read_wav(path, cfg.sample_rate, cfg.channel)
     if len(wave) < cfg.hop_length:
         raise AsdError(
             f"features.hop_length={cfg.hop_length} is longer than clip {path} "

@@ -122,11 +122,17 @@ def clip_digests(paths: Iterable[str], store: Path | None = None) -> list[str]:
 
 
 def content_fingerprint(index: pd.DataFrame, store: Path | None = None) -> str:
-    """Hash of every clip's ``machine/split/name`` and bytes: the same data anywhere, same value."""
+    """Hash of every clip's ``machine/split/name`` and bytes: the same data anywhere, same value.
+
+    Where the folder is not the split (MIMII and ToyADMOS, split by a manifest), the index's
+    split is hashed too: a new split of the same files is other data (its caches differ).
+    """
     paths = [str(p) for p in index["path"]]
+    splits = index["split"].astype(str).tolist() if "split" in index else [""] * len(paths)
     digests = clip_digests(paths, store)
     h = hashlib.sha256()
-    for path, digest in zip(paths, digests, strict=True):
+    for path, digest, split in zip(paths, digests, splits, strict=True):
         p = Path(path)
-        h.update(f"{p.parent.parent.name}/{p.parent.name}/{p.name}:{digest}\n".encode())
+        folder = p.parent.name if split in ("", p.parent.name) else f"{p.parent.name}@{split}"
+        h.update(f"{p.parent.parent.name}/{folder}/{p.name}:{digest}\n".encode())
     return h.hexdigest()[:16]

@@ -110,6 +110,7 @@ def train_encoder(
     checkpoint_dir: Path | None = None,
     progress: bool = True,
     resume: bool = True,
+    checkpoint_every: int = 1,
 ) -> TrainResult:
     """Train the contrastive encoder on the normal training clips of ``features``."""
     positions = np.flatnonzero(normal_train_mask(features.index))
@@ -133,6 +134,7 @@ def train_encoder(
         resume=resume,
         progress=progress,
         labels=labels,
+        checkpoint_every=checkpoint_every,
     )
 
 

@@ -7,10 +7,14 @@ anomalies from subtle to obvious, factory noise) without a 100 GB download.
 Every machine type has its own mechanism (motor harmonics, rail clacks, a bearing resonance,
 blade-pass tones, gear mesh sidebands, sliding bursts, valve clicks) driven by one operating
 value ``op`` (speed or rate). The target domain shifts ``op``; each clip varies its own
-parameters a little; anomalies are mechanism-specific (defect impulses, imbalance, rattle,
-leaks, ...) with a severity drawn per clip, so a simple spectral detector does well above
-chance but far from perfectly. Everything is vectorised over a chunk of clips and seeded:
-the same seed writes byte-identical files.
+parameters a little; anomalies are mechanism-specific with a severity drawn per clip, and of
+two characters, as on real machines: on valve, slider and ToyTrain they are short events
+(50-300 ms) that a clip-mean spectrum cannot see but the loudest frame per mel band can; on
+the steady machines (ToyCar, bearing, fan, gearbox) they are steady spectral changes the
+mean sees better than the maximum. So which temporal pooling a detector uses matters, both
+ways (``benchmarks/synth_pooling.py`` prints it per machine type).
+Everything is vectorised over a chunk of clips and seeded: the same seed writes
+byte-identical files.
 
 Modules: this one lays out the tree, names, seeds and writes the files;
 :mod:`asd.synth_machines` holds the per-machine mechanisms and their naming specs,
@@ -39,7 +43,7 @@ from asd.synth_machines import SPECS, MachineSpec
 from asd.synth_temporal import apply as apply_temporal
 from asd.synth_temporal import draw_kinds
 
-__all__ = ["DEV_MACHINES", "EVAL_MACHINES", "synthesize"]
+__all__ = ["DEV_MACHINES", "EVAL_MACHINES", "record", "synthesize"]
 
 _CHUNK = 32
 """Clips rendered together: bounds memory for long clips and keeps seeding independent of n."""
@@ -218,7 +222,6 @@ def _render_all(
     for c, start in enumerate(range(0, len(clips), _CHUNK)):
         chunk = clips[start : start + _CHUNK]
         rng = np.random.default_rng([seed, _machine_id(machine), split_id, c])
-        n = len(chunk)
         op = np.array([clip.op for clip in chunk])[:, None]
         sev = np.array([clip.severity for clip in chunk])[:, None]
         # Temporal anomalies start from a normal sound; their own stream keeps the rest fixed.
@@ -234,11 +237,17 @@ def _render_all(
             kinds,
             sr,
         )
-        snr_db = sig.uniform(rng, 3.0, 15.0, n)  # machine-to-factory-noise ratio
-        mix = machine_sound + 10 ** (-snr_db / 20) * sig.background(rng, n, samples, sr)
-        level = 0.05 * 10 ** (sig.uniform(rng, -4.0, 4.0, n) / 20)  # the microphone gain varies too
-        pcm = np.round(np.clip(sig.unit(mix) * level, -1, 1) * 32767).astype(np.int16)
+        pcm = np.round(np.clip(record(rng, machine_sound, sr), -1, 1) * 32767).astype(np.int16)
         for clip, wave in zip(chunk, pcm, strict=True):
             buffer = io.BytesIO()  # one write per file: much faster than soundfile's own flushes
             sf.write(buffer, wave, sr, subtype="PCM_16", format="WAV")
             (folder / clip.name).write_bytes(buffer.getvalue())
+
+
+def record(rng: np.random.Generator, machine_sound: np.ndarray, sr: int) -> np.ndarray:
+    """What the microphone hears: the machine at 3-15 dB over factory noise, gain +-4 dB."""
+    n, samples = machine_sound.shape
+    snr_db = sig.uniform(rng, 3.0, 15.0, n)  # machine-to-factory-noise ratio
+    mix = machine_sound + 10 ** (-snr_db / 20) * sig.background(rng, n, samples, sr)
+    level = 0.05 * 10 ** (sig.uniform(rng, -4.0, 4.0, n) / 20)  # the microphone gain varies too
+    return sig.unit(mix) * level

@@ -27,8 +27,28 @@ Render = Callable[[np.random.Generator, Array, Array, Array, int], Array]
 # and anomalies are added relative to it, so severity is a level, not an absolute loudness.
 
 
+def _rig_knocks(rng: np.random.Generator, n: int, samples: int, sr: int) -> Array:
+    """A test rig that knocks now and then (a clamp, a cable, the belt), RMS 1.
+
+    Normal clips of a steady machine then have a few loud frames, as real ones do, so the
+    loudest frame of a band varies more than its mean.
+    """
+    return sig.unit(
+        sig.ring(
+            sig.random_events(rng, n, samples, sig.uniform(rng, 0.5, 2.0, n), 1.0, sr),
+            sig.uniform(rng, 1500, 6000, n),
+            sig.uniform(rng, 0.002, 0.01, n),
+            sr,
+        )
+    )
+
+
 def _toycar(rng, t, op, sev, sr):
-    """Toy car: DC-motor harmonics, gear whine, road rumble; anomalies tick, whine, wobble."""
+    """Toy car: DC-motor harmonics, gear whine, road rumble.
+
+    Anomalies are steady (a rough band, a whine off its order, a wobble at wheel rate): they
+    move the clip mean and spread, not one frame.
+    """
     n, samples = sev.shape[0], t.size
     f0 = 110.0 * op * sig.uniform(rng, 0.97, 1.03, n)
     phase = sig.phase(t, f0, sig.uniform(rng, 0.002, 0.01, n), sig.uniform(rng, 0.3, 2.0, n), rng)
@@ -38,24 +58,31 @@ def _toycar(rng, t, op, sev, sr):
     rumble = sig.shaped_noise(
         rng, n, samples, sr, lambda f: 1.0 / (1.0 + (f[None, :] / 250.0) ** 2)
     )
+    rig = sig.uniform(rng, 0.1, 0.3, n) * _rig_knocks(rng, n, samples, sr)
     normal = sig.unit(
-        sig.unit(motor) + 0.3 * sig.unit(whine) + sig.uniform(rng, 0.3, 0.8, n) * rumble
+        sig.unit(motor) + 0.3 * sig.unit(whine) + sig.uniform(rng, 0.3, 0.8, n) * rumble + rig
     )
-    tick, bad_whine, wobble = sig.split_kinds(rng, sev, 3)
+    rough, bad_whine, wobble = sig.split_kinds(rng, sev, 3)
     wheel = f0 / 12.0
-    ticks = sig.ring(
-        sig.impulse_train(rng, samples, sr, 1.0 / wheel, 1.0),
-        sig.uniform(rng, 2500, 4000, n),
-        sig.uniform(rng, 0.002, 0.005, n),
+    # A dry axle: a steady rough band over the whole clip (the mean sees it, no frame stands out).
+    roughness = sig.shaped_noise(
+        rng,
+        n,
+        samples,
         sr,
+        sig.band(sig.uniform(rng, 2500, 4000, n), sig.uniform(rng, 400, 800, n)),
     )
     extra = sig.harmonics(rng, 7.5 * phase, np.ones((n, 1)))  # a chipped gear: whine off its order
     am = 1.0 + 1.2 * wobble * np.sin(2 * np.pi * wheel * t[None, :])
-    return normal * am + 0.8 * tick * sig.unit(ticks) + 0.9 * bad_whine * sig.unit(extra)
+    return normal * am + 0.6 * rough * roughness + 0.9 * bad_whine * sig.unit(extra)
 
 
 def _toytrain(rng, t, op, sev, sr):
-    """Toy train: rail-joint double clacks, motor hum, rolling noise; flat wheel, scrape."""
+    """Toy train: rail-joint double clacks, motor hum, rolling noise.
+
+    Anomalies are short: a wheel bumping over a defect, a scrape, a slipping motor, each
+    50-300 ms once or twice a clip.
+    """
     n, samples = sev.shape[0], t.size
     f0 = 85.0 * op * sig.uniform(rng, 0.97, 1.03, n)
     motor = sig.harmonics(
@@ -74,36 +101,37 @@ def _toytrain(rng, t, op, sev, sr):
     normal = sig.unit(
         sig.unit(motor) + sig.unit(clacks) * sig.uniform(rng, 0.8, 1.2, n) + 0.4 * rolling
     )
-    flat, scrape, slip = sig.split_kinds(rng, sev, 3)
-    flats = sig.ring(
-        sig.impulse_train(rng, samples, sr, 1.0 / (f0 / 10.0), 1.0),
+    normal = sig.colour(rng, normal, sr, 1.5)
+    bump, scrape, slip = sig.split_kinds(rng, sev, 3)
+    bad = sig.windows(*sig.rare_events(rng, sev, samples / sr, 0.05, 0.3), samples, sr)
+    bumps = sig.ring(
+        sig.random_events(rng, n, samples, sig.uniform(rng, 20, 50, n), 1.0, sr) * (bad > 0.5),
         sig.uniform(rng, 3000, 4500, n),
         sig.uniform(rng, 0.002, 0.004, n),
         sr,
     )
-    scraping = sig.shaped_noise(
-        rng, n, samples, sr, sig.band(sig.uniform(rng, 4000, 5500, n), 600.0)
+    scraping = (
+        sig.shaped_noise(rng, n, samples, sr, sig.band(sig.uniform(rng, 4000, 5500, n), 600.0))
+        * bad
     )
-    scraping = scraping * sig.gate(
-        t,
-        sig.uniform(rng, 0.2, 0.6, n),
-        sig.uniform(rng, 0, 0.5, n),
-        sig.uniform(rng, 0.05, 0.15, n),
-        0.01,
-    )
-    slipping = sig.harmonics(
-        rng, sig.phase(t, 1.35 * f0, 0.01, 1.0, rng), np.ones((n, 2)) * [1.0, 0.5]
+    slipping = (
+        sig.harmonics(rng, sig.phase(t, 1.35 * f0, 0.01, 1.0, rng), np.ones((n, 2)) * [1.0, 0.5])
+        * bad
     )
     return (
         normal
-        + 0.8 * flat * sig.unit(flats)
-        + 0.6 * scrape * sig.unit(scraping)
-        + 0.5 * slip * sig.unit(slipping)
+        + sig.level(bump, -16.0, 0.0) * sig.local_unit(bumps, bad)
+        + sig.level(scrape, -20.0, -4.0) * sig.local_unit(scraping, bad)
+        + sig.level(slip, -12.0, 4.0) * sig.local_unit(slipping, bad)
     )
 
 
 def _bearing(rng, t, op, sev, sr):
-    """Bearing: a structural resonance amplitude-modulated at shaft rate; defect impulse trains."""
+    """Bearing: a structural resonance amplitude-modulated at shaft rate.
+
+    Anomalies are steady: defect impulse trains (faster than a log-mel frame) or a spread
+    resonance; they move the clip mean, not one frame.
+    """
     n, samples = sev.shape[0], t.size
     shaft = 25.0 * op * sig.uniform(rng, 0.98, 1.02, n)
     res_f = sig.uniform(rng, 3000, 3400, n)
@@ -113,8 +141,9 @@ def _bearing(rng, t, op, sev, sr):
     )
     low = sig.harmonics(rng, sig.phase(t, shaft, 0.003, 0.5, rng), rng.uniform(0.3, 1.0, (n, 3)))
     broad = sig.shaped_noise(rng, n, samples, sr, lambda f: 1.0 / (1.0 + f[None, :] / 500.0))
-    normal = sig.unit(sig.unit(res * am) + 0.5 * sig.unit(low) + 0.4 * broad)
-    outer, inner = sig.split_kinds(rng, sev, 2)
+    rig = sig.uniform(rng, 0.1, 0.3, n) * _rig_knocks(rng, n, samples, sr)
+    normal = sig.unit(sig.unit(res * am) + 0.5 * sig.unit(low) + 0.4 * broad + rig)
+    outer, inner, loose = sig.split_kinds(rng, sev, 3)
     bpfo = sig.ring(
         sig.impulse_train(rng, samples, sr, 1.0 / (3.58 * shaft), 1.0, jitter=0.01),
         sig.uniform(rng, 4200, 5200, n),
@@ -127,7 +156,16 @@ def _bearing(rng, t, op, sev, sr):
         sig.uniform(rng, 0.001, 0.002, n),
         sr,
     ) * (1.0 + np.sin(2 * np.pi * shaft * t[None, :]))  # inner race: modulated by the load zone
-    return normal + 0.7 * outer * sig.unit(bpfo) + 0.7 * inner * sig.unit(bpfi)
+    # A loose or dry mounting: the resonance spreads upwards, steadily (mean, not max).
+    spread = sig.shaped_noise(
+        rng, n, samples, sr, sig.band(res_f * sig.uniform(rng, 1.08, 1.2, n), 400.0)
+    )
+    return (
+        normal
+        + 0.7 * outer * sig.unit(bpfo)
+        + 0.7 * inner * sig.unit(bpfi)
+        + 0.6 * loose * sig.unit(spread * am)
+    )
 
 
 def _fan(rng, t, op, sev, sr):
@@ -181,19 +219,25 @@ def _gearbox(rng, t, op, sev, sr):
 
 
 def _slider(rng, t, op, sev, sr):
-    """Slide rail: periodic sliding bursts ending in end-stop clicks; rattle, friction squeal."""
+    """Slide rail: periodic sliding bursts ending in end-stop clicks.
+
+    Anomalies are short: a knock at a rail defect, a friction squeak, or a jolt against the
+    end stop, each 50-300 ms once or twice a clip (a clip mean barely moves).
+    """
     n, samples = sev.shape[0], t.size
+    seconds = samples / sr
     stroke = 0.5 / op * sig.uniform(rng, 0.96, 1.04, n)
     offset = sig.uniform(rng, 0, 0.5, n)
-    on = 0.6 * stroke
+    on = sig.uniform(rng, 0.45, 0.75, n) * stroke
     env = sig.gate(t, stroke, offset, on, 0.03)
     slide = sig.shaped_noise(
         rng, n, samples, sr, sig.band(sig.uniform(rng, 1200, 1600, n) * op**0.5, 700.0)
     )
     events = int(t[-1] / float(stroke.min())) + 2
     stop_times = (offset + on + np.arange(events)[None, :] * stroke) * sr
+    heights = 10 ** (rng.normal(0, 2.0, (n, events)) / 20)
     stops = sig.ring(
-        sig.place(stop_times, np.ones((n, events)), samples),
+        sig.place(stop_times, heights, samples),
         sig.uniform(rng, 900, 1400, n),
         sig.uniform(rng, 0.004, 0.01, n),
         sr,
@@ -201,45 +245,57 @@ def _slider(rng, t, op, sev, sr):
     hum = sig.harmonics(
         rng, 2 * np.pi * 100.0 * t[None, :] * np.ones((n, 1)), rng.uniform(0, 1, (n, 3))
     )
-    normal = sig.unit(sig.unit(slide * env) + 0.6 * sig.unit(stops) + 0.2 * sig.unit(hum))
-    rattle, squeal = sig.split_kinds(rng, sev, 2)
-    rattles = (
-        sig.ring(
-            sig.random_events(rng, n, samples, sig.uniform(rng, 20, 40, n), 1.0, sr),
-            sig.uniform(rng, 3500, 5000, n),
-            0.002,
-            sr,
-        )
-        * env
+    normal = sig.unit(
+        sig.uniform(rng, 0.7, 1.3, n) * sig.unit(slide * env)
+        + 0.6 * sig.unit(stops)
+        + 0.2 * sig.unit(hum)
     )
-    squeals = (
+    normal = sig.colour(rng, normal, sr, 1.5)
+    knock, squeak, jolt = sig.split_kinds(rng, sev, 3)
+    bad = sig.windows(*sig.rare_events(rng, sev, seconds, 0.05, 0.3), samples, sr)
+    knocks = sig.ring(
+        sig.random_events(rng, n, samples, sig.uniform(rng, 30, 60, n), 1.0, sr) * (bad > 0.5),
+        sig.uniform(rng, 3500, 5000, n),
+        0.002,
+        sr,
+    )
+    squeaks = (
         sig.harmonics(
             rng, sig.phase(t, sig.uniform(rng, 2200, 3200, n), 0.01, 5.0, rng), np.ones((n, 1))
         )
-        * env
+        * bad
     )
-    return normal + 0.8 * rattle * sig.unit(rattles) + 0.5 * squeal * sig.unit(squeals)
+    onsets = (np.diff((bad > 0.5) * 1.0, axis=-1, prepend=0.0) > 0) * 1.0
+    jolts = sig.ring(onsets, sig.uniform(rng, 200, 500, n), 0.04, sr)
+    return (
+        normal
+        + sig.level(knock, -12.0, 4.0) * sig.local_unit(knocks, bad)
+        + sig.level(squeak, -16.0, 0.0) * sig.local_unit(squeaks, bad)
+        + sig.level(jolt, -10.0, 6.0) * sig.local_unit(jolts, bad)
+    )
 
 
 def _valve(rng, t, op, sev, sr):
-    """Solenoid valve: open/close clicks and flow hiss while open; leak hiss, timing faults."""
+    """Solenoid valve: open/close clicks at irregular strokes, flow hiss while open.
+
+    Anomalies are short (as on real valves, where a clip mean is at chance): a chattering
+    burst at a resonance the valve lacks, a spurt of leak hiss, or a hard slam of the plunger,
+    each 50-300 ms once or twice a clip.
+    """
     n, samples = sev.shape[0], t.size
-    cycle = 0.4 / op * sig.uniform(rng, 0.97, 1.03, n)
-    offset = sig.uniform(rng, 0, 0.4, n)
-    leak, timing = sig.split_kinds(rng, sev, 2)
-    open_s = (
-        cycle * (0.45 + 0.3 * timing) * sig.uniform(rng, 0.95, 1.05, n)
-    )  # a sticky valve stays open
-    events = int(t[-1] / float(cycle.min())) + 2
-    starts = offset + np.arange(events)[None, :] * cycle
-    ones = np.ones((n, events))
-    clicks_open = sig.ring(
-        sig.place(starts * sr, ones, samples), sig.uniform(rng, 2600, 3000, n), 0.004, sr
-    )
-    clicks_close = sig.ring(
-        sig.place((starts + open_s) * sr, ones, samples), sig.uniform(rng, 1700, 2100, n), 0.006, sr
-    )
-    env = sig.gate(t, cycle, offset, open_s, 0.01)
+    seconds = samples / sr
+    cycle = 0.4 / op * sig.uniform(rng, 0.7, 1.4, n)  # the pattern varies clip to clip
+    starts = sig.strokes(rng, n, seconds, cycle, 0.4)
+    events = starts.shape[1]
+    open_s = cycle * sig.uniform(rng, 0.2, 0.7, n) * rng.uniform(0.8, 1.2, (n, events))
+
+    def clicks(times: Array, freq: Array, decay: float) -> Array:
+        heights = 10 ** (rng.normal(0, 2.0, (n, events)) / 20)  # each stroke a little different
+        return sig.ring(sig.place(times * sr, heights, samples), freq, decay, sr)
+
+    clicks_open = clicks(starts, sig.uniform(rng, 2600, 3000, n) * op**0.5, 0.004)
+    clicks_close = clicks(starts + open_s, sig.uniform(rng, 1700, 2100, n) * op**0.5, 0.006)
+    env = sig.windows(starts, open_s, samples, sr, 0.01)
     hiss = sig.shaped_noise(
         rng, n, samples, sr, lambda f: (f[None, :] / 4000.0) / (1 + (f[None, :] / 4000.0) ** 2)
     )
@@ -249,14 +305,30 @@ def _valve(rng, t, op, sev, sr):
     normal = sig.unit(
         sig.unit(clicks_open)
         + 0.8 * sig.unit(clicks_close)
-        + 0.5 * sig.unit(hiss * env)
+        + sig.uniform(rng, 0.3, 0.8, n) * sig.unit(hiss * env)
         + 0.2 * sig.unit(pump)
     )
-    whistle = sig.shaped_noise(
-        rng, n, samples, sr, sig.band(sig.uniform(rng, 5000, 6500, n), 500.0)
+    normal = sig.colour(rng, normal, sr, 1.5)
+    chatter, spurt, slam = sig.split_kinds(rng, sev, 3)
+    on = sig.windows(*sig.rare_events(rng, sev, seconds, 0.05, 0.3), samples, sr)
+    chattering = sig.ring(
+        sig.random_events(rng, n, samples, sig.uniform(rng, 40, 80, n), 1.0, sr) * (on > 0.5),
+        sig.uniform(rng, 3800, 6000, n),
+        0.003,
+        sr,
     )
+    spurting = (
+        sig.shaped_noise(rng, n, samples, sr, sig.band(sig.uniform(rng, 5000, 7000, n), 700.0)) * on
+    )
+    onsets = (np.diff((on > 0.5) * 1.0, axis=-1, prepend=0.0) > 0) * 1.0
+    thud = sig.ring(onsets, sig.uniform(rng, 300, 700, n), 0.03, sr)
+    snap = sig.shaped_noise(rng, n, samples, sr, lambda f: np.ones((1, f.size)))
+    slamming = sig.unit(thud) + 0.3 * snap * on
     return (
-        normal + 0.7 * leak * sig.unit(whistle * (1.0 - env)) + 0.5 * timing * sig.unit(hiss * env)
+        normal
+        + sig.level(chatter, -12.0, 4.0) * sig.local_unit(chattering, on)
+        + sig.level(spurt, -14.0, 2.0) * sig.local_unit(spurting, on)
+        + sig.level(slam, -12.0, 4.0) * sig.local_unit(slamming, on)
     )
 
 

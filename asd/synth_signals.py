@@ -29,6 +29,22 @@ def shaped_noise(rng: np.random.Generator, n: int, samples: int, sr: int, gain) 
     return unit(np.fft.irfft(spec * gain(freqs), n=samples, axis=-1))
 
 
+def colour(rng: np.random.Generator, x: Array, sr: int, depth_db: float, bumps: int = 12) -> Array:
+    """``x`` through a random smooth gain curve per row (about +-``depth_db``), RMS kept.
+
+    Every real recording is coloured a little differently (where the microphone stood, the
+    room, the unit itself): a clip's mean spectrum varies in many directions, not just level.
+    """
+    n, samples = x.shape
+    freqs = np.fft.rfftfreq(samples, 1.0 / sr)
+    centres = np.geomspace(60.0, sr / 2, bumps)  # one bump per ~2/3 octave
+    pos = np.log(np.maximum(freqs, 30.0))[None, :, None] - np.log(centres)[None, None, :]
+    shape = np.exp(-0.5 * (pos / 0.35) ** 2)  # (1, F, bumps)
+    db = (shape * rng.normal(0, depth_db, (n, 1, bumps))).sum(-1)  # (n, F)
+    out = np.fft.irfft(np.fft.rfft(x, axis=-1) * 10 ** (db / 20), n=samples, axis=-1)
+    return unit(out) * np.sqrt(np.mean(x**2, axis=-1, keepdims=True))
+
+
 def band(center: Array, width: Array) -> Callable[[Array], Array]:
     """A Gaussian band-pass gain (center, width in Hz, shape (n, 1))."""
     return lambda f: np.exp(-0.5 * ((f[None, :] - center) / width) ** 2)
@@ -98,7 +114,7 @@ def place(pos: Array, heights: Array, samples: int) -> Array:
     return out
 
 
-def ring(impulses: Array, freq: Array, decay_s: Array, sr: int) -> Array:
+def ring(impulses: Array, freq: Array, decay_s: Array | float, sr: int) -> Array:
     """Impulses through a damped resonance (freq, decay per row): clicks, clacks, knocks.
 
     Circular convolution: a ring that runs past the end reappears at the start, which a
@@ -118,6 +134,68 @@ def gate(t: Array, period_s: Array, offset_s: Array, on_s: Array, ramp_s: float)
     rise = np.clip(u / ramp_s, 0, 1)
     fall = np.clip((on_s - u) / ramp_s, 0, 1)
     return np.minimum(rise, fall)
+
+
+def windows(
+    starts_s: Array, lengths_s: Array, samples: int, sr: int, ramp_s: float = 0.005
+) -> Array:
+    """An envelope (n, samples): 1 inside each window ``[start, start + length)`` (n, m), else 0.
+
+    Unlike :func:`gate` the windows need not be periodic: irregular strokes and rare events.
+    Windows of length <= 0 are skipped; edges are smoothed over ``ramp_s`` (no clicks).
+    """
+    on = lengths_s > 0
+    edges = place(starts_s * sr, on * 1.0, samples) - place(
+        (starts_s + lengths_s) * sr, on * 1.0, samples
+    )
+    box = np.clip(np.cumsum(edges, axis=-1), 0.0, 1.0)
+    k = max(int(ramp_s * sr), 1)
+    run = np.cumsum(np.pad(box, ((0, 0), (k, 0))), axis=-1)
+    return (run[:, k:] - run[:, :-k]) / k  # moving average: linear ramps of k samples
+
+
+def local_unit(x: Array, env: Array) -> Array:
+    """Rows of ``x`` scaled to RMS 1 *where ``env`` is on*: an event's level is its own loudness.
+
+    :func:`unit` would spread a sparse event's energy over the whole clip, so its loudness
+    would depend on the clip length and on how many events there are.
+    """
+    active = np.maximum(np.mean(env**2, axis=-1, keepdims=True), 1e-12)
+    return unit(x) * np.sqrt(active)
+
+
+def strokes(rng: np.random.Generator, n: int, seconds: float, cycle: Array, spread: float) -> Array:
+    """Start times (n, m) of operating strokes, ``cycle`` apart on average.
+
+    Each gap is drawn in ``cycle * (1 +- spread)``: a machine that works to a pattern, not to
+    a clock (a valve switched by a controller).
+    """
+    m = int(seconds / (float(cycle.min()) * (1 - spread))) + 2
+    gaps = cycle * rng.uniform(1 - spread, 1 + spread, (n, m))
+    return rng.uniform(0, 1, (n, 1)) * cycle + np.cumsum(gaps, axis=-1) - gaps[:, :1]
+
+
+def rare_events(
+    rng: np.random.Generator, severity: Array, seconds: float, shortest: float, longest: float
+) -> tuple[Array, Array]:
+    """(starts, lengths) (n, m) in s of a few short events per clip with severity > 0.
+
+    One to ``1 + ceil(seconds / 4)`` events of ``shortest``-``longest`` s at random times: they
+    fill a few per cent of a clip of any length, so its mean spectrum hardly moves, while the
+    loudest frame of each band they reach does. Rows of severity 0 get no event (length 0).
+    """
+    n = severity.shape[0]
+    m = 1 + int(np.ceil(seconds / 4))
+    count = 1 + rng.binomial(m - 1, 0.5, (n, 1))
+    lengths = rng.uniform(shortest, longest, (n, m))
+    lengths = lengths * (np.arange(m)[None, :] < count) * (severity > 0)
+    starts = rng.uniform(0, 1, (n, m)) * np.maximum(seconds - lengths, 0.0)
+    return starts, lengths
+
+
+def level(severity: Array, low_db: float, high_db: float) -> Array:
+    """Amplitude per clip rising from ``low_db`` at severity 0 to ``high_db`` at 1 (0 if normal)."""
+    return 10 ** ((low_db + (high_db - low_db) * severity) / 20) * (severity > 0)
 
 
 def uniform(rng: np.random.Generator, lo: float, hi: float, n: int) -> Array:

@@ -178,11 +178,13 @@ def train(
     resume: bool = True,
     progress: bool = True,
     labels: ClassLabels | None = None,
+    checkpoint_every: int = 1,
 ) -> TrainResult:
     """Train an encoder on normal clips (N, n_mels, L) dB with valid ``lengths`` (N,).
 
     ``mean``/``std`` (n_mels,) go into the encoder's normalisation buffers. With
-    ``checkpoint_dir`` the state is saved after every epoch to ``last.pt`` and, with
+    ``checkpoint_dir`` the state is saved to ``last.pt`` after every ``checkpoint_every``-th
+    epoch (0: the last only) and the last (a write holds model and optimiser state); with
     ``resume``, a run picks up after the last saved epoch with the same result as an
     uninterrupted one (on CPU). Raises AsdError on bad inputs and on a non-finite loss.
     ``labels`` (:func:`asd.margin.class_labels`) feed the head ``loss.aux_weight`` adds.
@@ -203,7 +205,8 @@ def train(
         clips_seen = steps.n_steps * steps.batch
         metrics = _epoch_metrics(step_losses, aux_losses, cfg, epoch, lr, began, clips_seen)
         run.history.append(metrics)
-        if run.ckpt_path is not None and steps.rank == 0:
+        due = epoch == t.epochs or (checkpoint_every > 0 and epoch % checkpoint_every == 0)
+        if run.ckpt_path is not None and steps.rank == 0 and due:
             save_checkpoint(
                 run.ckpt_path, run.encoder, run.optimizer, run.scheduler, steps.generator, epoch,
                 run.history, cfg, run.head,

@@ -236,16 +236,29 @@ def test_read_wav_mono_16k_roundtrip(tmp_path):
     np.testing.assert_allclose(y, x / 32768.0, atol=1e-6)
 
 
-def test_read_wav_stereo_mixes_down_and_warns_once(tmp_path, caplog):
+def test_read_wav_stereo_mixes_down_with_channel_minus_one_and_warns_once(tmp_path, caplog):
     left = np.full(800, 0.5, dtype=np.float32)
     path = tmp_path / "stereo.wav"
     sf.write(str(path), np.stack([left, -left * 0.5], axis=1), 16000, subtype="FLOAT")
     with caplog.at_level(logging.WARNING, logger="asd.data"):
-        y = read_wav(path, 16000)
-        read_wav(path, 16000)
+        y = read_wav(path, 16000, channel=-1)
+        read_wav(path, 16000, channel=-1)
     np.testing.assert_allclose(y, 0.125, atol=1e-6)
     notes = [r for r in caplog.records if "mono" in r.getMessage()]
     assert len(notes) == 1 and str(path) in notes[0].getMessage()
+
+
+def test_read_wav_multichannel_gives_the_chosen_channel_first_by_default(tmp_path, caplog):
+    wave = np.stack([np.full(800, 0.1 * (c + 1), dtype=np.float32) for c in range(8)], axis=1)
+    path = tmp_path / "array.wav"
+    sf.write(str(path), wave, 16000, subtype="FLOAT")
+    with caplog.at_level(logging.WARNING, logger="asd.data"):
+        first = read_wav(path, 16000)
+    np.testing.assert_allclose(first, 0.1, atol=1e-6)
+    np.testing.assert_allclose(read_wav(path, 16000, channel=7), 0.8, atol=1e-6)
+    assert any("used channel 0 of 8" in r.getMessage() for r in caplog.records)
+    with pytest.raises(AsdError, match="features.channel=8 but .*array.wav has 8 channels"):
+        read_wav(path, 16000, channel=8)
 
 
 def test_read_wav_resamples_and_warns_once(tmp_path, caplog):

@@ -45,6 +45,7 @@ def finished_sweep(tiny_data, space_file, tmp_path_factory):
         name="tiny",
         holdout_machines=("valve",),
         promote=True,
+        validate_every=1,  # the full evaluation at epoch 1 too, beside the cheap estimate
     )
     result = run_sweep(settings)
     return settings, result
@@ -87,6 +88,14 @@ def test_sweep_records_parent_and_child_runs_with_both_estimators(finished_sweep
         assert "ml.fan.s00.auc_source" in metrics and "elliptic.slider.s00.pauc" in metrics
         history = client.get_metric_history(child.info.run_id, "val_hmean")
         assert sorted(m.step for m in history) == [1, 2]
+        # the per-epoch estimate every epoch; the full evaluation every validate_every epochs
+        estimates = client.get_metric_history(child.info.run_id, "val_estimate")
+        assert sorted(m.step for m in estimates) == [1, 2]
+        full = client.get_metric_history(child.info.run_id, "knn.hmean")
+        assert sorted(m.step for m in full) == [1, 2]
+        assert metrics["time.eval_s"] == pytest.approx(
+            metrics["time.validate_s"] + metrics["time.final_s"]
+        )
         # issue 9: kNN and the untrained reference are scored beside the encoder
         assert 0.0 <= metrics["knn.hmean"] <= 1.0
         for scorer in ("ml", "elliptic", "knn"):
@@ -328,9 +337,7 @@ def test_the_champion_is_used_by_evaluate(finished_sweep, tiny_data, capsys):
     assert (settings.workdir / "models" / "asd-encoder" / "champion").is_dir()
 
 
-def test_a_reference_family_trial_trains_nothing_and_still_reports_each_epoch(
-    tiny_data, tiny_space, tmp_path
-):
+def test_a_reference_family_trial_trains_nothing_and_reports_once(tiny_data, tiny_space, tmp_path):
     from asd.sweep.runner import SweepSettings, run_sweep
     from asd.sweep.summary import format_summary
 
@@ -345,7 +352,8 @@ def test_a_reference_family_trial_trains_nothing_and_still_reports_each_epoch(
     )
     result = run_sweep(settings)
     row = result.summary.iloc[0]
-    assert (row["status"], row["family"], row["epochs"]) == ("finished", "reference", 2)
+    assert (row["status"], row["family"], row["epochs"]) == ("finished", "reference", 0)
+    assert row["train_s"] == 0.0 and row["final"]
     assert row["val_hmean"] == row["reference.ml.hmean"] == row["ml.hmean"]
     assert row["vs_reference.hmean"] == 0.0
     assert result.model_version is None and "untrained reference" in result.note
@@ -357,12 +365,13 @@ def test_a_reference_family_trial_trains_nothing_and_still_reports_each_epoch(
     client, _ = _client(settings.workdir)
     parent, children = _runs(client, "ref")
     history = client.get_metric_history(children[0].info.run_id, "val_hmean")
-    assert sorted(m.step for m in history) == [1, 2], "one report per epoch for ASHA"
+    assert [m.step for m in history] == [0], "evaluated once, one result"
     assert not any(k.startswith("train.") for k in children[0].data.metrics), "no training"
     assert parent.data.tags["asd.best_family"] == "reference"
     assert parent.data.metrics["vs_reference.holdout.hmean"] == 0.0
     printed = format_summary(result)
     assert "untrained reference" in printed and "+0.00 points" in printed
+    assert "1 trial of the untrained reference: nothing to train, evaluated once" in printed
 
 
 def test_optuna_dashboard_serves_the_finished_sweep(finished_sweep, tmp_path):

@@ -283,3 +283,17 @@ def test_aux_head_trains_resumes_and_names_its_classes(tmp_path, data, head):
     assert losses(resumed.history) == losses(full.history)
     with pytest.raises(AsdError, match="needs class labels"):
         run(cfg, data)
+
+
+def test_checkpoint_every_writes_only_the_due_epochs_and_the_last(tmp_path, data):
+    saved = []
+
+    def report(epoch, metrics, encoder):
+        path = tmp_path / "last.pt"
+        saved.append(torch.load(path, weights_only=True)["epoch"] if path.exists() else None)
+
+    cfg = tiny_config(**{"train.epochs": 5})
+    run(cfg, data, checkpoint_dir=tmp_path, report=report, checkpoint_every=2)
+    assert saved == [None, 2, 2, 4, 5]
+    resumed = run(cfg, data, checkpoint_dir=tmp_path, checkpoint_every=2)
+    assert resumed.epochs_run == 0  # the last epoch's checkpoint is complete

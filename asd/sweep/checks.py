@@ -44,6 +44,8 @@ def check_settings(settings: SweepSettings) -> None:
         ("--cpus-per-trial", s.cpus_per_trial, cpus > 0, "> 0"),
         ("--gpus-per-trial", s.gpus_per_trial, gpus >= 0, ">= 0"),
         ("--max-failures", s.max_failures, s.max_failures >= 0, ">= 0"),
+        ("--validate-every", s.validate_every, (s.validate_every or 0) >= 0, ">= 0"),
+        ("--checkpoint-every", s.checkpoint_every, (s.checkpoint_every or 0) >= 0, ">= 0"),
     ]
     for flag, value, ok, rule in counts:
         if not ok:

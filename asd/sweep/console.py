@@ -42,24 +42,25 @@ class TrialLines(Callback):
     def on_trial_result(
         self, iteration: int, trials: list[Trial], trial: Trial, result: dict[str, Any], **info: Any
     ) -> None:
-        """``trial <id> epoch e/E val_hmean v``."""
+        """``trial <id> epoch e/E val_hmean v`` (an untrained reference: ``evaluated once``)."""
         epoch = int(result.get("epoch", result.get("training_iteration", 0)))
         self.last_epoch[trial.trial_id] = epoch
         value = result.get(OBJECTIVE)
         if isinstance(value, (int, float)) and not math.isnan(value):
             self.best = max(self.best, float(value))
-        self.emit(
-            f"trial {trial.trial_id} epoch {epoch}/{self._epochs(trial)} "
-            f"{OBJECTIVE} {_short(value)}"
-        )
+        when = f"epoch {epoch}/{self._epochs(trial)}"
+        if result.get("family") == "reference":
+            when = "evaluated once (untrained reference, nothing to train):"
+        self.emit(f"trial {trial.trial_id} {when} {OBJECTIVE} {_short(value)}")
 
     def on_trial_complete(
         self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
     ) -> None:
         """Finished all its epochs, or stopped early by the scheduler."""
         epoch, epochs = self.last_epoch.get(trial.trial_id, 0), self._epochs(trial)
-        how = "finished" if epoch >= epochs else f"stopped early by ASHA at epoch {epoch}"
         result = trial.last_result or {}
+        final = bool(result.get("final")) or epoch >= epochs
+        how = "finished" if final else f"stopped early by ASHA at epoch {epoch}"
         versus = (
             f" vs untrained reference {_short(result['reference.hmean'])}"
             if "reference.hmean" in result and result.get("family") != "reference"

@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from asd.data import fingerprint, index_dataset
+from asd.data import fingerprint
 from asd.errors import AsdError
 from asd.features import FeatureSet, extract_features
 from asd.fingerprint import STORE_NAME
+from asd.layouts import index_data
 from asd.sweep.checks import (
     check_name,
     check_resources,
@@ -212,7 +213,7 @@ def _load_data(
 ) -> tuple[Path, pd.DataFrame, FeatureSet]:
     """The data root, its clip index and its cached features (extracted once per sweep)."""
     data_root = settings.data or _synthetic_data(workdir)
-    index = index_dataset(data_root, ground_truth=settings.ground_truth)
+    index = index_data(data_root, ground_truth=settings.ground_truth)
     return data_root, index, extract_features(index, space.base.features, workdir / "features")
 
 
@@ -285,6 +286,8 @@ def _trial_options(settings: SweepSettings, workers: int, workdir: Path) -> dict
         "cpus_per_worker": float(settings.cpus_per_trial or 1.0),
         "system_metrics_s": settings.system_metrics_s,
         "verbose": settings.verbose,
+        "validate_every": int(settings.validate_every or 0),
+        "checkpoint_every": int(settings.checkpoint_every or 0),
     }
 
 

@@ -60,6 +60,15 @@ class SweepSettings:
     holdout_machines: tuple[str, ...] | None = None
     """Machine types the search never scores; only the winner is scored on them
     (default: the space's ``sweep.holdout_machines``, else none)."""
+    validate_every: int | None = None
+    """Full evaluation of each trial (every scorer, out-of-fold thresholds, the reference and
+    fusion beside it) every this many epochs besides the last; other epochs report a cheap
+    estimate (one scorer, in-sample statistics) that ranks trials alike. 0: the last epoch
+    only (default: the space's ``sweep.validate_every``, else 0)."""
+    checkpoint_every: int | None = None
+    """Resumable checkpoint of each trial every this many epochs besides the last (a failed
+    trial resumes from the latest); 0: the last epoch only (default: the space's
+    ``sweep.checkpoint_every``, else 5)."""
     resume: bool = False
     """Continue an interrupted sweep of the same name."""
     promote: bool = False
@@ -92,6 +101,8 @@ RUN_DEFAULTS: dict[str, Any] = {
     "workers_per_trial": 0,
     "tune_machines": None,
     "holdout_machines": (),
+    "validate_every": 0,
+    "checkpoint_every": 5,
 }
 """Settings a flag, else the space's ``sweep:`` section, else these values decide."""
 

@@ -18,6 +18,8 @@ A space file::
       cpus_per_trial: 4         # resources of one trial
       gpus_per_trial: 1
       workers_per_trial: 0      # data-parallel workers (0: one per GPU when a trial has > 1)
+      validate_every: 0         # full evaluation every k epochs besides the last (0: last only)
+      checkpoint_every: 5       # resumable checkpoint every k epochs besides the last
       tune_machines: [fan, valve]      # machine groups: what the search scores ...
       holdout_machines: [ToyCar]       # ... and what only the winner is scored on
 
@@ -54,9 +56,17 @@ SWEEP_KEYS = {
     "workers_per_trial": int,
     "tune_machines": tuple,
     "holdout_machines": tuple,
+    "validate_every": int,
+    "checkpoint_every": int,
 }
 """Run defaults a space may set in its ``sweep:`` section, with their types."""
-ZERO_ALLOWED = ("gpus_per_trial", "workers_per_trial", "holdout_machines")
+ZERO_ALLOWED = (
+    "gpus_per_trial",
+    "workers_per_trial",
+    "holdout_machines",
+    "validate_every",
+    "checkpoint_every",
+)
 """Sweep keys for which 0 (or an empty list) is a meaningful value."""
 SHIPPED_SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
 """The spaces shipped beside the package, found by name (``--space default``)."""

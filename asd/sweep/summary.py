@@ -18,7 +18,7 @@ import pandas as pd
 from asd.config import ESTIMATORS, SCORERS
 from asd.errors import one_line
 from asd.sweep.space import SearchSpace
-from asd.sweep.trial import OBJECTIVE
+from asd.sweep.trial import OBJECTIVE, TIMINGS
 from asd.tracking import TAG_TRIAL, Tracker
 
 if TYPE_CHECKING:
@@ -80,7 +80,8 @@ def trial_summary(results: Sequence[Result]) -> pd.DataFrame:
             "reference.hmean": metrics.get("reference.hmean", float("nan")),
             "vs_reference.hmean": metrics.get("vs_reference.hmean", float("nan")),
             **{k: metrics.get(k, float("nan")) for k in TRIAL_SCORES},
-            "train_s": metrics.get("time.train_s", 0.0),
+            **{f"{k}": metrics.get(f"time.{k}", 0.0) for k in TIMINGS},
+            "final": bool(metrics.get("final", False)),
             "mlflow_run_id": metrics.get("mlflow_run_id"),
             "trial_dir": res.path,
             "error": one_line(res.error, last=True) if res.error else "",
@@ -90,7 +91,8 @@ def trial_summary(results: Sequence[Result]) -> pd.DataFrame:
     frame = pd.DataFrame(rows)
     if frame.empty:
         return frame
-    ended_early = frame["ml.hmean"].isna() & (frame["status"] == "finished")
+    # a trial's last report says whether it was its last epoch (full evaluation and artifacts)
+    ended_early = ~frame["final"].astype(bool) & (frame["status"] == "finished")
     frame.loc[ended_early, "status"] = "stopped_early"
     return frame.sort_values(OBJECTIVE, ascending=False, na_position="last").reset_index(drop=True)
 
@@ -156,6 +158,9 @@ def format_summary(result: SweepResult) -> str:
                     f"reference {100 * ref[f'reference.{group}.hmean']:.2f} % "
                     f"({100 * ref[f'vs_reference.{group}.hmean']:+.2f} points, {result.scorer})"
                 )
+    untrained = _untrained_line(result.summary)
+    if untrained:
+        lines.append(untrained)
     if result.note:
         lines.append(f"note: {result.note}")
     if result.model_version:
@@ -165,10 +170,26 @@ def format_summary(result: SweepResult) -> str:
     if result.deferred:
         lines.append(f"registration deferred: {result.deferred}")
     if result.wall_s:
+        evaluated = float(result.summary.get("eval_s", pd.Series(dtype=float)).sum())
         lines.append(
-            f"wall {result.wall_s:.0f}s, training {result.train_s:.0f}s summed over trials"
+            f"wall {result.wall_s:.0f}s, training {result.train_s:.0f}s and validation "
+            f"{evaluated:.0f}s summed over trials"
         )
     return "\n".join(lines)
+
+
+def _untrained_line(summary: pd.DataFrame) -> str:
+    """Why reference trials show 0 epochs: they train nothing and were evaluated once."""
+    if summary.empty or "family" not in summary:
+        return ""
+    n = int(((summary["family"] == "reference") & (summary["status"] == "finished")).sum())
+    if not n:
+        return ""
+    which = "trial" if n == 1 else "trials"
+    return (
+        f"{n} {which} of the untrained reference: nothing to train, evaluated once "
+        "(one result, 0 epochs)"
+    )
 
 
 def _group_lines(label: str, scores: dict[str, float]) -> list[str]:

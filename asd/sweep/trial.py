@@ -1,11 +1,13 @@
 """One Ray Tune trial: train the encoder, validate every epoch, score with every scorer.
 
-Runs inside a Ray worker. Per epoch it reports the validation score (the official hmean of
-the trial's detector family and scorer on the tuning machines' test clips) to Tune, which
-ASHA uses to stop weak trials, and logs the same metrics to the trial's MLflow child run in
-one batch. At the last epoch it scores with *every* scorer, scores the untrained reference
-beside the detector (``reference.*``, ``vs_reference.*``), and logs tables, plots,
-submission CSVs and the encoder. A trial of the ``reference`` family trains nothing.
+Runs inside a Ray worker. Per epoch it reports a cheap estimate of the validation score (the
+official hmean of the trial's detector on the tuning machines' test clips, see
+:mod:`asd.validation`) to Tune, which ASHA uses to stop weak trials, and logs the same
+metrics to the trial's MLflow child run in one batch. The full evaluation (every scorer,
+out-of-fold thresholds, the untrained reference beside the detector: ``reference.*``,
+``vs_reference.*``) runs at the last epoch, and every ``validate_every``-th epoch when asked;
+the last one also logs tables, plots, submission CSVs and the encoder. A trial of the
+``reference`` family trains nothing: it is evaluated once and reports one result.
 """
 
 from __future__ import annotations
@@ -17,13 +19,14 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from asd import __version__
 from asd.compilation import use_compile_cache
-from asd.config import ESTIMATORS, SCORERS, Config
+from asd.config import SCORERS, Config
 from asd.detector import evaluate_detector, evaluate_reference
 from asd.encoder import Encoder, save_encoder
 from asd.errors import AsdError
@@ -34,10 +37,9 @@ from asd.sweep.parallel import train_data_parallel
 from asd.sweep.storage import CONFIG_FILE, ENCODER_FILE
 from asd.tracking import TAG_SWEEP, Tracker
 from asd.tracking.system import system_metrics
+from asd.validation import epoch_estimate, estimate_reference, needs_reference
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from ray.tune import Checkpoint, TuneContext
 
 # Ray stays a lazy import (``from ray import tune`` inside the functions that run in a Tune
@@ -47,11 +49,11 @@ log = logging.getLogger(__name__)
 
 OBJECTIVE = "val_hmean"
 """What Tune, ASHA and Optuna maximise: validation hmean of the trial's detector (family and
-``scoring.estimator``) on the tuning machines."""
-
-_ML, _ELLIPTIC = ESTIMATORS
-_FAST_STAND_IN = {_ELLIPTIC: _ML}
-"""Before the last epoch the slow robust estimator is stood in for by maximum likelihood."""
+``scoring.estimator``) on the tuning machines; the per-epoch estimate before the last epoch,
+the full evaluation's figure at the last."""
+ESTIMATE = "val_estimate"
+"""The per-epoch estimate (:func:`asd.validation.epoch_estimate`), also at the last epoch,
+where it sits beside the full figure: how faithful the estimate ASHA read was."""
 
 COMPANIONS = ("encoder", "reference", "fusion", "vs_reference")
 """Prefixes of the figures reported beside a trial's detector (see :mod:`asd.detector`)."""
@@ -86,6 +88,10 @@ class TrialSetup:
     compile_cache: str | None = None
     """torch.compile cache folder shared by every trial (``train.compile``): the first trial
     compiles, later ones load its kernels."""
+    validate_every: int = 0
+    """Full evaluation every this many epochs besides the last (0: the last only)."""
+    checkpoint_every: int = 5
+    """Resumable checkpoint every this many epochs besides the last (0: the last only)."""
     verbose: bool = False
     """Print the trial's notes and progress lines (else they go to its run's notes.txt only)."""
 
@@ -124,6 +130,7 @@ def _run_trial(params: dict[str, Any], setup: TrialSetup, notes: TrialNotes) -> 
     """Train and validate one trial; its final report, not yet sent."""
     from ray import tune
 
+    began = time.time()
     cfg = setup.base_config.with_overrides(params)
     if setup.compile_cache:
         use_compile_cache(setup.compile_cache)
@@ -137,10 +144,12 @@ def _run_trial(params: dict[str, Any], setup: TrialSetup, notes: TrialNotes) -> 
         setup, cfg, trial_id, run_id, str(trial_dir), tracker=tracker, validation=validation,
         notes=notes,
     )  # fmt: skip
+    validate_epoch.timings["setup_s"] = time.time() - began  # features, MLflow run, folder
+    final: FinalReport | None
     try:
         with system_metrics(setup.tracking_uri, run_id, setup.system_metrics_s):
             if cfg.scoring.family == "reference":
-                final = _run_reference(cfg, validate_epoch, trial_dir)
+                final = _run_reference(validate_epoch, trial_dir)
             else:
                 final = _run_training(
                     cfg, setup, features, validate_epoch, tracker, run_id, trial_dir
@@ -204,27 +213,17 @@ def _start_run(setup: TrialSetup, cfg: Config, trial_id: str) -> tuple[Tracker, 
     return tracker, run_id
 
 
-def _run_reference(
-    cfg: Config, validate_epoch: EpochValidator, trial_dir: Path
-) -> FinalReport | None:
-    """A trial of the untrained reference: nothing to train; its last checkpoint is its config.
+def _run_reference(validate_epoch: EpochValidator, trial_dir: Path) -> FinalReport:
+    """A trial of the untrained reference: nothing to train, so one evaluation, one report.
 
-    It still reports once per epoch (the same figures: the reference does not change), so
-    ASHA's rungs compare encoder trials against it at every epoch like any other trial. The
-    last report carries a checkpoint holding only ``config.json``: the sweep rebuilds a
-    winning reference from it, wherever the trial ran.
+    The report is the trial's last (Tune marks it finished; ASHA, which compares trials at
+    later epochs, never stops it) and carries a checkpoint holding only ``config.json``: the
+    sweep rebuilds a winning reference from it, wherever the trial ran.
     """
-    from ray import tune
-
-    for epoch in range(1, cfg.train.epochs + 1):
-        row = validate_epoch(epoch, {}, None)
-        if epoch < cfg.train.epochs:
-            tune.report(row)
-            continue
-        scratch = Path(tempfile.mkdtemp(prefix=f"asd-{validate_epoch.trial_id}-"))
-        shutil.copy2(trial_dir / "artifacts" / CONFIG_FILE, scratch / CONFIG_FILE)
-        return FinalReport(row, scratch, scratch)
-    return None
+    row = validate_epoch(0, {}, None, last=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f"asd-{validate_epoch.trial_id}-"))
+    shutil.copy2(trial_dir / "artifacts" / CONFIG_FILE, scratch / CONFIG_FILE)
+    return FinalReport(row, scratch, scratch)
 
 
 def _run_training(
@@ -257,16 +256,23 @@ def _run_training(
 
     def validate_and_checkpoint(epoch: int, metrics: dict[str, float], encoder: Encoder) -> None:
         row = validate_epoch(epoch, metrics, encoder)
-        if epoch < cfg.train.epochs:
-            tune.report(row, checkpoint=tune.Checkpoint.from_directory(str(ckpt_dir)))
+        began = time.time()
+        last = epoch >= cfg.train.epochs
+        if last:
+            # The winner travels in its last checkpoint, through Tune's (shared) storage:
+            # the encoder and the config its detector is rebuilt from.
+            for file in (ENCODER_FILE, CONFIG_FILE):
+                done = trial_dir / "artifacts" / file
+                if done.is_file():
+                    shutil.copy2(done, ckpt_dir / file)
+            final.append(FinalReport(row, ckpt_dir, scratch))  # sent by run_trial, last
             return
-        # The winner travels in its last checkpoint, through Tune's (shared) storage:
-        # the encoder and the config its detector is rebuilt from.
-        for file in (ENCODER_FILE, CONFIG_FILE):
-            done = trial_dir / "artifacts" / file
-            if done.is_file():
-                shutil.copy2(done, ckpt_dir / file)
-        final.append(FinalReport(row, ckpt_dir, scratch))
+        if due_at(epoch, setup.checkpoint_every):
+            # train() wrote last.pt for this epoch: the checkpoint resumes after it
+            tune.report(row, checkpoint=tune.Checkpoint.from_directory(str(ckpt_dir)))
+        else:
+            tune.report(row)
+        validate_epoch.reported(began)
 
     try:
         trial_id = validate_epoch.trial_id
@@ -326,7 +332,19 @@ def _train(
             report=on_epoch,
             checkpoint_dir=ckpt_dir,
             progress=setup.verbose,
+            checkpoint_every=setup.checkpoint_every,
         )
+
+
+def due_at(epoch: int, every: int) -> bool:
+    """Whether ``epoch`` (1-based) is one of every ``every``-th (0: none; the last is extra)."""
+    return every > 0 and epoch % every == 0
+
+
+TIMINGS = ("setup_s", "train_s", "validate_s", "final_s", "eval_s", "log_s", "checkpoint_s")
+"""A trial's seconds so far, summed (``time.<key>``): MLflow run and features before the first
+epoch, training, per-epoch estimates, full evaluations, their sum (``eval_s``), logging and
+artifacts, checkpoints and reports to Tune (those of epoch e show from epoch e + 1 on)."""
 
 
 @dataclass
@@ -345,97 +363,149 @@ class EpochValidator:
     trial_dir: str
     tracker: Tracker | None = None
     validation: FeatureSet | None = None
-    timings: dict[str, float] = field(default_factory=lambda: {"train_s": 0.0, "eval_s": 0.0})
-    references: dict[tuple[str, ...], Evaluation] = field(default_factory=dict)
-    """The reference's evaluation per scorer set: it never changes, so it is computed once."""
-    epoch_start: float = field(default_factory=time.time)
+    timings: dict[str, float] = field(default_factory=lambda: dict.fromkeys(TIMINGS, 0.0))
+    estimate_reference: Evaluation | None = None
+    """The reference's part of the per-epoch estimate (not in an encoder trial): computed
+    once, with the full evaluation's reference (:func:`_full_reference`)."""
     notes: TrialNotes | None = None
     """The trial's collected warnings, logged as notes.txt with its last epoch."""
+    epoch_start: float = field(default_factory=time.time)
 
     def __call__(
-        self, epoch: int, metrics: dict[str, float], encoder: Encoder | None
+        self,
+        epoch: int,
+        metrics: dict[str, float],
+        encoder: Encoder | None,
+        last: bool | None = None,
     ) -> dict[str, Any]:
-        """Validate ``encoder`` (None: a reference trial) after ``epoch``; log; Tune's row."""
+        """Validate ``encoder`` (None: a reference trial) after ``epoch``; log; Tune's row.
+
+        ``last`` (default: ``epoch`` is the config's last) runs the full evaluation and logs
+        the trial's artifacts; so does every ``validate_every``-th epoch, without artifacts.
+        """
         setup, cfg = self.setup, self.cfg
-        if self.tracker is None:
-            self.tracker = Tracker(
-                setup.tracking_uri, setup.experiment, journal_dir=Path(setup.journal_dir)
-            )
-        if self.validation is None:
-            self.validation = _validation(load_features(setup.features_path), setup.tune_machines)
+        self._open()
         if setup.epoch_hook:
             load_epoch_hook(setup.epoch_hook)(self.trial_id, epoch, self.trial_dir)
-        self.timings["train_s"] += time.time() - self.epoch_start
-        eval_start = time.time()
-        last = epoch >= cfg.train.epochs
-        work = Path(self.trial_dir) / "artifacts"
-        work.mkdir(parents=True, exist_ok=True)
-        evaluation, scorer = self._evaluate(encoder, last, work)
+        if encoder is not None:  # a reference trial trains nothing
+            self.timings["train_s"] += time.time() - self.epoch_start
+        last = epoch >= cfg.train.epochs if last is None else last
         row = {f"train.{k}": float(v) for k, v in metrics.items() if _is_number(v)}
-        row[OBJECTIVE] = evaluation.by_estimator[scorer].summary["hmean"]
-        if last:
+        row[OBJECTIVE] = row[ESTIMATE] = self._timed("validate_s", self._estimate, encoder)
+        if last or due_at(epoch, setup.validate_every):
+            work = Path(self.trial_dir) / "artifacts"
+            work.mkdir(parents=True, exist_ok=True)
+            evaluation = self._timed("final_s", self._evaluate, encoder, last, work)
             row.update(evaluation.metrics())
             row.update(_reference_row(evaluation, cfg.scoring.estimator))
-            _log_final(self.tracker, self.run_id, evaluation, encoder, cfg, setup, work)
-            if setup.verbose:  # the default console has the trial's line from the driver
-                print(f"trial {self.trial_id}: {_versus_line(row, cfg)}", file=sys.stderr)
-            self._log_notes(work)
-        self.timings["eval_s"] += time.time() - eval_start
+            if last:
+                row[OBJECTIVE] = evaluation.by_estimator[cfg.scoring.estimator].summary["hmean"]
+                self._timed("log_s", self._log_final, evaluation, encoder, work)
+                if setup.verbose:  # the default console has the trial's line from the driver
+                    line = f"trial {self.trial_id}: {_versus_line(row, cfg)}"
+                    print(line, file=sys.stderr, flush=True)
+        self.timings["eval_s"] = self.timings["validate_s"] + self.timings["final_s"]
         row.update({f"time.{k}": v for k, v in self.timings.items()})
-        self.tracker.log_metrics(self.run_id, row, step=epoch)
-        if last:
-            # Tune may stop this function inside the last report (ASHA's max_t): close now.
-            self.tracker.finish(self.run_id, status="FINISHED")
+        self._timed("log_s", self._log, row, epoch, last)
         self.epoch_start = time.time()
         # Tune gets the headline figures; per-machine tables live in MLflow only.
         headline = {k: v for k, v in row.items() if _is_headline(k)}
         return {
             **headline,
             "epoch": epoch,
+            "final": last,
             "mlflow_run_id": self.run_id,
             "family": cfg.scoring.family,
             "scorer": cfg.scoring.estimator,
         }
 
-    def _log_notes(self, work: Path) -> None:
-        """The trial's notes as ``notes.txt`` in its run (nothing when there are none)."""
-        if self.notes is None or self.tracker is None or not self.notes.lines:
-            return
-        path = work / NOTES_FILE
-        path.write_text(self.notes.text())
-        self.tracker.log_artifact(self.run_id, path)
+    def reported(self, began: float) -> None:
+        """After Tune took this epoch's row (and checkpoint) from ``began``: not training time."""
+        self.timings["checkpoint_s"] += time.time() - began
+        self.epoch_start = time.time()
 
-    def _evaluate(self, encoder: Encoder | None, last: bool, work: Path) -> tuple[Evaluation, str]:
-        """(evaluation, scorer the objective reads) of this epoch.
+    def _open(self) -> None:
+        """The tracker and the validation features, on first use."""
+        setup = self.setup
+        if self.tracker is None:
+            self.tracker = Tracker(
+                setup.tracking_uri, setup.experiment, journal_dir=Path(setup.journal_dir)
+            )
+        if self.validation is None:
+            self.validation = _validation(load_features(setup.features_path), setup.tune_machines)
 
-        Before the last epoch only the trial's own scorer is validated (maximum likelihood
-        standing in for the slow elliptic envelope), with in-sample thresholds unless fusion
-        needs out-of-fold statistics, and without companions; the reference is computed once
-        and reused. At the last epoch every scorer, every companion, out-of-fold thresholds.
+    def _timed(self, key: str, fn: Callable[..., Any], *args: Any) -> Any:
+        began = time.time()
+        try:
+            return fn(*args)
+        finally:
+            self.timings[key] += time.time() - began
+
+    def _log_final(self, evaluation: Evaluation, encoder: Encoder | None, work: Path) -> None:
+        assert self.tracker is not None  # _open made it
+        _log_final(self.tracker, self.run_id, evaluation, encoder, self.cfg, self.setup, work)
+        if self.notes is not None and self.notes.lines:  # the trial's notes, in its run
+            (work / NOTES_FILE).write_text(self.notes.text())
+            self.tracker.log_artifact(self.run_id, work / NOTES_FILE)
+
+    def _log(self, row: dict[str, Any], epoch: int, last: bool) -> None:
+        assert self.tracker is not None  # _open made it
+        self.tracker.log_metrics(self.run_id, row, step=epoch)
+        if last:
+            # Tune may stop this function inside the last report (ASHA's max_t): close now.
+            self.tracker.finish(self.run_id, status="FINISHED")
+
+    def _estimate(self, encoder: Encoder | None) -> float:
+        """The per-epoch estimate of the objective (:mod:`asd.validation`)."""
+        assert self.validation is not None  # _open loaded it
+        if self.estimate_reference is None and needs_reference(self.cfg):
+            full = _full_reference(self.validation, self.cfg, self.setup)
+            self.estimate_reference = estimate_reference(self.validation, self.cfg, full)
+        value, _ = epoch_estimate(
+            encoder, self.validation, self.cfg, self.setup.device, self.estimate_reference
+        )
+        return value
+
+    def _evaluate(self, encoder: Encoder | None, last: bool, work: Path) -> Evaluation:
+        """The full evaluation: every scorer, every companion, out-of-fold thresholds.
+
+        The reference's part is the same for every trial of the sweep with the same scoring
+        settings: a warm worker reuses it (:func:`_full_reference`).
         """
-        assert self.validation is not None  # __call__ loads it first
-        cfg = self.cfg
-        scorer = cfg.scoring.estimator
-        if not last:
-            scorer = _FAST_STAND_IN.get(scorer, scorer)
-            if cfg.scoring.family != "fusion":
-                cfg = cfg.with_overrides({"scoring.threshold_folds": 0})
-        estimators = SCORERS if last else (scorer,)
-        reference = self.references.get(estimators)
-        if reference is None and (last or cfg.scoring.family != "encoder"):
-            reference = evaluate_reference(self.validation, cfg, estimators)
-            self.references[estimators] = reference
-        evaluation = evaluate_detector(
+        assert self.validation is not None  # _open loaded it
+        return evaluate_detector(
             encoder,
             self.validation,
-            cfg,
-            estimators=estimators,
+            self.cfg,
+            estimators=SCORERS,
             out_dir=work / "evaluation" if last else None,
             device=self.setup.device,
-            reference=reference,
-            companions=last,
+            reference=_full_reference(self.validation, self.cfg, self.setup),
+            companions=True,
         )
-        return evaluation, scorer
+
+
+_REFERENCES: dict[str, Evaluation] = {}
+"""Full reference evaluations this worker computed, by what they depend on (a few at most)."""
+
+
+def _full_reference(validation: FeatureSet, cfg: Config, setup: TrialSetup) -> Evaluation:
+    """The untrained reference on the validation clips with every scorer, out-of-fold.
+
+    Keyed by the data (fingerprint, features, machines) and every scoring setting the
+    reference's scorers read, so a reused actor never serves another sweep's or setting's.
+    """
+    s = cfg.scoring
+    key = repr(
+        (setup.data_fingerprint, setup.features_path, setup.tune_machines, cfg.features,
+         s.reference, s.domain_strategy, s.threshold_quantile, s.support_fraction, s.knn_k,
+         s.threshold_folds)
+    )  # fmt: skip
+    if key not in _REFERENCES:
+        if len(_REFERENCES) >= 4:
+            _REFERENCES.pop(next(iter(_REFERENCES)))
+        _REFERENCES[key] = evaluate_reference(validation, cfg, SCORERS)
+    return _REFERENCES[key]
 
 
 def _log_final(
