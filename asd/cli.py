@@ -31,7 +31,7 @@ from asd.detector import evaluate_detector, format_versus, machine_comparison
 from asd.encoder import Encoder, load_encoder, save_encoder
 from asd.errors import AsdError, redact
 from asd.features import FeatureSet, extract_features
-from asd.fingerprint import STORE_NAME
+from asd.fingerprint import STORE_NAME, verify_store
 from asd.layouts import SPLIT_FILE, detect_layout, index_data, write_split
 from asd.metrics import machine_table
 from asd.pipeline import (
@@ -48,9 +48,10 @@ from asd.serve.commands import (
     score_with_model,
     wav_paths,
 )
-from asd.staging import publish, tmp_folder
+from asd.staging import check_writable, publish, tmp_folder
 from asd.sweep.settings import DEFAULT_WORKDIR
 from asd.synth import synthesize
+from asd.train import resolve_device
 
 if TYPE_CHECKING:
     from asd.commands import Subparsers
@@ -117,11 +118,22 @@ def _add_data_parser(sub: Subparsers) -> None:
     )
     synth.add_argument("--seconds", type=float, help="clip length in seconds")
     synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument(
+        "--overwrite", action="store_true", help="replace a tree --out holds (other settings)"
+    )
     synth.set_defaults(func=cmd_data_synth)
     index = data_sub.add_parser("index", help="index a data tree and print clip counts")
     index.add_argument("--data", type=Path, required=True, help="data folder (any known layout)")
     index.add_argument("--ground-truth", type=Path, help="eval ground-truth CSV folder")
     index.add_argument("--out", type=Path, help="write the index as CSV here")
+    index.add_argument(
+        "--verify",
+        action="store_true",
+        help="re-hash every clip (the content store trusts size and mtime) and correct the store",
+    )
+    index.add_argument(
+        "--workdir", type=Path, default=DEFAULT_WORKDIR, help="whose content store --verify checks"
+    )
     index.set_defaults(func=cmd_data_index)
     split = data_sub.add_parser(
         "split", help=f"train/test split of a MIMII or ToyADMOS tree, written to {SPLIT_FILE}"
@@ -303,7 +315,7 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
     }
     start = time.monotonic()
     given = {k: v for k, v in options.items() if v is not None}  # an explicit 0 means 0
-    root = synthesize(args.out, seed=args.seed, **given)
+    root = synthesize(args.out, seed=args.seed, overwrite=args.overwrite, **given)
     print(f"wrote a synthetic DCASE 2023 tree to {root} in {time.monotonic() - start:.1f}s")
     return 0
 
@@ -323,6 +335,16 @@ def cmd_data_index(args: argparse.Namespace) -> int:
         frame["attributes"] = frame["attributes"].map(json.dumps)
         frame.to_csv(args.out, index=False)
         print(f"index written to {args.out}")
+    if args.verify:
+        store = Path(args.workdir) / "features" / STORE_NAME
+        checked, changed = verify_store(index["path"], store)
+        if not changed:
+            print(f"verified {checked} clips: every one matches the content store {store}")
+            return 0
+        print(
+            f"{len(changed)} of {checked} clips changed although their size and mtime did not "
+            f"(first: {changed[0]}); {store} is corrected: the next run reads them again"
+        )
     return 0
 
 
@@ -341,6 +363,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     """Train an encoder and save it with its config and history."""
     cfg = config_from_args(args)
     out = args.out or Path(args.workdir) / "runs" / time.strftime("%Y%m%d-%H%M%S")
+    resolve_device(args.device)  # a GPU that is not there is refused before any folder exists
+    check_writable(out, "--out")
     index = index_data(args.data, machines=args.machines, ground_truth=args.ground_truth)
     cache = Path(args.workdir) / "features"
     data_fp = fingerprint(index, cache / STORE_NAME)
@@ -370,6 +394,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """Score the test clips with each scorer, the untrained references beside the detector."""
     if args.out is not None and args.out.exists() and not args.out.is_dir():
         raise AsdError(f"--out {args.out} is a file: evaluate writes a folder")
+    if args.out is not None:
+        check_writable(args.out, "--out")
+    resolve_device(args.device)
     final_out, args.out = args.out, args.out and tmp_folder(args.out.parent, args.out.name)
     try:
         code = _evaluate(args)
@@ -462,6 +489,9 @@ def cmd_score(args: argparse.Namespace) -> int:
     """Score new clips of one machine type; scorer fitted on its normal training clips."""
     if args.out is not None and args.out.is_dir():
         raise AsdError(f"--out {args.out} is a folder: give a file name for the scores CSV")
+    if args.out is not None:
+        check_writable(args.out, "--out")
+    resolve_device(args.device)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
     if args.model:

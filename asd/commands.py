@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import ast
 import inspect
+import logging
 import os
 import shlex
 import textwrap
@@ -253,9 +254,31 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from asd.sweep.runner import run_sweep
     from asd.sweep.summary import format_summary
 
-    result = run_sweep(sweep_settings(args))
+    settings = sweep_settings(args)
+    if not settings.verbose and not getattr(args, "debug", False):
+        quiet_platform_logs()
+    result = run_sweep(settings)
     print(format_summary(result))
     return 0
+
+
+QUIET_LOGGERS = {"mlflow": logging.ERROR, "optuna": logging.WARNING, "alembic": logging.WARNING}
+"""The default `asd sweep` console: a line per trial event, not these libraries' INFO lines."""
+
+QUIET_ENVIRONMENT = {
+    "RAY_AIR_NEW_OUTPUT": "0",  # Tune's new console prints its tables even at verbose=0
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    "MLFLOW_LOGGING_LEVEL": "ERROR",  # read when MLflow is imported, here and in Ray's workers
+}
+"""Set where unset for a sweep without --verbose."""
+
+
+def quiet_platform_logs() -> None:
+    """Keep Ray Tune, MLflow and Optuna to warnings on the console (``--verbose`` does not)."""
+    for name, level in QUIET_LOGGERS.items():
+        logging.getLogger(name).setLevel(level)
+    for key, value in QUIET_ENVIRONMENT.items():
+        os.environ.setdefault(key, value)
 
 
 def _tracking_uri(args: argparse.Namespace) -> str:

@@ -316,7 +316,14 @@ def _training_checks(cfg: Config) -> list[tuple[bool, str]]:
     """(ok, message) per rule of what training uses: log-mel, views, encoder, loss, loop."""
     f, a, e, loss, t = cfg.features, cfg.augment, cfg.encoder, cfg.loss, cfg.train
     return [
+        (f.sample_rate > 0, f"features.sample_rate must be positive, got {f.sample_rate}"),
+        (f.n_fft >= 16, f"features.n_fft must be at least 16 samples, got {f.n_fft}"),
         (f.n_mels > 0, "features.n_mels must be positive"),
+        (
+            f.n_mels <= f.n_fft // 2 + 1,
+            f"features.n_mels={f.n_mels} exceeds the {f.n_fft // 2 + 1} frequency bins of "
+            f"features.n_fft={f.n_fft}",
+        ),
         (f.hop_length > 0, "features.hop_length must be positive"),
         (f.f_max > f.f_min, "features.f_max must exceed f_min"),
         (

@@ -226,6 +226,12 @@ def _lookup_truth(
     domain = domains.get(path.name) if domains else None
     if labels is not None and label is None:
         raise AsdError(f"{path.name} is missing from the ground truth of {machine}")
+    if labels is not None and domains is None:  # the official score needs each clip's domain
+        raise AsdError(
+            f"ground truth gives labels but no domains for {machine} section {section:02d}: "
+            f"add domain/ground_truth_{machine}_section_{section:02d}_test.csv to the "
+            "--ground-truth folder (rows clip,0 for source or clip,1 for target)"
+        )
     if label is None:
         _note(
             "warn-truth",
@@ -247,17 +253,7 @@ def _read_ground_truth(folder: Path) -> dict[tuple[str, str], dict[str, dict]]:
             continue
         kind = "domain" if "domain" in rel else "label"
         names = ("source", "target") if kind == "domain" else ("normal", "anomaly")
-        values: dict[str, str] = {}
-        try:
-            with open(path, newline="") as handle:
-                for line_no, row in enumerate(csv.reader(handle), start=1):
-                    if not row:
-                        continue
-                    if len(row) < 2 or row[1].strip() not in ("0", "1"):
-                        raise AsdError(f"bad row {line_no} in ground truth {path}: {row}")
-                    values[row[0].strip()] = names[int(row[1].strip())]
-        except OSError as exc:
-            raise AsdError(f"cannot read ground truth {path}: {exc}") from None
+        values = _read_truth_file(path, names)
         key = (match["machine"], f"{int(match['section']):02d}")
         truth.setdefault(key, {})[kind] = values
     if not truth:
@@ -265,11 +261,36 @@ def _read_ground_truth(folder: Path) -> dict[tuple[str, str], dict[str, dict]]:
     return truth
 
 
+def _read_truth_file(path: Path, names: tuple[str, str]) -> dict[str, str]:
+    """{clip: name} from one headerless ``clip,0|1`` CSV; AsdError for a bad or conflicting row."""
+    values: dict[str, str] = {}
+    seen: dict[str, tuple[int, list[str]]] = {}  # clip -> (row number, row) where first given
+    try:
+        with open(path, newline="") as handle:
+            for line_no, row in enumerate(csv.reader(handle), start=1):
+                if not row:
+                    continue
+                if len(row) < 2 or row[1].strip() not in ("0", "1"):
+                    raise AsdError(f"bad row {line_no} in ground truth {path}: {row}")
+                clip, value = row[0].strip(), names[int(row[1].strip())]
+                if clip in values and values[clip] != value:
+                    first_no, first = seen[clip]
+                    raise AsdError(
+                        f"ground truth {path} gives clip {clip} twice with different values: "
+                        f"row {first_no} {first} and row {line_no} {row}"
+                    )
+                values[clip] = value
+                seen.setdefault(clip, (line_no, row))
+    except OSError as exc:
+        raise AsdError(f"cannot read ground truth {path}: {exc}") from None
+    return values
+
+
 def read_wav(path: str | Path, sample_rate: int, channel: int = 0) -> np.ndarray:
     """Mono float32 waveform (samples,) at ``sample_rate``: the one way clips are loaded.
 
     A multi-channel file gives its ``channel`` (``features.channel``; -1 averages them) and
-    other rates are resampled, each noted once per file.
+    other rates are resampled, each noted once per machine type and rate.
     A silent (all-zero) clip is valid audio; a zero-length one is an error.
     """
     try:
@@ -281,7 +302,13 @@ def read_wav(path: str | Path, sample_rate: int, channel: int = 0) -> np.ndarray
     mono = _one_channel(wave, channel, path)
     _check_samples(mono, rate, path)
     if rate != sample_rate:
-        _note("resample", path, f"resampled {rate} Hz to {sample_rate} Hz: {path}")
+        # Once per machine type and rate: a mixed-rate set would otherwise warn per file.
+        machine = Path(path).parent.parent
+        _note(
+            "resample", (machine, rate),
+            f"resampled {rate} Hz to {sample_rate} Hz: {path} (and any other {rate} Hz clip "
+            f"of {machine.name}, not listed)",
+        )  # fmt: skip
         mono = AF.resample(torch.from_numpy(mono), rate, sample_rate).numpy()
     return np.ascontiguousarray(mono, dtype=np.float32)
 
@@ -309,6 +336,12 @@ _MIN_PLAUSIBLE_RATE = 4000
 """Header rates below this are almost surely a broken header, not a recording."""
 
 
+_FULL_SCALE = 0.999
+"""|sample| at or above this counts as full scale (16-bit PCM peaks at 32767/32768)."""
+_MAX_CLIPPED = 0.05
+"""Share of full-scale samples above which a clip is reported as clipped."""
+
+
 def _check_samples(mono: np.ndarray, rate: int, path: str | Path) -> None:
     """Refuse NaN/inf samples (they poison training and scoring far away); warn on odd clips."""
     finite = np.isfinite(mono)
@@ -327,11 +360,18 @@ def _check_samples(mono: np.ndarray, rate: int, path: str | Path) -> None:
         _note("loud", path, f"{path}: samples reach {peak:.3g} (full scale is 1.0)")
     elif len(mono) > 1 and peak > 0 and float(np.ptp(mono)) <= 1e-6 * peak:
         _note("dc", path, f"{path}: a constant (DC-only) signal, no sound to analyse")
+    clipped = float(np.mean(np.abs(mono) >= _FULL_SCALE))
+    if clipped > _MAX_CLIPPED:
+        _note(
+            "clipped", path,
+            f"{path}: {100 * clipped:.0f} % of samples at full scale: a clipped recording, "
+            "its spectrum is distorted",
+        )  # fmt: skip
 
 
-def _note(kind: str, path: str | Path, message: str) -> None:
-    """Log a warning about a file once: features read the same clip many times."""
-    warn_once(log, message, key=(kind, str(path)))
+def _note(kind: str, about: object, message: str) -> None:
+    """Log a warning about a file (or a group of files) once: features read a clip many times."""
+    warn_once(log, message, key=(kind, str(about)))
 
 
 def normal_train_mask(index: pd.DataFrame) -> np.ndarray:

@@ -63,3 +63,8 @@ def warn_once(logger: logging.Logger, message: str, key: Hashable = None) -> Non
     if said not in _said:
         _said.add(said)
         logger.warning(message)
+
+
+def forget_warnings() -> None:
+    """Say every note again from now on: a new trial in a reused worker has its own notes."""
+    _said.clear()

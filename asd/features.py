@@ -245,12 +245,23 @@ class FeatureSet:
 
 
 def cache_key(index: pd.DataFrame, cfg: FeatureConfig, hash_store: Path | None = None) -> str:
-    """Name of the cache of ``index`` under ``cfg``: hash of the feature config and clip bytes."""
-    return _key(cfg, data.fingerprint(index, hash_store))
+    """Name of the cache of ``index`` under ``cfg``: hash of config, clip bytes and labels."""
+    return _key(cfg, data.fingerprint(index, hash_store), index)
 
 
-def _key(cfg: FeatureConfig, fingerprint: str) -> str:
-    return hashlib.sha256(f"v{CACHE_VERSION}:{cfg.key()}:{fingerprint}".encode()).hexdigest()[:16]
+_TRUTH_COLUMNS = ("domain", "label")
+"""Index columns that ground truth sets for eval clips: not in a clip's name or bytes."""
+
+
+def _key(cfg: FeatureConfig, fingerprint: str, index: pd.DataFrame) -> str:
+    # The cache folder carries its index (trials reopen it by path), so the labels are part
+    # of its name: ground truth given or corrected later must never meet an old cache.
+    truth = hashlib.sha256()
+    for column in _TRUTH_COLUMNS:
+        if column in index.columns:
+            truth.update(f"{column}:{','.join(map(str, index[column]))}\n".encode())
+    text = f"v{CACHE_VERSION}:{cfg.key()}:{fingerprint}:{truth.hexdigest()[:16]}"
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 _CACHE_FILES = ("mel.npy", "index.json", "meta.json")
@@ -263,15 +274,21 @@ def load_features(path: str | Path) -> FeatureSet:
     Every file is checked against ``meta.json``; AsdError names the folder and what is wrong.
     """
     path = Path(path)
+    name = "meta.json"
     try:
-        meta = json.loads((path / "meta.json").read_text())
-        index = pd.DataFrame(json.loads((path / "index.json").read_text()))
-        mel = np.load(path / "mel.npy", mmap_mode="r", allow_pickle=False)
+        meta = json.loads((path / name).read_text())
         cfg = FeatureConfig(**meta["config"])
         n_clips, total = int(meta["n_clips"]), int(meta["total_frames"])
         mean, std = np.array(meta["mean"], np.float32), np.array(meta["std"], np.float32)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise AsdError(f"feature cache {path} is corrupt: {type(exc).__name__}: {exc}") from None
+        name = "index.json"
+        index = pd.DataFrame(json.loads((path / name).read_text()))
+        name = "mel.npy"
+        mel = np.load(path / name, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, KeyError, TypeError, EOFError) as exc:
+        # EOFError: numpy's answer to a zero-byte .npy (a full disk, a copy cut short).
+        raise AsdError(
+            f"feature cache {path} is corrupt: {name}: {type(exc).__name__}: {exc}"
+        ) from None
     if len(index) != n_clips or mel.shape != (total, cfg.n_mels):
         raise AsdError(
             f"feature cache {path} is corrupt: {len(index)} clips and mel {mel.shape}, "
@@ -294,6 +311,8 @@ def _load_or_discard(target: Path, index: pd.DataFrame) -> FeatureSet | None:
             cached = load_features(target)
         except AsdError as exc:
             log.warning("%s: rebuilding it", exc)
+            shutil.rmtree(target, ignore_errors=True)
+            return None
         else:
             log.info("feature cache hit %s", target)
             # Same bytes may sit at another path: report where the clips are now.
@@ -333,7 +352,7 @@ def extract_features(
     cache_dir = Path(cache_dir)
     index = index.reset_index(drop=True)
     fingerprint = data.fingerprint(index, cache_dir / STORE_NAME)
-    key = _key(cfg, fingerprint)
+    key = _key(cfg, fingerprint, index)
     target = cache_dir / key
     cached = _load_or_discard(target, index)
     if cached is not None:

@@ -27,6 +27,8 @@ run must be there; overwrite: remove whatever run is there and start again."""
 RECORD = "run.json"
 _RUN_FILES = ("config.json", RECORD, "encoder.pt", "history.csv", "checkpoints")
 _CHECKPOINT = Path("checkpoints") / "last.pt"
+_OWN_FILES = (".lock", "config.json", RECORD)
+"""What the run folder itself writes before training starts."""
 
 
 @contextlib.contextmanager
@@ -43,7 +45,46 @@ def run_folder(
         raise AsdError(f"unknown run-folder mode '{mode}' (known: {', '.join(MODES)})")
     if out.exists() and not out.is_dir():
         raise AsdError(f"--out {out} is a file, not a run folder")
+    created = _missing_folders(out)
+    had = {name for name in _OWN_FILES if (out / name).exists()}
     out.mkdir(parents=True, exist_ok=True)
+    try:
+        with _locked(out, flat_config, data_fingerprint, mode) as resume:
+            yield resume
+    except AsdError:
+        _undo(out, created, had)
+        raise
+
+
+def _missing_folders(out: Path) -> list[Path]:
+    """The folders ``out.mkdir(parents=True)`` will create, deepest first."""
+    missing = []
+    while not out.exists() and out != out.parent:
+        missing.append(out)
+        out = out.parent
+    return missing
+
+
+def _undo(out: Path, created: list[Path], had: set[str]) -> None:
+    """After a refused run, remove what this run wrote, unless it left a checkpoint to resume.
+
+    A refusal (hop longer than a clip, an impossible setting, another run in the folder)
+    must leave the folder as it found it; a run that trained an epoch keeps its checkpoint.
+    """
+    if (out / _CHECKPOINT).exists():
+        return
+    if created:
+        shutil.rmtree(created[-1], ignore_errors=True)
+        return
+    for name in set(_OWN_FILES) - had:
+        (out / name).unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _locked(
+    out: Path, flat_config: dict[str, Any], data_fingerprint: str, mode: str
+) -> Iterator[bool]:
+    """:func:`run_folder`'s lock, checks and records around the block."""
     with open(out / ".lock", "a+") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -11,9 +11,12 @@ import logging
 import os
 import shutil
 import socket
+import tempfile
 import time
 import uuid
 from pathlib import Path
+
+from asd.errors import AsdError
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +25,26 @@ HOST = socket.gethostname().replace("-", "_")
 
 STALE_AFTER_S = 6 * 3600.0
 """A temporary folder of another host untouched this long belongs to a dead writer."""
+
+
+def check_writable(target: Path, flag: str) -> None:
+    """AsdError (one line naming ``flag``) unless ``target`` can be created or written.
+
+    Called before the work, so a wrong ``--out`` costs nothing: the nearest existing folder
+    above ``target`` must be a folder and must take a file (tried, not guessed from modes:
+    root, read-only mounts and ACLs all answer differently).
+    """
+    probe = target if target.is_dir() else target.parent
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise AsdError(f"{flag} {target}: {probe} is a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as exc:
+        why = exc.strerror or exc
+        raise AsdError(f"{flag} {target}: cannot write in {probe} ({why})") from None
 
 
 def tmp_folder(parent: Path, label: str) -> Path:

@@ -25,10 +25,13 @@ Modules: this one lays out the tree, names, seeds and writes the files;
 from __future__ import annotations
 
 import io
+import json
+import shutil
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -67,6 +70,7 @@ def synthesize(
     sample_rate: int = 16_000,
     seed: int = 0,
     eval_machines: Sequence[str] = (),
+    overwrite: bool = False,
 ) -> Path:
     """Write a synthetic DCASE 2023 Task 2 tree under ``out`` and return ``out``.
 
@@ -75,6 +79,10 @@ def synthesize(
     all with dev-style names. ``eval_machines`` go to ``<out>/eval_data/raw`` with unlabeled
     test names and headerless ground-truth CSVs in ``<out>/ground_truth`` (labels) and
     ``<out>/ground_truth/domain`` (0 source / 1 target). Same arguments, same bytes.
+
+    The arguments are recorded in ``<out>/synth.json``: writing over a tree of other
+    settings (or one without that record) would mix two data sets, so it is refused unless
+    ``overwrite``, which removes the old tree first.
     """
     out = Path(out)
     machines = tuple(DEV_MACHINES if machines is None else machines)
@@ -89,6 +97,13 @@ def synthesize(
         raise AsdError("synth needs train_source >= 1, train_target >= 0, test_per_domain >= 1")
     if seconds <= 0 or sample_rate < 8000:
         raise AsdError("synth needs seconds > 0 and sample_rate >= 8000")
+    settings = {
+        "machines": list(machines), "eval_machines": list(eval_machines),
+        "train_source": train_source, "train_target": train_target,
+        "test_per_domain": test_per_domain, "seconds": seconds,
+        "sample_rate": sample_rate, "seed": seed,
+    }  # fmt: skip
+    _claim(out, settings, overwrite)
     samples = int(round(seconds * sample_rate))
     for subset, group in (("dev_data", machines), ("eval_data", eval_machines)):
         for machine in group:
@@ -109,6 +124,42 @@ def synthesize(
                 test = _eval_names(rng, test, out / "ground_truth", machine)
             _render_all(folder / "test", test, spec, samples, sample_rate, seed, machine, 1)
     return out
+
+
+MANIFEST = "synth.json"
+"""The settings a synthetic tree was written with, at its top."""
+
+_TREE = ("dev_data", "eval_data", "ground_truth", MANIFEST)
+"""What :func:`synthesize` writes under ``out`` (and ``overwrite`` removes)."""
+
+
+def _claim(out: Path, settings: dict[str, Any], overwrite: bool) -> None:
+    """Record ``settings`` in ``out``; AsdError if it holds a tree of other settings."""
+    if out.exists() and not out.is_dir():
+        raise AsdError(f"--out {out} is a file, not a folder")
+    present = [name for name in _TREE if (out / name).exists()]
+    if present and not overwrite:
+        try:
+            saved = json.loads((out / MANIFEST).read_text())
+        except (OSError, ValueError):
+            saved = None
+        if saved != settings:
+            what = "other settings" if saved is not None else f"no {MANIFEST} record"
+            differ = (
+                f" ({', '.join(k for k in settings if saved.get(k) != settings[k])} differ)"
+                if isinstance(saved, dict)
+                else ""
+            )
+            raise AsdError(
+                f"{out} already holds a synthetic tree with {what}{differ}: pass --overwrite "
+                "to replace it, or choose another --out"
+            )
+    if overwrite:
+        for name in present:
+            path = out / name
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MANIFEST).write_text(json.dumps(settings, indent=1) + "\n")
 
 
 def _machine_id(machine: str) -> int:

@@ -67,10 +67,28 @@ class TrainResult:
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """'auto' -> cuda when available, else cpu; anything else as torch.device."""
+    """'auto' -> cuda when available, else cpu; anything else as torch.device.
+
+    AsdError for a name torch does not know or a GPU this machine does not have, so that
+    ``--device cuda`` on a CPU machine is one line before any work, not a driver traceback.
+    """
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        known = "use auto, cpu, cuda or cuda:N"
+        raise AsdError(f"unknown device '{device}' ({known}): {exc}") from None
+    if resolved.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise AsdError(f"device '{device}': no CUDA GPU is available here; use --device cpu")
+        if resolved.index is not None and resolved.index >= count:
+            raise AsdError(
+                f"device '{device}': this machine has {count} CUDA GPU(s) (cuda:0 to "
+                f"cuda:{count - 1})"
+            )
+    return resolved
 
 
 def precision(device: torch.device, amp: bool) -> contextlib.AbstractContextManager[Any]:

@@ -121,6 +121,8 @@ def _only_cache(cache):
         ("index.json", b""),
         ("meta.json", b"{}"),
         ("mel.npy", None),  # truncated to half
+        ("mel.npy", b""),  # zero bytes (a full disk): was EOFError on every later run
+        ("mel.npy", b"\x93NUMPY"),  # a header cut short
     ],
 )
 def test_a_corrupt_cache_is_reported_and_rebuilt(data, tmp_path, caplog, name, content):
@@ -135,7 +137,18 @@ def test_a_corrupt_cache_is_reported_and_rebuilt(data, tmp_path, caplog, name, c
     with caplog.at_level(logging.WARNING, logger="asd"):
         rebuilt = extract_features(index, CFG, cache, progress=False)
     np.testing.assert_array_equal(np.asarray(rebuilt.mel), expected)
-    assert any("is corrupt" in r.message and "rebuilding" in r.message for r in caplog.records)
+    (warning,) = [r.message for r in caplog.records if r.levelno >= logging.WARNING]
+    assert "is corrupt" in warning and "rebuilding" in warning and name in warning, warning
+
+
+def test_a_zero_byte_mel_is_one_error_naming_the_file_for_a_reader(data, tmp_path):
+    cache = tmp_path / "cache"
+    extract_features(index_dataset(data), CFG, cache, progress=False)
+    folder = _only_cache(cache)
+    (folder / "mel.npy").write_bytes(b"")
+    with pytest.raises(features.AsdError, match="mel.npy") as err:
+        features.load_features(folder)  # what a trial does with the sweep's cache
+    assert str(folder) in str(err.value) and "\n" not in str(err.value)
 
 
 def test_the_cache_index_is_never_unpickled(data, tmp_path):
@@ -203,3 +216,24 @@ def test_the_cache_hit_benchmark_runs_at_toy_size(capsys):
     assert bench.main(["--clips", "8", "--seconds", "0.5", "--repeats", "1"]) == 0
     out = capsys.readouterr().out
     assert "| cache hit (index + stat + store + load) |" in out
+
+
+def test_index_verify_finds_a_clip_edited_behind_a_restored_mtime(data, tmp_path, capsys):
+    work = tmp_path / "work"
+    line = _official(capsys, data, work)
+    clip = sorted((data / "dev_data/raw/fan/test").glob("*anomaly*.wav"))[0]
+    stat = clip.stat()
+    wave, rate = sf.read(clip, dtype="int16")
+    sf.write(clip, wave // 4, rate, subtype="PCM_16")  # 12 dB quieter, same size
+    os.utime(clip, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # what `touch -r` does
+    assert clip.stat().st_size == stat.st_size
+    assert _official(capsys, data, work) == line  # the store trusts size and mtime (README)
+    argv = ["data", "index", "--data", str(data), "--workdir", str(work), "--verify"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert f"1 of {len(index_dataset(data))} clips changed" in out and clip.name in out, out
+    assert main(argv) == 0
+    assert "every one matches" in capsys.readouterr().out
+    fresh = _official(capsys, data, tmp_path / "fresh")
+    assert fresh != line
+    assert _official(capsys, data, work) == fresh  # the next run read the edited clip

@@ -9,6 +9,7 @@ where something was changed.
 
 import json
 import logging
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 from servers import free_port
 
 from asd.cli import main
@@ -299,6 +301,10 @@ def test_a_second_train_into_a_folder_in_use_is_refused(data, tmp_path, capsys):
         ("train.grad_clip=-1", "train.grad_clip must be >= 0"),
         ("encoder.head_hidden_dim=0", "encoder.head_hidden_dim must be positive"),
         ("features.f_max=12000", "features.f_max must not exceed Nyquist"),
+        ("features.n_fft=0", "features.n_fft must be at least 16"),
+        ("features.n_fft=1", "features.n_fft must be at least 16"),
+        ("features.n_fft=64", "features.n_mels=128 exceeds the 33 frequency bins"),
+        ("features.sample_rate=0", "features.sample_rate must be positive"),
     ],
 )
 def test_settings_that_validate_but_cannot_work_are_refused(
@@ -312,6 +318,7 @@ def test_a_hop_longer_than_a_clip_names_the_setting_and_the_clip(data, tmp_path,
     run = tmp_path / "run"
     argv = _train(data, tmp_path, run, "--set", "features.hop_length=20000")
     _fails(capsys, argv, "features.hop_length=20000", "longer than clip", ".wav")
+    assert not run.exists()  # a refused run leaves no folder behind
 
 
 def test_synth_takes_an_explicit_zero_as_zero(tmp_path, capsys):
@@ -352,6 +359,7 @@ def test_broken_search_space_files_get_one_line(tmp_path, capsys, content, needl
         (["--max-failures", "-5"], "--max-failures -5: must be >= 0"),
         (["--name", "../../escaped"], "a sweep name is letters"),
         (["--name", "a/b"], "no path separators"),
+        (["--name", "a" * 250], "--name is 250 characters long: a sweep name has at most 128"),
         (["--tracking-uri", "ftp://x"], "unsupported scheme 'ftp'"),
         (["--tracking-uri", "http://[::1"], "not a valid URI"),
         (["--tracking-uri", "not-a-uri"], "unsupported scheme ''"),
@@ -431,6 +439,7 @@ def test_nan_samples_are_refused_at_read_time_naming_the_file(data, tmp_path, ca
         (lambda w, r: (w[:200], 1), "header sample rate 1 Hz makes it 200 s long"),
         (lambda w, r: (np.full_like(w, 0.25), r), "constant (DC-only) signal"),
         (lambda w, r: (w * 1.0e6, r), "samples reach"),
+        (lambda w, r: (np.clip(w * 30, -1, 1), r), "% of samples at full scale: a clipped"),
     ],
 )
 def test_implausible_clips_are_read_with_a_warning_naming_the_file(tmp_path, caplog, make, needle):
@@ -447,6 +456,32 @@ def test_implausible_clips_are_read_with_a_warning_naming_the_file(tmp_path, cap
     ]
 
 
+def test_a_clean_loud_clip_is_not_called_clipped(tmp_path, caplog):
+    from asd.data import read_wav
+
+    path = tmp_path / "loud.wav"
+    sf.write(path, np.sin(np.arange(16000) / 7.0).astype(np.float32) * 0.999, 16000)
+    with caplog.at_level(logging.WARNING, logger="asd"):
+        read_wav(path, 16000)
+    assert not [r.message for r in caplog.records if "clipped" in r.message]
+
+
+def test_mixed_rate_data_warns_once_per_machine_type_not_per_file(data, tmp_path, caplog):
+    from asd.data import read_wav
+
+    clips = sorted((data / "dev_data/raw/fan/train").glob("*.wav"))[:4]
+    clips += sorted((data / "dev_data/raw/slider/train").glob("*.wav"))[:2]
+    for clip in clips:
+        wave, rate = sf.read(clip)
+        sf.write(clip, wave[::2], rate // 2)
+    with caplog.at_level(logging.WARNING, logger="asd"):
+        for clip in clips:
+            read_wav(clip, 16000)
+    notes = [r.message for r in caplog.records if "resampled 8000 Hz" in r.message]
+    assert len(notes) == 2, notes
+    assert "fan" in notes[0] and "slider" in notes[1]
+
+
 # --------------------------------------------------------------------------- outputs
 
 
@@ -458,6 +493,52 @@ def test_a_failed_evaluate_leaves_no_outputs(data, tmp_path, capsys):
     capsys.readouterr()
     assert code == 2
     assert not out.exists() and not list(tmp_path.glob(".tmp-*")), list(tmp_path.iterdir())
+
+
+def _unwritable(tmp_path):
+    """A folder this process cannot write in (root ignores modes: use a read-only mount)."""
+    if os.geteuid() == 0:
+        return Path("/sys")
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    folder.chmod(0o500)
+    return folder
+
+
+def test_evaluate_out_under_a_file_or_an_unwritable_folder_is_refused_before_work(
+    data, tmp_path, capsys, caplog
+):
+    (tmp_path / "a-file").write_text("x")
+    for out in (tmp_path / "a-file" / "out", _unwritable(tmp_path) / "asd-out"):
+        with caplog.at_level(logging.INFO):
+            _fails(capsys, [*_evaluate(data, tmp_path), "--out", str(out)], "--out", str(out))
+        assert not any("log-mel" in r.message for r in caplog.records)  # before the work
+        assert not (tmp_path / "work").exists()
+
+
+def test_a_refused_train_leaves_no_run_folder(data, tmp_path, capsys):
+    run = tmp_path / "runs" / "new"
+    _fails(capsys, _train(data, tmp_path, run, "--set", "features.hop_length=20000"), "hop")
+    assert not (tmp_path / "runs").exists()
+    run.mkdir(parents=True)  # an empty folder given by the user stays, and stays empty
+    _fails(capsys, _train(data, tmp_path, run, "--set", "features.hop_length=20000"), "hop")
+    assert run.is_dir() and not list(run.iterdir())
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_device_cuda_without_a_gpu_is_one_line_and_leaves_nothing(data, tmp_path, capsys):
+    run = tmp_path / "run"
+    _fails(capsys, _train(data, tmp_path, run, "--device", "cuda"), "cuda", "no CUDA GPU")
+    assert not run.exists()
+    _fails(capsys, [*_evaluate(data, tmp_path), "--device", "cuda"], "cuda", "no CUDA GPU")
+
+
+def test_a_device_torch_does_not_know_or_a_missing_gpu_index_is_one_line(data, tmp_path, capsys):
+    run = tmp_path / "run"
+    _fails(capsys, _train(data, tmp_path, run, "--device", "gpu0"), "unknown device 'gpu0'")
+    beyond = f"cuda:{torch.cuda.device_count() + 3}"
+    _fails(capsys, _train(data, tmp_path, run, "--device", beyond), beyond)
+    assert not run.exists()
 
 
 def test_evaluate_out_writes_every_file_on_success(data, tmp_path, capsys):

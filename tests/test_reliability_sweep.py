@@ -99,6 +99,7 @@ def faulty_sweep(ray_with_faults_on_path, data, space, tmp_path_factory):
         max_failures=1,
         epoch_hook="faults:by_role",
         device="cpu",
+        checkpoint_every=1,  # the killed trial resumes from its epoch-1 checkpoint
     )
     began = time.monotonic()
     result = run_sweep(settings)

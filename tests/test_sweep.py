@@ -147,6 +147,19 @@ def test_sweep_records_parent_and_child_runs_with_both_estimators(finished_sweep
     assert "?workflowType=machine_learning" in result.ui and parent.info.run_id in result.ui
 
 
+def test_each_trial_keeps_its_notes_in_its_run_not_on_the_console(finished_sweep):
+    settings, result = finished_sweep
+    client, _ = _client(settings.workdir)
+    _, children = _runs(client, "tiny")
+    notes = []
+    for child in children:
+        names = {a.path for a in client.list_artifacts(child.info.run_id)}
+        if "notes.txt" in names:
+            path = client.download_artifacts(child.info.run_id, "notes.txt", str(settings.workdir))
+            notes.append(Path(path).read_text())
+    assert notes and all(text.startswith("WARNING asd.") for text in notes), notes
+
+
 def test_sweep_registers_and_promotes_the_best_encoder(finished_sweep):
     settings, result = finished_sweep
     client, uri = _client(settings.workdir)
@@ -255,6 +268,10 @@ def test_resume_after_a_killed_driver_keeps_finished_trials(tiny_data, space_fil
     )
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert "== sweep killed: 3 trials" in resumed.stdout
+    console = resumed.stdout + resumed.stderr
+    for noise in ("Fatal Python error", "LedoitWolf", "Configuration for experiment",
+                  "Checkpoint successfully created", "system_metrics_monitor"):  # fmt: skip
+        assert noise not in console, console[-3000:]
     assert len(_terminated(sweep_dir)) == 3
     for trial, lines in results_before.items():
         assert _result_lines(sweep_dir, trial) == lines, f"finished trial {trial} was rerun"
@@ -267,6 +284,48 @@ def test_resume_after_a_killed_driver_keeps_finished_trials(tiny_data, space_fil
         assert set(steps) == {1, 2}
         if child.data.tags["asd.trial_id"] in done_before:
             assert sorted(steps) == [1, 2], "a finished trial logs each epoch once"
+
+
+def test_sigterm_to_the_driver_closes_its_trial_runs_and_its_ray(tiny_data, space_file, tmp_path):
+    workdir = tmp_path / "work"
+    cmd = [sys.executable, "-m", "asd.cli", "sweep", "--space", str(space_file),
+           "--data", str(tiny_data), "--workdir", str(workdir), "--name", "stopped",
+           "--max-concurrent", "2"]  # fmt: skip
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "MLFLOW_DISABLE_TELEMETRY": "true"}
+    log = open(tmp_path / "driver.log", "w")
+    driver = subprocess.Popen(
+        cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+    )
+    client, _ = _client(workdir)
+    deadline = time.monotonic() + 300
+    while True:  # until a trial's MLflow run is RUNNING
+        assert driver.poll() is None, (tmp_path / "driver.log").read_text()[-3000:]
+        assert time.monotonic() < deadline, "no trial started in time"
+        try:
+            _, children = _runs(client, "stopped")
+        except Exception:  # noqa: BLE001 - the store or the parent run is not there yet
+            children = []
+        if any(c.info.status == "RUNNING" for c in children):
+            break
+        time.sleep(1.0)
+    driver.send_signal(signal.SIGTERM)  # the driver only, as a scheduler would
+    driver.wait(timeout=120)
+    parent, children = _runs(client, "stopped")
+    assert parent.info.status == "FAILED"
+    statuses = {c.info.run_id: client.get_run(c.info.run_id).info.status for c in children}
+    assert children and "RUNNING" not in statuses.values(), statuses
+    deadline = time.monotonic() + 60
+    while _group_alive(driver.pid):  # Ray's raylet, GCS, dashboard agents: shut down too
+        assert time.monotonic() < deadline, "the in-process Ray outlived its driver"
+        time.sleep(1.0)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def _result_lines(sweep_dir: Path, trial_id: str) -> int:

@@ -158,3 +158,28 @@ def test_eval_machines_get_unlabeled_names_and_ground_truth(tmp_path):
 def test_bad_arguments_raise(tmp_path, kwargs):
     with pytest.raises(AsdError):
         synthesize(tmp_path, **kwargs)
+
+
+TINY = {"machines": ("fan",), "train_source": 2, "train_target": 1, "test_per_domain": 1,
+        "seconds": 0.2}  # fmt: skip
+
+
+def test_writing_over_a_tree_of_other_settings_is_refused_and_overwrite_replaces_it(tmp_path):
+    out = synthesize(tmp_path / "t", seed=1, **TINY)
+    before = _files(out)
+    with pytest.raises(AsdError, match="seconds, seed differ.*--overwrite"):
+        synthesize(out, seed=2, **{**TINY, "seconds": 0.3})
+    assert _files(out) == before  # nothing mixed in
+    synthesize(out, seed=1, **TINY)  # the same settings: the same tree again
+    assert _files(out) == before
+    synthesize(out, seed=2, overwrite=True, **{**TINY, "train_source": 1})
+    assert _files(out) == _files(
+        synthesize(tmp_path / "fresh", seed=2, **{**TINY, "train_source": 1})
+    )
+
+
+def test_a_tree_without_its_settings_record_is_not_written_over(tmp_path):
+    out = synthesize(tmp_path / "t", **TINY)
+    (out / "synth.json").unlink()
+    with pytest.raises(AsdError, match="no synth.json record"):
+        synthesize(out, **TINY)

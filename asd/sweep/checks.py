@@ -24,7 +24,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+MAX_NAME = 128
+"""Longest sweep name: it becomes folder and file names (255 bytes at most on most systems)."""
 
 
 def check_settings(settings: SweepSettings) -> None:
@@ -56,6 +58,10 @@ def check_settings(settings: SweepSettings) -> None:
 
 def check_name(name: str) -> None:
     """A sweep name becomes folder and database names: letters, digits, '.', '_', '-' only."""
+    if len(name) > MAX_NAME:
+        raise AsdError(
+            f"--name is {len(name)} characters long: a sweep name has at most {MAX_NAME}"
+        )
     if not _NAME.match(name) or ".." in name:
         raise AsdError(
             f"--name {name!r}: a sweep name is letters, digits, '.', '_' and '-' "

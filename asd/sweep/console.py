@@ -58,11 +58,16 @@ class TrialLines(Callback):
     ) -> None:
         """Finished all its epochs, or stopped early by the scheduler."""
         epoch, epochs = self.last_epoch.get(trial.trial_id, 0), self._epochs(trial)
-        final = bool((trial.last_result or {}).get("final")) or epoch >= epochs
+        result = trial.last_result or {}
+        final = bool(result.get("final")) or epoch >= epochs
         how = "finished" if final else f"stopped early by ASHA at epoch {epoch}"
-        last = (trial.last_result or {}).get(OBJECTIVE)
+        versus = (
+            f" vs untrained reference {_short(result['reference.hmean'])}"
+            if "reference.hmean" in result and result.get("family") != "reference"
+            else ""
+        )
         self.emit(
-            f"trial {trial.trial_id} {how}: {OBJECTIVE} {_short(last)} "
+            f"trial {trial.trial_id} {how}: {OBJECTIVE} {_short(result.get(OBJECTIVE))}{versus} "
             f"(best so far {_short(self.best)})"
         )
 

@@ -32,7 +32,7 @@ from asd.sweep.checks import (
     workers_per_trial,
 )
 from asd.sweep.cluster import check_trial_nodes
-from asd.sweep.notes import sweep_note
+from asd.sweep.descriptions import sweep_note
 from asd.sweep.provenance import ARTIFACT_PATH as PROVENANCE
 from asd.sweep.provenance import write_provenance
 from asd.sweep.settings import SweepSettings, with_space_defaults
@@ -42,6 +42,7 @@ from asd.sweep.summary import (
     TRIAL_SCORES,
     SweepResult,
     close_lost_trials,
+    close_running_children,
     finalise_runs,
     format_summary,
     log_summary,
@@ -113,12 +114,16 @@ def run_sweep(settings: SweepSettings) -> SweepResult:
         journal_dir=str(workdir / "journal" / name),
         **_trial_options(settings, workers, workdir),
     )
+    if settings.resume:  # a driver killed outright (kill -9) could not close them itself
+        close_running_children(tracking_uri, parent, "left RUNNING by a sweep driver that died")
     phases = {"setup": time.monotonic() - start}
     mark = time.monotonic()
     try:
         results = _tune(space, settings, setup, storage, name, records)
-    except BaseException:
+    except BaseException as exc:
         tracker.finish(parent, status="FAILED")  # a refused or broken sweep is never RUNNING
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):  # SIGINT; SIGTERM (Ray's handler)
+            _stopped(settings, tracking_uri, parent)
         raise
     phases["tune"] = time.monotonic() - mark
     result = _conclude(tracker, setup, results, features, settings, space, holdout)
@@ -295,6 +300,7 @@ def _trial_options(settings: SweepSettings, workers: int, workdir: Path) -> dict
         "use_gpu": bool(settings.gpus_per_trial),
         "cpus_per_worker": float(settings.cpus_per_trial or 1.0),
         "system_metrics_s": settings.system_metrics_s,
+        "verbose": settings.verbose,
         "validate_every": int(settings.validate_every or 0),
         "checkpoint_every": int(settings.checkpoint_every or 0),
     }
@@ -402,6 +408,8 @@ def _searcher(settings: SweepSettings, records: Path, name: str) -> OptunaSearch
     from ray.tune.search.optuna import OptunaSearch
 
     records.mkdir(parents=True, exist_ok=True)
+    if not settings.verbose:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # "A new study created ..."
     return OptunaSearch(
         metric=OBJECTIVE,
         mode="max",
@@ -430,11 +438,12 @@ def _init_ray(settings: SweepSettings) -> str | None:
         return None
     if settings.dashboard and (settings.ray_address or os.environ.get("RAY_ADDRESS")):
         raise AsdError("--dashboard is for in-process Ray; a cluster has its own dashboard")
+    level = logging.INFO if settings.verbose else logging.WARNING  # Ray's own start-up lines
     try:
         if settings.ray_address:
-            ray.init(address=settings.ray_address, log_to_driver=True)
+            ray.init(address=settings.ray_address, log_to_driver=True, logging_level=level)
         elif os.environ.get("RAY_ADDRESS"):
-            ray.init(log_to_driver=True)  # inside `ray job submit`: the job's cluster
+            ray.init(log_to_driver=True, logging_level=level)  # inside `ray job submit`
         else:
             # address="local": a new in-process instance, never a cluster that someone else
             # started on this machine with `ray start` (which a bare ray.init() would join).
@@ -443,6 +452,7 @@ def _init_ray(settings: SweepSettings) -> str | None:
                 include_dashboard=settings.dashboard,
                 dashboard_host="127.0.0.1",
                 log_to_driver=True,
+                logging_level=level,
             )
             if settings.dashboard:
                 log.info("Ray dashboard: http://%s", context.dashboard_url)
@@ -452,6 +462,16 @@ def _init_ray(settings: SweepSettings) -> str | None:
             f"cannot reach Ray at {settings.ray_address or os.environ.get('RAY_ADDRESS')}: {exc}"
         ) from None
     return None
+
+
+def _stopped(settings: SweepSettings, tracking_uri: str, parent: str) -> None:
+    """A driver stopped by a signal: close its trials' runs, shut its in-process Ray down."""
+    import ray
+
+    note = "the sweep driver was stopped by a signal; `asd sweep --resume` continues the sweep"
+    close_running_children(tracking_uri, parent, note)
+    if not (settings.ray_address or os.environ.get("RAY_ADDRESS")) and ray.is_initialized():
+        ray.shutdown()  # its raylet, dashboard and agents would outlive this process
 
 
 def _synthetic_data(workdir: Path) -> Path:

@@ -277,7 +277,7 @@ def close_lost_trials(tracking_uri: str, parent: str, summary: pd.DataFrame) -> 
         for run in client.search_runs(
             [experiment], f"tags.`mlflow.parentRunId` = '{parent}'", max_results=10000
         )
-        if run.info.status == "RUNNING" and run.data.tags.get(TAG_TRIAL) not in known
+        if _left_by_a_driver(run) and run.data.tags.get(TAG_TRIAL) not in known
     ]
     for run in lost:
         client.set_tag(run.info.run_id, "asd.status", "lost_with_the_driver")
@@ -290,6 +290,47 @@ def close_lost_trials(tracking_uri: str, parent: str, summary: pd.DataFrame) -> 
             run.info.run_id,
         )
     return [run.info.run_id for run in lost]
+
+
+def _left_by_a_driver(run: Any) -> bool:
+    """RUNNING, or closed KILLED by :func:`close_running_children` when the sweep resumed."""
+    return run.info.status == "RUNNING" or (
+        run.info.status == "KILLED" and run.data.tags.get("asd.status") == KILLED_WITH_DRIVER
+    )
+
+
+KILLED_WITH_DRIVER = "killed_with_the_driver"
+"""``asd.status`` of a trial run its sweep driver left RUNNING (closed KILLED later)."""
+
+
+def close_running_children(tracking_uri: str, parent: str, note: str) -> list[str]:
+    """End the child runs of ``parent`` still RUNNING as KILLED, tagged with ``note``.
+
+    A driver stopped by a signal (or killed, then resumed) leaves the runs of its trials
+    RUNNING: their workers died with it. A trial that Tune resumes reopens its run.
+    """
+    from mlflow import MlflowClient
+
+    if parent.startswith("pending-"):
+        return []  # MLflow is away: nothing to close yet
+    try:
+        client = MlflowClient(tracking_uri=tracking_uri)
+        experiment = client.get_run(parent).info.experiment_id
+        running = client.search_runs(
+            [experiment],
+            f"tags.`mlflow.parentRunId` = '{parent}' and attributes.status = 'RUNNING'",
+            max_results=10000,
+        )
+        for run in running:
+            client.set_tag(run.info.run_id, "asd.status", KILLED_WITH_DRIVER)
+            client.set_tag(run.info.run_id, "asd.note", note[:500])
+            client.set_terminated(run.info.run_id, status="KILLED")
+    except Exception as exc:  # noqa: BLE001 - never hide the error that stopped the sweep
+        log.warning("could not close the trials' MLflow runs: %s", one_line(exc))
+        return []
+    if running:
+        log.warning("%d trial run(s) left RUNNING closed as KILLED: %s", len(running), note)
+    return [run.info.run_id for run in running]
 
 
 def log_summary(tracker: Tracker, parent: str, result: SweepResult, space: SearchSpace) -> None:

@@ -13,6 +13,7 @@ trains nothing: it is evaluated once and reports one result.
 
 from __future__ import annotations
 
+import gc
 import importlib
 import logging
 import shutil
@@ -32,6 +33,7 @@ from asd.encoder import Encoder, save_encoder
 from asd.errors import AsdError
 from asd.features import FeatureSet, load_features
 from asd.pipeline import Evaluation, save_evaluation, train_encoder
+from asd.sweep.notes import NOTES_FILE, TrialNotes, collect_notes
 from asd.sweep.parallel import train_data_parallel
 from asd.sweep.storage import CONFIG_FILE, ENCODER_FILE
 from asd.tracking import TAG_SWEEP, Tracker
@@ -92,6 +94,8 @@ class TrialSetup:
     """Full evaluation every this many epochs besides the last (0: the last only)."""
     checkpoint_every: int = 5
     """Resumable checkpoint every this many epochs besides the last (0: the last only)."""
+    verbose: bool = False
+    """Print the trial's notes and progress lines (else they go to its run's notes.txt only)."""
 
 
 def load_epoch_hook(spec: str) -> Any:
@@ -109,7 +113,23 @@ def load_epoch_hook(spec: str) -> Any:
 
 
 def run_trial(params: dict[str, Any], setup: TrialSetup) -> None:
-    """The Tune function trainable (wrapped with ``tune.with_parameters``)."""
+    """The Tune function trainable (wrapped with ``tune.with_parameters``).
+
+    The last report is the last thing it does: Ray may end this worker as soon as the
+    trial's final result arrives, and a worker that exits while the trial thread still
+    frees tensors, stops MLflow's monitor or writes files can abort in torch's destructors
+    (``Fatal Python error: Aborted`` in the console). So training, evaluation, MLflow and
+    the notes are all closed first, and the final row is reported after.
+    """
+    with collect_notes(setup.verbose) as notes:
+        final = _run_trial(params, setup, notes)
+        gc.collect()  # the encoder, its optimizer and their tensors go now, not at worker exit
+        if final is not None:
+            final.send()
+
+
+def _run_trial(params: dict[str, Any], setup: TrialSetup, notes: TrialNotes) -> FinalReport | None:
+    """Train and validate one trial; its final report, not yet sent."""
     from ray import tune
 
     began = time.time()
@@ -123,20 +143,44 @@ def run_trial(params: dict[str, Any], setup: TrialSetup) -> None:
     tracker, run_id = _start_run(setup, cfg, trial_id)
     trial_dir = _trial_folder(context)
     validate_epoch = EpochValidator(
-        setup, cfg, trial_id, run_id, str(trial_dir), tracker=tracker, validation=validation
-    )
+        setup, cfg, trial_id, run_id, str(trial_dir), tracker=tracker, validation=validation,
+        notes=notes,
+    )  # fmt: skip
     validate_epoch.timings["setup_s"] = time.time() - began  # features, MLflow run, folder
+    final: FinalReport | None
     try:
         with system_metrics(setup.tracking_uri, run_id, setup.system_metrics_s):
             if not detector_spec(cfg.scoring).uses_encoder:
-                _run_reference(cfg, validate_epoch, trial_dir)
+                final = _run_reference(validate_epoch, trial_dir)
             else:
-                _run_training(cfg, setup, features, validate_epoch, tracker, run_id, trial_dir)
+                final = _run_training(
+                    cfg, setup, features, validate_epoch, tracker, run_id, trial_dir
+                )
     except Exception as exc:
         tracker.set_tags(run_id, {"asd.error": str(exc)[:5000]})
         tracker.finish(run_id, status="FAILED")
         raise
     tracker.finish(run_id, status="FINISHED")
+    return final
+
+
+@dataclass
+class FinalReport:
+    """A trial's last row and checkpoint folder, reported once everything else is closed."""
+
+    row: dict[str, Any]
+    checkpoint: Path
+    scratch: Path
+    """Removed after the report (Tune copies the checkpoint into its storage during it)."""
+
+    def send(self) -> None:
+        """``tune.report`` the row with its checkpoint, then remove the scratch folder."""
+        from ray import tune
+
+        try:
+            tune.report(self.row, checkpoint=tune.Checkpoint.from_directory(str(self.checkpoint)))
+        finally:
+            shutil.rmtree(self.scratch, ignore_errors=True)
 
 
 def _trial_folder(context: TuneContext) -> Path:
@@ -171,22 +215,17 @@ def _start_run(setup: TrialSetup, cfg: Config, trial_id: str) -> tuple[Tracker, 
     return tracker, run_id
 
 
-def _run_reference(cfg: Config, validate_epoch: EpochValidator, trial_dir: Path) -> None:
+def _run_reference(validate_epoch: EpochValidator, trial_dir: Path) -> FinalReport:
     """A trial of the untrained reference: nothing to train, so one evaluation, one report.
 
     The report is the trial's last (Tune marks it finished; ASHA, which compares trials at
     later epochs, never stops it) and carries a checkpoint holding only ``config.json``: the
     sweep rebuilds a winning reference from it, wherever the trial ran.
     """
-    from ray import tune
-
     row = validate_epoch(0, {}, None, last=True)
     scratch = Path(tempfile.mkdtemp(prefix=f"asd-{validate_epoch.trial_id}-"))
-    try:
-        shutil.copy2(trial_dir / "artifacts" / CONFIG_FILE, scratch / CONFIG_FILE)
-        tune.report(row, checkpoint=tune.Checkpoint.from_directory(str(scratch)))
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    shutil.copy2(trial_dir / "artifacts" / CONFIG_FILE, scratch / CONFIG_FILE)
+    return FinalReport(row, scratch, scratch)
 
 
 def _run_training(
@@ -197,8 +236,11 @@ def _run_training(
     tracker: Tracker,
     run_id: str,
     trial_dir: Path,
-) -> None:
-    """Train the encoder (one process or data parallel), resuming from Tune's checkpoint."""
+) -> FinalReport | None:
+    """Train the encoder (one process or data parallel), resuming from Tune's checkpoint.
+
+    Every epoch but the last is reported at once; the last one is returned (see run_trial).
+    """
     from ray import tune
 
     # Checkpoints live in a scratch folder (Tune copies each reported one into the sweep's
@@ -212,6 +254,7 @@ def _run_training(
             for item in Path(folder).iterdir():
                 shutil.copy2(item, ckpt_dir / item.name)
         tracker.set_tags(run_id, {"asd.resumed_from_checkpoint": "true"})
+    final: list[FinalReport] = []
 
     def validate_and_checkpoint(epoch: int, metrics: dict[str, float], encoder: Encoder) -> None:
         row = validate_epoch(epoch, metrics, encoder)
@@ -221,10 +264,12 @@ def _run_training(
             # The winner travels in its last checkpoint, through Tune's (shared) storage:
             # the encoder and the config its detector is rebuilt from.
             for file in (ENCODER_FILE, CONFIG_FILE):
-                final = trial_dir / "artifacts" / file
-                if final.is_file():
-                    shutil.copy2(final, ckpt_dir / file)
-        if last or due_at(epoch, setup.checkpoint_every):
+                done = trial_dir / "artifacts" / file
+                if done.is_file():
+                    shutil.copy2(done, ckpt_dir / file)
+            final.append(FinalReport(row, ckpt_dir, scratch))  # sent by run_trial, last
+            return
+        if due_at(epoch, setup.checkpoint_every):
             # train() wrote last.pt for this epoch: the checkpoint resumes after it
             tune.report(row, checkpoint=tune.Checkpoint.from_directory(str(ckpt_dir)))
         else:
@@ -244,8 +289,13 @@ def _run_training(
             features,
             validate_and_checkpoint,
         )
-    finally:
+    except BaseException:
         shutil.rmtree(scratch, ignore_errors=True)
+        raise
+    if not final:
+        shutil.rmtree(scratch, ignore_errors=True)
+        return None
+    return final[-1]
 
 
 def _train(
@@ -283,7 +333,7 @@ def _train(
             device=setup.device,
             report=on_epoch,
             checkpoint_dir=ckpt_dir,
-            progress=True,
+            progress=setup.verbose,
             checkpoint_every=setup.checkpoint_every,
         )
 
@@ -316,6 +366,8 @@ class EpochValidator:
     tracker: Tracker | None = None
     validation: FeatureSet | None = None
     timings: dict[str, float] = field(default_factory=lambda: dict.fromkeys(TIMINGS, 0.0))
+    notes: TrialNotes | None = None
+    """The trial's collected warnings, logged as notes.txt with its last epoch."""
     epoch_start: float = field(default_factory=time.time)
 
     def __call__(
@@ -348,9 +400,9 @@ class EpochValidator:
             if last:
                 row[OBJECTIVE] = evaluation.by_estimator[cfg.scoring.estimator].summary["hmean"]
                 self._timed("log_s", self._log_final, evaluation, encoder, work)
-                # One line in the driver's log (Ray forwards worker output): detector vs reference.
-                line = f"trial {self.trial_id}: {_versus_line(row, cfg)}"
-                print(line, file=sys.stderr, flush=True)
+                if setup.verbose:  # the default console has the trial's line from the driver
+                    line = f"trial {self.trial_id}: {_versus_line(row, cfg)}"
+                    print(line, file=sys.stderr, flush=True)
         self.timings["eval_s"] = self.timings["validate_s"] + self.timings["final_s"]
         row.update({f"time.{k}": v for k, v in self.timings.items()})
         self._timed("log_s", self._log, row, epoch, last)
@@ -391,6 +443,9 @@ class EpochValidator:
     def _log_final(self, evaluation: Evaluation, encoder: Encoder | None, work: Path) -> None:
         assert self.tracker is not None  # _open made it
         _log_final(self.tracker, self.run_id, evaluation, encoder, self.cfg, self.setup, work)
+        if self.notes is not None and self.notes.lines:  # the trial's notes, in its run
+            (work / NOTES_FILE).write_text(self.notes.text())
+            self.tracker.log_artifact(self.run_id, work / NOTES_FILE)
 
     def _log(self, row: dict[str, Any], epoch: int, last: bool) -> None:
         assert self.tracker is not None  # _open made it
@@ -415,7 +470,7 @@ class EpochValidator:
         """The full evaluation: every scorer, every companion, out-of-fold thresholds.
 
         The reference's part is the same for every trial of the sweep with the same scoring
-        settings: a warm worker reuses it (:func:`_full_reference`).
+        settings: a warm worker reuses it (:func:`_untrained_cache`).
         """
         assert self.validation is not None  # _open loaded it
         return evaluate_detector(

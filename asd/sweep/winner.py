@@ -24,7 +24,7 @@ from asd.errors import AsdError, redact
 from asd.features import FeatureSet
 from asd.pipeline import REFERENCE_COMPANIONS
 from asd.registry import champion, describe_model, promote, register_encoder
-from asd.sweep.notes import model_note, version_note
+from asd.sweep.descriptions import model_note, version_note
 from asd.sweep.storage import CONFIG_FILE, ENCODER_FILE, fetch_checkpoint
 from asd.sweep.summary import TRIAL_SCORES, SweepResult, trial_id_of
 
