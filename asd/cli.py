@@ -25,7 +25,7 @@ from asd.commands import (
     read_environment,
     set_local_defaults,
 )
-from asd.config import ESTIMATORS, SCORERS, Config, FeatureConfig, preset
+from asd.config import DEFAULT_WORKDIR, ESTIMATORS, SCORERS, Config, FeatureConfig, preset
 from asd.data import fingerprint
 from asd.detector import evaluate_detector, format_versus, machine_comparison
 from asd.encoder import Encoder, load_encoder, save_encoder
@@ -49,7 +49,6 @@ from asd.serve.commands import (
     wav_paths,
 )
 from asd.staging import check_writable, publish, tmp_folder
-from asd.sweep.settings import DEFAULT_WORKDIR
 from asd.synth import synthesize
 from asd.train import resolve_device
 

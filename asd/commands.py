@@ -22,8 +22,9 @@ from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from asd.config import DEFAULT_WORKDIR
 from asd.errors import AsdError, redact
-from asd.sweep.settings import DEFAULT_WORKDIR, SweepSettings
+from asd.sweep.settings import SweepSettings
 
 if TYPE_CHECKING:
     from argparse import _SubParsersAction

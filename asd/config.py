@@ -11,12 +11,18 @@ import dataclasses
 import hashlib
 import json
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from asd.errors import AsdError
+
+DEFAULT_WORKDIR = Path("asd-work")
+"""The work folder (feature cache, runs, sweeps, local MLflow store) of every command when
+none is given."""
 
 
 @dataclass(frozen=True)
@@ -405,12 +411,53 @@ def _scoring_checks(s: ScoringConfig) -> list[tuple[bool, str]]:
     ]
 
 
+_POOL_SIMPLE = ("mean", "std", "max", "min")
+_POOL_ALIASES = {"meanstd": ("mean", "std"), "mean_std": ("mean", "std")}
+_PERCENTILE = re.compile(r"^p(\d+(?:\.\d+)?)$")
+_GWRP = re.compile(r"^gwrp(\d*(?:\.\d+)?)$")
+
+
+def pooling_parts(spec: str) -> tuple[tuple[str, float], ...]:
+    """The (kind, parameter) parts of a temporal pooling spec (:mod:`asd.detect.pooling`).
+
+    Kinds: mean, std, max, min, percentile (``p90``), gwrp (``gwrp0.9``), twfr (decays per
+    machine type, resolved by the pooling); ``meanstd`` is mean then std, ``+`` concatenates.
+    AsdError names the part that does not parse.
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise AsdError(f"pooling spec must be a non-empty string, got {spec!r}")
+    parts: list[tuple[str, float]] = []
+    for token in (t.strip() for t in spec.strip().split("+")):
+        if token == "twfr":
+            parts.append(("twfr", 0.0))
+        elif token in _POOL_SIMPLE:
+            parts.append((token, 0.0))
+        elif token in _POOL_ALIASES:
+            parts += [(name, 0.0) for name in _POOL_ALIASES[token]]
+        elif m := _PERCENTILE.match(token):
+            q = float(m.group(1))
+            if not 0 <= q <= 100:
+                raise AsdError(f"pooling '{spec}': percentile {q} must be in [0, 100]")
+            parts.append(("percentile", q))
+        elif m := _GWRP.match(token):
+            if not m.group(1):
+                raise AsdError(f"pooling '{spec}': gwrp needs a decay, e.g. gwrp0.9")
+            r = float(m.group(1))
+            if not 0 <= r <= 1:
+                raise AsdError(f"pooling '{spec}': gwrp decay {r} must be in [0, 1]")
+            parts.append(("gwrp", r))
+        else:
+            raise AsdError(
+                f"unknown pooling '{token}' in '{spec}' (known: mean, std, max, min, meanstd, "
+                "p<q> e.g. p90, gwrp<r> e.g. gwrp0.9, twfr, and '+' to concatenate)"
+            )
+    return tuple(parts)
+
+
 def _pooling_error(spec: str) -> str:
     """Why ``spec`` is not a pooling spec, or ''."""
-    from asd.detect.pooling import parse_pooling  # pooling imports only errors: no cycle
-
     try:
-        parse_pooling(spec)
+        pooling_parts(spec)
     except AsdError as err:
         return str(err)
     return ""

@@ -7,14 +7,11 @@ batched together, so the global pooling never averages over padded frames.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
 
 import numpy as np
 import torch
 
-from asd.detect.pooling import parse_pooling, per_machine
 from asd.encoder import Encoder
-from asd.errors import AsdError
 from asd.features import FeatureSet
 from asd.progress import progress as progress_bar
 from asd.train import resolve_device
@@ -36,7 +33,7 @@ def embed_clips(
     frames = np.asarray(features.index["frames"], dtype=np.int64)
     out = np.zeros((len(frames), encoder.embedding_dim), dtype=np.float32)
     # equal-length groups, cut into batches: no padding ever reaches the pooling
-    batches = _equal_length_batches(frames, batch_size)
+    batches = equal_length_batches(frames, batch_size)
     was_training = encoder.training
     encoder.to(device).eval()
     try:
@@ -44,7 +41,7 @@ def embed_clips(
             for positions in progress_bar(batches, len(batches), "embed", enabled=progress):
                 mel, _ = features.padded(positions)  # (b, n_mels, frames), all equal length
                 x = torch.from_numpy(np.ascontiguousarray(mel, dtype=np.float32)).to(device)
-                with _autocast(device):
+                with autocast_for(device):
                     z = encoder.embed(x)  # (b, d)
                 out[positions] = z.float().cpu().numpy()
     finally:
@@ -52,56 +49,7 @@ def embed_clips(
     return out
 
 
-def embed_pooled(
-    encoder: Encoder,
-    features: FeatureSet,
-    pools: Sequence[str],
-    device: str | torch.device = "auto",
-    batch_size: int = 64,
-    progress: bool = False,
-) -> dict[str, np.ndarray]:
-    """Per pooling spec, (N, d) vectors of every clip: the encoder's frames pooled over time.
-
-    ``'own'`` is the encoder's own embedding (:func:`embed_clips`, the paper's detector); any
-    other spec (:mod:`asd.detect.pooling`) pools :meth:`Encoder.frames`. The network runs
-    once per batch for all of them.
-    """
-    if any(per_machine(p) for p in pools):
-        raise AsdError("the 'twfr' pooling is for log-mel frames (its decays are per machine)")
-    poolings = {p: parse_pooling(p) for p in pools if p != "own"}
-    out: dict[str, np.ndarray] = {}
-    if "own" in pools:
-        out["own"] = embed_clips(encoder, features, device, batch_size, progress)
-    if not poolings:
-        return out
-    device = resolve_device(device)
-    frames = np.asarray(features.index["frames"], dtype=np.int64)
-    rows: dict[str, list[np.ndarray]] = {p: [] for p in poolings}
-    order: list[np.ndarray] = []
-    was_training = encoder.training
-    encoder.to(device).eval()
-    try:
-        with torch.no_grad():
-            batches = _equal_length_batches(frames, batch_size)
-            for positions in progress_bar(batches, len(batches), "frames", enabled=progress):
-                mel, _ = features.padded(positions)  # (b, n_mels, frames), all equal length
-                x = torch.from_numpy(np.ascontiguousarray(mel, dtype=np.float32)).to(device)
-                with _autocast(device):
-                    per_step = encoder.frames(x).float().cpu().numpy()  # (b, D, T')
-                for spec, pooling in poolings.items():
-                    rows[spec].append(pooling(per_step).astype(np.float32))
-                order.append(positions)
-    finally:
-        encoder.train(was_training)
-    where = np.concatenate(order)
-    for spec, parts in rows.items():
-        stacked = np.concatenate(parts)
-        out[spec] = np.empty_like(stacked)
-        out[spec][where] = stacked
-    return out
-
-
-def _equal_length_batches(frames: np.ndarray, batch_size: int) -> list[np.ndarray]:
+def equal_length_batches(frames: np.ndarray, batch_size: int) -> list[np.ndarray]:
     """Positions grouped by frame count, cut into batches: no padding reaches a pooling."""
     return [
         group[i : i + batch_size]
@@ -111,7 +59,7 @@ def _equal_length_batches(frames: np.ndarray, batch_size: int) -> list[np.ndarra
     ]
 
 
-def _autocast(device: torch.device) -> contextlib.AbstractContextManager[object]:
+def autocast_for(device: torch.device) -> contextlib.AbstractContextManager[object]:
     """bf16 autocast on CUDA, nothing elsewhere."""
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)

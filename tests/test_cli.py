@@ -280,7 +280,8 @@ def test_sweep_flags_build_the_settings_they_name():
 
     from asd.cli import build_parser
     from asd.commands import sweep_settings
-    from asd.sweep.settings import DEFAULT_WORKDIR, SweepSettings
+    from asd.config import DEFAULT_WORKDIR
+    from asd.sweep.settings import SweepSettings
 
     argv = ["sweep", "--space", "x.yaml", "--data", "d", "--max-concurrent", "2",
             "--system-metrics-interval", "0", "--gpus-per-trial", "0.5", "--resume",

@@ -12,9 +12,13 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 
 from asd.detect.pooling import parse_pooling, per_machine
+from asd.embed import autocast_for, embed_clips, equal_length_batches
 from asd.errors import AsdError
+from asd.progress import progress as progress_bar
+from asd.train import resolve_device
 
 if TYPE_CHECKING:
     from asd.encoder import Encoder
@@ -57,8 +61,6 @@ def pooled_vectors(
     progress: bool = False,
 ) -> dict[tuple[str, str], np.ndarray]:
     """(frames, pooling) -> (N, d) vectors for every pair in ``needed``, one pass per frames."""
-    from asd.embed import embed_pooled  # the encoder side needs torch's model code
-
     wanted = list(dict.fromkeys(needed))
     out: dict[tuple[str, str], np.ndarray] = {}
     logmel = [p for f, p in wanted if f == "logmel"]
@@ -68,6 +70,55 @@ def pooled_vectors(
     if learned:
         if encoder is None:
             raise AsdError("the detector has an encoder member but no encoder was given")
-        pooled = embed_pooled(encoder, features, learned, device=device, progress=progress)
+        pooled = encoder_pooled(encoder, features, learned, device=device, progress=progress)
         out.update({("encoder", p): v for p, v in pooled.items()})
+    return out
+
+
+def encoder_pooled(
+    encoder: Encoder,
+    features: FeatureSet,
+    pools: Sequence[str],
+    device: str | torch.device = "auto",
+    batch_size: int = 64,
+    progress: bool = False,
+) -> dict[str, np.ndarray]:
+    """Per pooling spec, (N, d) vectors of every clip: the encoder's frames pooled over time.
+
+    ``'own'`` is the encoder's own embedding (:func:`embed_clips`, the paper's detector); any
+    other spec (:mod:`asd.detect.pooling`) pools :meth:`Encoder.frames`. The network runs
+    once per batch for all of them.
+    """
+    if any(per_machine(p) for p in pools):
+        raise AsdError("the 'twfr' pooling is for log-mel frames (its decays are per machine)")
+    poolings = {p: parse_pooling(p) for p in pools if p != "own"}
+    out: dict[str, np.ndarray] = {}
+    if "own" in pools:
+        out["own"] = embed_clips(encoder, features, device, batch_size, progress)
+    if not poolings:
+        return out
+    device = resolve_device(device)
+    frames = np.asarray(features.index["frames"], dtype=np.int64)
+    rows: dict[str, list[np.ndarray]] = {p: [] for p in poolings}
+    order: list[np.ndarray] = []
+    was_training = encoder.training
+    encoder.to(device).eval()
+    try:
+        with torch.no_grad():
+            batches = equal_length_batches(frames, batch_size)
+            for positions in progress_bar(batches, len(batches), "frames", enabled=progress):
+                mel, _ = features.padded(positions)  # (b, n_mels, frames), all equal length
+                x = torch.from_numpy(np.ascontiguousarray(mel, dtype=np.float32)).to(device)
+                with autocast_for(device):
+                    per_step = encoder.frames(x).float().cpu().numpy()  # (b, D, T')
+                for spec, pooling in poolings.items():
+                    rows[spec].append(pooling(per_step).astype(np.float32))
+                order.append(positions)
+    finally:
+        encoder.train(was_training)
+    where = np.concatenate(order)
+    for spec, parts in rows.items():
+        stacked = np.concatenate(parts)
+        out[spec] = np.empty_like(stacked)
+        out[spec][where] = stacked
     return out

@@ -19,14 +19,13 @@ short spec:
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import numpy as np
 
+from asd.config import pooling_parts
 from asd.errors import AsdError
 
-_SIMPLE = ("mean", "std", "max", "min")
 TWFR_DECAYS = {
     "ToyCar": 1.00,
     "ToyTrain": 0.90,
@@ -39,9 +38,6 @@ TWFR_DECAYS = {
 """GWRP decays per machine type published with TWFR-GMM (``config.yaml``, version twfr-gmm)."""
 TWFR_DEFAULT = float(sorted(TWFR_DECAYS.values())[len(TWFR_DECAYS) // 2])
 """The decay ``twfr`` gives a machine type the table does not know (its median)."""
-_ALIASES = {"meanstd": ("mean", "std"), "mean_std": ("mean", "std")}
-_PERCENTILE = re.compile(r"^p(\d+(?:\.\d+)?)$")
-_GWRP = re.compile(r"^gwrp(\d*(?:\.\d+)?)$")
 
 
 @dataclass(frozen=True)
@@ -68,37 +64,14 @@ def per_machine(spec: str) -> bool:
 def parse_pooling(spec: str, machine: str | None = None) -> Pooling:
     """The :class:`Pooling` a spec names; AsdError naming the bad part otherwise.
 
+    The grammar is :func:`asd.config.pooling_parts` (the config validates specs with it);
     ``machine`` resolves ``twfr`` to that machine type's decay (the median without one).
     """
-    if not isinstance(spec, str) or not spec.strip():
-        raise AsdError(f"pooling spec must be a non-empty string, got {spec!r}")
-    parts: list[tuple[str, float]] = []
-    for token in spec.strip().split("+"):
-        token = token.strip()
-        if token == "twfr":
-            parts.append(("gwrp", TWFR_DECAYS.get(machine or "", TWFR_DEFAULT)))
-        elif token in _SIMPLE:
-            parts.append((token, 0.0))
-        elif token in _ALIASES:
-            parts += [(name, 0.0) for name in _ALIASES[token]]
-        elif m := _PERCENTILE.match(token):
-            q = float(m.group(1))
-            if not 0 <= q <= 100:
-                raise AsdError(f"pooling '{spec}': percentile {q} must be in [0, 100]")
-            parts.append(("percentile", q))
-        elif m := _GWRP.match(token):
-            if not m.group(1):
-                raise AsdError(f"pooling '{spec}': gwrp needs a decay, e.g. gwrp0.9")
-            r = float(m.group(1))
-            if not 0 <= r <= 1:
-                raise AsdError(f"pooling '{spec}': gwrp decay {r} must be in [0, 1]")
-            parts.append(("gwrp", r))
-        else:
-            raise AsdError(
-                f"unknown pooling '{token}' in '{spec}' (known: mean, std, max, min, meanstd, "
-                "p<q> e.g. p90, gwrp<r> e.g. gwrp0.9, twfr, and '+' to concatenate)"
-            )
-    return Pooling(spec.strip(), tuple(parts))
+    parts = tuple(
+        ("gwrp", TWFR_DECAYS.get(machine or "", TWFR_DEFAULT)) if kind == "twfr" else (kind, p)
+        for kind, p in pooling_parts(spec)
+    )
+    return Pooling(spec.strip(), parts)
 
 
 def gwrp_weights(frames: int, decay: float) -> np.ndarray:

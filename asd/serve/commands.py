@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, TextIO
 import numpy as np
 
 from asd.artifact import Detector, add_machine, load_detector, save_detector
+from asd.config import DEFAULT_WORKDIR
 from asd.data import fingerprint
 from asd.errors import AsdError
 from asd.features import extract_features
@@ -25,7 +26,6 @@ from asd.fingerprint import STORE_NAME
 from asd.layouts import index_data
 from asd.pipeline import Evaluation, estimator_result, labelled_test_mask
 from asd.serve.audio import score_files
-from asd.sweep.settings import DEFAULT_WORKDIR
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -6,13 +6,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from asd.config import DEFAULT_WORKDIR
+
 if TYPE_CHECKING:
     from asd.sweep.space import SearchSpace
 
 
-DEFAULT_WORKDIR = Path("asd-work")
-"""The work folder (feature cache, runs, sweeps, local MLflow store) of every command when
-none is given."""
 
 
 @dataclass(frozen=True)
