@@ -170,7 +170,7 @@ class ScoringConfig:
     """The detector: which frames, how they are pooled over time, and how they are scored.
 
     A detector is one or more *members* (frames -> pooling -> per-section scorer); see
-    :mod:`asd.detector`. ``family`` picks the members: the encoder alone, the untrained
+    :mod:`asd.detect.detector`. ``family`` picks the members: the encoder alone, the untrained
     log-mel reference alone, their weighted fusion, or an ``ensemble`` of ``members``.
     """
 

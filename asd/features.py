@@ -1,7 +1,7 @@
 """Waveform -> log-mel (dB of power), and the on-disk cache every trial of a sweep reads.
 
 Features are computed once per (feature config, data set): the cache folder is named by a
-hash of both (the data by its clips' bytes, see asd.fingerprint), written to a temporary
+hash of both (the data by its clips' bytes, see asd.data.fingerprint), written to a temporary
 folder and renamed into place (asd.staging), so a killed extraction never leaves a half
 cache and two extractors of the same key cannot corrupt each other.
 Clips may have any length: the store is ragged (one ``(total_frames, n_mels)`` array plus an
@@ -26,10 +26,10 @@ import torch
 import torchaudio.functional as AF
 from torch import Tensor, nn
 
-from asd import data
 from asd.config import FeatureConfig
+from asd.data import index as data
+from asd.data.fingerprint import STORE_NAME
 from asd.errors import AsdError
-from asd.fingerprint import STORE_NAME
 from asd.progress import progress as progress_bar
 from asd.staging import tmp_folder
 
@@ -110,7 +110,7 @@ class LogMel(nn.Module):
 def _stats_rows(index: pd.DataFrame) -> np.ndarray:
     """Rows the normalisation stats come from: the normal train clips, else every clip.
 
-    Unlike :func:`asd.data.normal_train_mask`, a set without normal train clips (test clips
+    Unlike :func:`asd.data.index.normal_train_mask`, a set without normal train clips (test clips
     only, or an index without split/label) falls back to all its clips: it is normalised by
     its own clips rather than not at all.
     """

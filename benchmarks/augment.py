@@ -6,14 +6,14 @@ import time
 
 import torch
 
-from asd.augment import (
+from asd.features import log_mel
+from asd.model.augment import (
     add_white_noise,
     make_views,
     pitch_shift_mel,
     pitch_shift_reference,
     time_mask,
 )
-from asd.features import log_mel
 from benchmarks.harness import Bench, Row, harmonic_wave, synthetic_mels, timed
 
 

@@ -26,9 +26,9 @@ import numpy as np
 import soundfile as sf
 
 from asd.config import FeatureConfig
-from asd.data import fingerprint, index_dataset
+from asd.data.fingerprint import STORE_NAME
+from asd.data.index import fingerprint, index_dataset
 from asd.features import extract_features
-from asd.fingerprint import STORE_NAME
 
 DCASE_CLIPS = 7 * 1200
 """Clips of the DCASE 2023 Task 2 development set (train + test, 7 machine types)."""

@@ -1,7 +1,7 @@
 """9. Compiled training: ``train()`` with ``train.compile=on`` run as two trials of a sweep.
 
 Each trial is a fresh process (as a new Ray worker would be) pointed at the same compile
-cache folder (:func:`asd.compilation.use_compile_cache`). A trial trains 2 epochs: epoch 1
+cache folder (:func:`asd.model.compilation.use_compile_cache`). A trial trains 2 epochs: epoch 1
 includes the compile, epoch 2 is the steady state, so compile time = epoch 1 - epoch 2.
 The second trial shows what the shared cache saves (target on an H100: <= 5 s).
 """
@@ -15,9 +15,9 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 import torch
 
-from asd.compilation import use_compile_cache
 from asd.config import Config
-from asd.train import train
+from asd.model.compilation import use_compile_cache
+from asd.model.train import train
 from benchmarks.harness import Bench, Row, one_line, synthetic_mels, tiny_normalisation
 
 

@@ -21,9 +21,9 @@ import pandas as pd
 import torch
 
 from asd.config import Config, FeatureConfig, preset
-from asd.data import DEV_MACHINES
+from asd.data.index import DEV_MACHINES
+from asd.detect.detector import evaluate_detector
 from asd.detect.frames import logmel_pooled
-from asd.detector import evaluate_detector
 from asd.features import FeatureSet
 
 

@@ -25,12 +25,12 @@ import numpy as np
 import torch
 
 from asd.config import Config
-from asd.data import index_dataset, normal_train_mask
+from asd.data.index import index_dataset, normal_train_mask
 from asd.detect.frames import logmel_pooled
-from asd.embed import embed_clips
-from asd.encoder import Encoder
+from asd.detect.pipeline import evaluate_embeddings, train_encoder
 from asd.features import FeatureSet, extract_features
-from asd.pipeline import evaluate_embeddings, train_encoder
+from asd.model.embed import embed_clips
+from asd.model.encoder import Encoder
 
 
 def clip_mean(features: FeatureSet) -> np.ndarray:

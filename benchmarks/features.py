@@ -9,7 +9,7 @@ from pathlib import Path
 import soundfile as sf
 import torch
 
-from asd.data import index_dataset, read_wav
+from asd.data.index import index_dataset, read_wav
 from asd.features import extract_features
 from benchmarks.harness import Bench, Row, harmonic_wave
 

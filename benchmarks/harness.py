@@ -152,7 +152,7 @@ class Bench:
     measured: dict[str, float] = field(default_factory=dict)
     """Figures later sections reuse (``train_sps``, ``embed_cps``, ``trial_overhead_s``...)."""
     train_run: dict[str, float] | None = None
-    """asd.train.train's figures from the step section, for the epoch section."""
+    """asd.model.train.train's figures from the step section, for the epoch section."""
     notes: list[str] = field(default_factory=list)
 
     @property

@@ -9,8 +9,8 @@ from dataclasses import replace
 
 import torch
 
-from asd.encoder import Encoder
-from asd.train import precision
+from asd.model.encoder import Encoder
+from asd.model.train import precision
 from benchmarks.harness import Bench, Row, encoder_batch, one_line, sync, synthetic_mels, timed
 
 

@@ -12,7 +12,8 @@ labels, every other row is scored on both groups. Rows: the references (clip mea
 and the paper preset. Columns: hmean per scorer
 for each group, wall time, the machine. A row whose lever the installed ``asd`` does not have
 prints ``n/a`` and why. Every figure comes from the project's own public functions
-(``asd.synth.synthesize``, ``asd.pipeline.train_encoder``, ``asd.detector.evaluate_detector``,
+(``asd.data.synth.tree.synthesize``, ``asd.detect.pipeline.train_encoder``,
+``asd.detect.detector.evaluate_detector``,
 ``asd.sweep.runner.run_sweep``); nothing is re-implemented here.
 """
 
@@ -35,13 +36,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from asd import pipeline
 from asd.config import Config, preset
-from asd.data import index_dataset
-from asd.detector import evaluate_detector, machine_comparison
+from asd.data.index import index_dataset
+from asd.data.synth.tree import synthesize
+from asd.detect import pipeline
+from asd.detect.detector import evaluate_detector, machine_comparison
 from asd.errors import AsdError
 from asd.features import FeatureSet, extract_features
-from asd.synth import synthesize
 
 REPO = Path(__file__).resolve().parents[1]
 TUNED = ("ToyCar", "bearing", "fan", "slider", "valve")
@@ -200,7 +201,7 @@ class Bench:
         Trained encoders are kept in ``<out>/encoders/`` (the project's own encoder files),
         keyed by the non-default, non-scoring settings, so a rerun only trains what is new.
         """
-        from asd.encoder import load_encoder, save_encoder
+        from asd.model.encoder import load_encoder, save_encoder
 
         defaults = Config().to_flat()
         flat = {

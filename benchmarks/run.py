@@ -6,7 +6,7 @@
     python benchmarks/run.py --sections model,step --out /tmp/bench
 
 A thin driver: each section is a module of ``benchmarks/`` with ``section(bench) ->
-list[Row]`` that times asd's own functions (``asd.train.make_batch``/``train_step``,
+list[Row]`` that times asd's own functions (``asd.model.train.make_batch``/``train_step``,
 ``train()``, ``run_sweep``'s phase timings); ``harness`` holds what they share. Every
 section but ``sweep`` needs only torch/numpy/pandas/scikit-learn/soundfile and the asd
 core; ``sweep`` needs Ray, Optuna and MLflow and is skipped with a note without them.
@@ -36,7 +36,7 @@ if __name__ == "__main__":  # run as a script: import the repository, not benchm
 
 import torch  # noqa: E402
 
-from asd.train import resolve_device  # noqa: E402
+from asd.model.train import resolve_device  # noqa: E402
 from benchmarks import (  # noqa: E402
     augment,
     compiled,

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from asd.config import Config
-from asd.train import train
+from asd.model.train import train
 from benchmarks import projection
 from benchmarks.harness import Bench, Row, synthetic_mels, tiny_normalisation
 

@@ -11,8 +11,8 @@ import pandas as pd
 from scipy.stats import spearmanr
 from sklearn.covariance import EllipticEnvelope
 
-from asd.mcd import FastEllipticEnvelope
-from asd.scoring import MahalanobisScorer
+from asd.detect.mahalanobis import MahalanobisScorer
+from asd.detect.mcd import FastEllipticEnvelope
 from benchmarks.harness import DCASE_MACHINES, Bench, Row
 
 

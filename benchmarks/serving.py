@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from asd.artifact import fit_detector
+from asd.data.layouts import index_data
+from asd.data.synth.tree import synthesize
+from asd.detect.artifact import fit_detector
 from asd.features import extract_features
-from asd.layouts import index_data
 from asd.serve.audio import score_files
-from asd.synth import synthesize
 from benchmarks.harness import Bench, Row
 
 CLIPS = {"full": 5000, "quick": 500, "toy": 20}

@@ -1,6 +1,7 @@
-"""2. The training step: ``asd.train.make_batch`` (crops -> views) and ``asd.train.train_step``
+"""2. The training step: ``asd.model.train.make_batch`` (crops -> views) and
+``asd.model.train.train_step``
 (encoder -> NT-Xent -> Adam), the functions train() calls, timed one step at a time; then
-``asd.train.train`` itself for 2 epochs."""
+``asd.model.train.train`` itself for 2 epochs."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from asd.encoder import Encoder
-from asd.train import make_batch as train_batch
-from asd.train import precision, train, train_step
+from asd.model.encoder import Encoder
+from asd.model.train import make_batch as train_batch
+from asd.model.train import precision, train, train_step
 from benchmarks.harness import (
     Bench,
     Row,
@@ -55,7 +56,7 @@ def step_closures(
 
 
 def measure_train(bench: Bench) -> dict[str, float]:
-    """asd.train.train itself: 2 epochs of ``train_steps`` steps; per-epoch samples/s."""
+    """asd.model.train.train itself: 2 epochs of ``train_steps`` steps; per-epoch samples/s."""
     s = bench.sizes
     n = s.train_steps * s.clips_per_step
     cfg = bench.config(**{"train.epochs": 2, "train.batch_size": s.clips_per_step})
@@ -92,7 +93,7 @@ def section(bench: Bench) -> list[Row]:
         ),
         Row(
             "step",
-            "full step (asd.train.make_batch + train_step)",
+            "full step (asd.model.train.make_batch + train_step)",
             full,
             "samples/s",
             f"{n} samples/step, {where}",
@@ -110,14 +111,14 @@ def section(bench: Bench) -> list[Row]:
     rows += [
         Row(
             "step",
-            "asd.train.train epoch 1",
+            "asd.model.train.train epoch 1",
             t["epoch1_sps"],
             "samples/s",
             f"{int(t['clips'])} clips, {s.train_steps} steps; includes warm-up",
         ),
         Row(
             "step",
-            "asd.train.train epoch 2",
+            "asd.model.train.train epoch 2",
             t["epoch2_sps"],
             "samples/s",
             f"steady state; {t['epoch2_sps'] / model:.2f} of model-only",

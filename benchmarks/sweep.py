@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 
 from asd.config import Config
-from asd.data import index_dataset
+from asd.data.index import index_dataset
+from asd.data.synth.tree import synthesize
 from asd.features import extract_features
-from asd.synth import synthesize
 from benchmarks.harness import REPO, Bench, Row
 
 

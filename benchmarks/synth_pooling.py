@@ -31,11 +31,11 @@ if str(REPO) not in sys.path:  # run as a script from anywhere
 import logging  # noqa: E402
 
 from asd.config import Config, FeatureConfig  # noqa: E402
-from asd.data import DEV_MACHINES, index_dataset  # noqa: E402
+from asd.data.index import DEV_MACHINES, index_dataset  # noqa: E402
+from asd.data.synth.tree import synthesize  # noqa: E402
+from asd.detect.metrics import anomaly_labels, machine_table  # noqa: E402
+from asd.detect.pipeline import evaluate_embeddings  # noqa: E402
 from asd.features import FeatureSet, extract_features  # noqa: E402
-from asd.metrics import anomaly_labels, machine_table  # noqa: E402
-from asd.pipeline import evaluate_embeddings  # noqa: E402
-from asd.synth import synthesize  # noqa: E402
 from benchmarks.quality import SIZES  # noqa: E402
 
 POOLINGS: dict[str, Callable[[np.ndarray], np.ndarray]] = {

@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 
 from asd.config import SCORERS, Config
-from asd.data import index_dataset
-from asd.detector import evaluate_reference
+from asd.data.index import index_dataset
+from asd.data.synth.tree import DEV_MACHINES, synthesize
+from asd.detect.detector import evaluate_reference
 from asd.features import extract_features
-from asd.synth import DEV_MACHINES, synthesize
 
 
 def flag_rate(evaluation, scorer: str, domain: str | None = None) -> float:

@@ -162,8 +162,8 @@ def run_case(case: SweepCase, work: Path) -> SweepFigures:
     """Run the case's sweep quietly; per trial its time.* figures and MLflow run wall."""
     from mlflow import MlflowClient
 
+    from asd.data.synth.tree import synthesize
     from asd.sweep.runner import SweepSettings, run_sweep
-    from asd.synth import synthesize
     from asd.tracking import default_tracking_uri
 
     data = synthesize(work / "data", **case.data)
@@ -367,9 +367,9 @@ def _checkpoints(work: Path, size: str) -> list[tuple[str, float, str]]:
     import torch
 
     from asd.config import preset
-    from asd.encoder import Encoder
-    from asd.train_checkpoint import save_checkpoint
-    from asd.train_schedule import make_scheduler
+    from asd.model.checkpoint import save_checkpoint
+    from asd.model.encoder import Encoder
+    from asd.model.schedule import make_scheduler
 
     rows = []
     for name in ("quick", "paper"):
@@ -400,9 +400,9 @@ def _artifacts_and_metrics(work: Path) -> list[tuple[str, float, str]]:
     import pandas as pd
 
     from asd.config import Config, FeatureConfig
-    from asd.detector import evaluate_detector
+    from asd.detect.detector import evaluate_detector
+    from asd.detect.pipeline import save_evaluation
     from asd.features import FeatureSet
-    from asd.pipeline import save_evaluation
     from asd.tracking.system import system_metrics
 
     rng = np.random.default_rng(0)

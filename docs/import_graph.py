@@ -1,9 +1,10 @@
-"""Print asd's import graph as a mermaid diagram (used for docs/ARCHITECTURE.md).
+"""Print asd's import graph as a mermaid diagram, and check its layers (docs/ARCHITECTURE.md).
 
 Run from the repository root: ``python docs/import_graph.py``. Solid arrows are imports at
 module top, dotted ones imports inside a function (kept lazy); imports under
-``if TYPE_CHECKING:`` are annotations only and are left out. Exits 1 if a core module
-imports the sweep, tracking, registry, serve or CLI layers.
+``if TYPE_CHECKING:`` are annotations only and are left out. The packages are the stages of
+the data flow, each a layer that may import only the layers below it (:data:`LAYERS`). Exits 1
+on an upward arrow (a lower layer importing a higher one) or a circle of top-level imports.
 """
 
 from __future__ import annotations
@@ -12,8 +13,19 @@ import ast
 import sys
 from pathlib import Path
 
-UPPER = ("sweep", "tracking", "registry", "serve", "cli", "commands")
-"""The platform layers and entry points; every other module of ``asd`` is core."""
+LAYERS = (
+    ("base", ("asd", "config", "errors", "progress", "staging")),
+    ("data", ("data",)),
+    ("features", ("features",)),
+    ("model", ("model",)),
+    ("detect", ("detect",)),
+    ("tracking", ("tracking",)),
+    ("serve", ("serve",)),
+    ("sweep", ("sweep",)),
+    ("app", ("cli", "commands", "runfolder")),
+)
+"""Layers from the bottom up, by the first part of a module's path under ``asd/``."""
+RANK = {top: i for i, (_, tops) in enumerate(LAYERS) for top in tops}
 
 
 def module_name(path: Path, root: Path) -> str:
@@ -22,7 +34,7 @@ def module_name(path: Path, root: Path) -> str:
     return ".".join(p for p in parts if p != "__init__") or "asd"
 
 
-def imports(tree: ast.Module) -> list[tuple[str, bool]]:
+def imports(tree: ast.Module, modules: set[str]) -> list[tuple[str, bool]]:
     """(imported asd module, lazy?) for every import outside ``if TYPE_CHECKING``."""
     found: list[tuple[str, bool]] = []
 
@@ -35,7 +47,7 @@ def imports(tree: ast.Module) -> list[tuple[str, bool]]:
                 mod = child.module or ""
                 for alias in child.names:  # `from asd import __version__` stays `asd`
                     sub = f"{mod}.{alias.name}"
-                    found.append((sub if sub in MODULES else mod, inner))
+                    found.append((sub if sub in modules else mod, inner))
             elif isinstance(child, ast.Import):
                 found.extend((a.name, inner) for a in child.names if a.name.startswith("asd"))
             visit(child, inner)
@@ -44,47 +56,74 @@ def imports(tree: ast.Module) -> list[tuple[str, bool]]:
     return found
 
 
-def node(name: str) -> str:
+def label(name: str) -> str:
     """A short label: ``sweep/runner`` for ``asd.sweep.runner``."""
     return name.removeprefix("asd.").replace(".", "/") if name != "asd" else "asd"
 
 
-root = Path("asd")
-FILES = sorted(root.rglob("*.py"))
-MODULES = {module_name(p, root.parent) for p in FILES}
-edges: dict[tuple[str, str], bool] = {}
-for path in FILES:
-    src = module_name(path, root.parent)
-    for dst, lazy in imports(ast.parse(path.read_text())):
-        if dst != src and dst in MODULES and not src.startswith(dst + "."):
-            key = (node(src), node(dst))
-            edges[key] = edges.get(key, True) and lazy
+def rank(name: str) -> int:
+    """The layer of a module (a module outside every layer is an error)."""
+    top = label(name).split("/")[0]
+    if top not in RANK:
+        raise SystemExit(f"asd/{label(name)}: in no layer of docs/import_graph.py LAYERS")
+    return RANK[top]
 
-groups = {"core": [], "sweep": [], "tracking": [], "app": []}
-for name in sorted(MODULES):
-    label = node(name)
-    if label == "asd":
-        continue
-    top = label.split("/")[0]
-    groups[top if top in ("sweep", "tracking") else "app" if top in UPPER else "core"].append(label)
 
-print("flowchart LR")
-for group, labels in groups.items():
-    print(f"  subgraph layer_{group} [{group}]")
-    for label in labels:
-        shown = f"{label}/__init__" if label in ("sweep", "tracking") else label
-        print(f"    {label.replace('/', '_')}[{shown}]")
-    print("  end")
-for (src, dst), lazy in sorted(edges.items()):
-    if dst == "asd":  # `from asd import __version__`
-        continue
-    arrow = "-.->" if lazy else "-->"
-    print(f"  {src.replace('/', '_')} {arrow} {dst.replace('/', '_')}")
+def circles(edges: dict[tuple[str, str], bool]) -> list[list[str]]:
+    """Cycles among top-level (not lazy) imports, each as the modules around it."""
+    graph: dict[str, list[str]] = {}
+    for (src, dst), lazy in edges.items():
+        if not lazy:
+            graph.setdefault(src, []).append(dst)
+    found, state, stack = [], {}, []
 
-upward = [
-    f"{s} -> {d}" for (s, d), _ in edges.items()
-    if s.split("/")[0] not in UPPER and d.split("/")[0] in UPPER
-]  # fmt: skip
-if upward:
-    print("core modules import upper layers: " + ", ".join(upward), file=sys.stderr)
-    sys.exit(1)
+    def visit(node: str) -> None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in graph.get(node, []):
+            if state.get(nxt) == 1:
+                found.append(stack[stack.index(nxt):] + [nxt])
+            elif nxt not in state:
+                visit(nxt)
+        stack.pop()
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node)
+    return found
+
+
+def main() -> int:
+    root = Path("asd")
+    files = sorted(root.rglob("*.py"))
+    modules = {module_name(p, root.parent) for p in files}
+    edges: dict[tuple[str, str], bool] = {}
+    for path in files:
+        src = module_name(path, root.parent)
+        for dst, lazy in imports(ast.parse(path.read_text()), modules):
+            if dst != src and dst in modules and not src.startswith(dst + "."):
+                key = (src, dst)
+                edges[key] = edges.get(key, True) and lazy
+    print("flowchart LR")
+    for name, tops in LAYERS:
+        print(f"  subgraph layer_{name} [{name}]")
+        for mod in sorted(m for m in modules if label(m).split("/")[0] in tops and m != "asd"):
+            print(f"    {label(mod).replace('/', '_')}[{label(mod)}]")
+        print("  end")
+    for (src, dst), lazy in sorted(edges.items()):
+        if dst == "asd":  # `from asd import __version__`
+            continue
+        arrow = "-.->" if lazy else "-->"
+        print(f"  {label(src).replace('/', '_')} {arrow} {label(dst).replace('/', '_')}")
+    upward = [f"{label(s)} -> {label(d)}" for (s, d) in edges if rank(d) > rank(s)]
+    cycles = circles(edges)
+    if upward:
+        print("upward imports (a layer importing a higher one): " + ", ".join(upward), file=sys.stderr)
+    for cycle in cycles:
+        print("circle of imports: " + " -> ".join(label(m) for m in cycle), file=sys.stderr)
+    return 1 if upward or cycles else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

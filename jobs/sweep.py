@@ -22,8 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from asd.cli import main  # noqa: E402
-from asd.commands import job_argv  # noqa: E402
+from asd.cli.main import main  # noqa: E402
+from asd.cli.platform import job_argv  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main(job_argv(sys.argv[1:])))

@@ -20,8 +20,8 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from asd.config import Config  # noqa: E402
-from asd.encoder import Encoder, save_encoder  # noqa: E402
-from asd.synth import synthesize  # noqa: E402
+from asd.data.synth.tree import synthesize  # noqa: E402
+from asd.model.encoder import Encoder, save_encoder  # noqa: E402
 
 TINY_SPACE = """\
 description: a sweep small enough for a test

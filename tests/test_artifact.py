@@ -10,13 +10,13 @@ import pandas as pd
 import pytest
 import torch
 
-from asd.artifact import add_machine, fit_detector, load_detector, save_detector
 from asd.config import Config
-from asd.detector import evaluate_detector
-from asd.encoder import Encoder
+from asd.data.layouts import index_data
+from asd.detect.artifact import add_machine, fit_detector, load_detector, save_detector
+from asd.detect.detector import evaluate_detector
 from asd.errors import AsdError
 from asd.features import extract_features
-from asd.layouts import index_data
+from asd.model.encoder import Encoder
 
 SMALL = {"features.n_mels": 16, "scoring.threshold_folds": 2}
 

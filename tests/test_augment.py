@@ -3,10 +3,10 @@ import math
 import pytest
 import torch
 
-from asd import augment as A
 from asd.config import AugmentConfig, FeatureConfig
 from asd.errors import AsdError
 from asd.features import log_mel
+from asd.model import augment as A
 
 CFG = FeatureConfig()
 SR = CFG.sample_rate

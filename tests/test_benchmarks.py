@@ -82,7 +82,7 @@ def test_quality_reference_rows_and_missing_levers(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_encoder_diagnostics_prints_reference_bands_and_untrained_vs_trained(tmp_path, capsys):
-    from asd.synth import synthesize
+    from asd.data.synth.tree import synthesize
     from benchmarks import encoder_diagnostics
 
     data = synthesize(

@@ -2,7 +2,7 @@
 
 import pytest
 
-from asd.cli import main
+from asd.cli.main import main
 
 TINY = [
     "train.epochs=1",
@@ -216,7 +216,7 @@ def test_evaluate_can_score_on_either_vector_of_the_same_weights(data, trained, 
 
 @pytest.mark.parametrize("where", ["before", "after"])
 def test_debug_works_before_or_after_the_subcommand(where, tmp_path):
-    from asd.cli import build_parser
+    from asd.cli.main import build_parser
 
     argv = ["data", "index", "--data", str(tmp_path)]
     argv = ["--debug", *argv] if where == "before" else [*argv, "--debug"]
@@ -260,7 +260,7 @@ def test_every_sweep_setting_is_a_flag_documented_by_its_field(capsys):
     """The flags come from SweepSettings: a new field gets a flag, its docstring the help."""
     from dataclasses import fields
 
-    from asd.commands import NOT_FLAGS, field_docs, flag_help
+    from asd.cli.platform import NOT_FLAGS, field_docs, flag_help
     from asd.sweep.settings import SweepSettings
 
     with pytest.raises(SystemExit):
@@ -278,8 +278,8 @@ def test_every_sweep_setting_is_a_flag_documented_by_its_field(capsys):
 def test_sweep_flags_build_the_settings_they_name():
     from pathlib import Path
 
-    from asd.cli import build_parser
-    from asd.commands import sweep_settings
+    from asd.cli.main import build_parser
+    from asd.cli.platform import sweep_settings
     from asd.config import DEFAULT_WORKDIR
     from asd.sweep.settings import SweepSettings
 
@@ -301,7 +301,7 @@ def test_sweep_flags_build_the_settings_they_name():
 def test_job_argv_takes_data_and_workdir_from_the_environment():
     from pathlib import Path
 
-    from asd.commands import job_argv
+    from asd.cli.platform import job_argv
 
     env = {"ASD_DATA": "/data", "ASD_WORKDIR": "/shared/w"}
     assert job_argv(["--name", "n"], env) == [

@@ -3,8 +3,8 @@ import os
 import pytest
 import torch
 
-from asd.compilation import COMPILE_CACHE_ENV, compile_enabled, use_compile_cache
 from asd.errors import AsdError
+from asd.model.compilation import COMPILE_CACHE_ENV, compile_enabled, use_compile_cache
 
 
 def test_auto_compiles_on_cuda_only():

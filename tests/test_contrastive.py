@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from asd.contrastive import gather_with_grad, nt_xent
+from asd.model.contrastive import gather_with_grad, nt_xent
 
 
 def slow_nt_xent(z, temperature):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from asd.config import Config, EncoderConfig, FeatureConfig
-from asd.detector import (
+from asd.detect.detector import (
     combine,
     detector_spec,
     evaluate_detector,
@@ -14,10 +14,10 @@ from asd.detector import (
     machine_comparison,
     reported_scorers,
 )
-from asd.encoder import Encoder
+from asd.detect.standardise import section_stats
 from asd.errors import AsdError
 from asd.features import FeatureSet
-from asd.fusion import section_stats
+from asd.model.encoder import Encoder
 
 N_MELS = 16
 
@@ -125,7 +125,7 @@ def test_combined_scores_are_z_scores_of_out_of_fold_training_scores(features):
 
 
 def test_combine_mean_is_weighted_and_unknown_rules_are_refused():
-    from asd.detector import MemberScores
+    from asd.detect.detector import MemberScores
 
     key = ("fan", 0)
     meta = pd.DataFrame({"machine": ["fan"], "section": [0]})

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from asd.config import EncoderConfig, FeatureConfig
-from asd.embed import embed_clips
-from asd.encoder import BACKBONE_DIM, Encoder
 from asd.features import FeatureSet
+from asd.model.embed import embed_clips
+from asd.model.encoder import BACKBONE_DIM, Encoder
 
 N_MELS = 32
 FEAT = FeatureConfig(n_mels=N_MELS)

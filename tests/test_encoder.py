@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from asd.config import Config, EncoderConfig
-from asd.encoder import BACKBONE_DIM, Encoder, load_encoder, save_encoder
 from asd.errors import AsdError
+from asd.model.encoder import BACKBONE_DIM, Encoder, load_encoder, save_encoder
 
 N_MELS = 32
 CFG = EncoderConfig(embedding_dim=16, head_hidden_dim=32)
@@ -119,7 +119,7 @@ def test_width_and_pool_set_the_backbone_size(width, pool, dim):
 
 
 def test_freq_pool_keeps_where_in_the_spectrum_and_meanstd_keeps_time_variation():
-    from asd.encoder import pool_features
+    from asd.model.encoder import pool_features
 
     fmap = torch.zeros(1, 2, 8, 6)
     fmap[0, 0, :2] = 1.0  # energy in the lowest two frequency rows of channel 0

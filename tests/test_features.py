@@ -9,8 +9,9 @@ import soundfile as sf
 import torch
 import torchaudio.transforms as T
 
-from asd import data, features
+from asd import features
 from asd.config import FeatureConfig
+from asd.data import index as data
 from asd.errors import AsdError
 from asd.features import FeatureSet, LogMel, extract_features, load_features, log_mel
 

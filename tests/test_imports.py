@@ -21,7 +21,7 @@ def _loaded(module: str, heavy: tuple[str, ...]) -> list[str]:
 
 
 def test_cli_imports_no_ray_mlflow_optuna_or_matplotlib():
-    assert _loaded("asd.cli", ("ray", "mlflow", "optuna", "matplotlib")) == []
+    assert _loaded("asd.cli.main", ("ray", "mlflow", "optuna", "matplotlib")) == []
 
 
 @pytest.mark.parametrize("module", ["asd.sweep.runner", "asd.sweep.trial", "asd.sweep.summary"])

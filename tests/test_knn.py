@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 
 from asd.config import ScoringConfig
+from asd.detect.knn import KnnScorer, knn_distance
 from asd.errors import AsdError
-from asd.knn import KnnScorer, knn_distance
 
 
 def _meta(machines, domains):

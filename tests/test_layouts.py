@@ -14,11 +14,10 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from asd.cli import main
+from asd.cli.main import main
 from asd.config import Config
-from asd.data import COLUMNS, fingerprint, read_wav
-from asd.errors import AsdError
-from asd.layouts import (
+from asd.data.index import COLUMNS, fingerprint, read_wav
+from asd.data.layouts import (
     LAYOUTS,
     SPLIT_FILE,
     check_unique_names,
@@ -27,7 +26,8 @@ from asd.layouts import (
     make_split,
     write_split,
 )
-from asd.metrics import machine_table, section_scores, summarize
+from asd.detect.metrics import machine_table, section_scores, summarize
+from asd.errors import AsdError
 
 SR = 16000
 MIMII_SAMPLE = Path("/work/shared/data/mimii-fan-sample")

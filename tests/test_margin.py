@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from asd.config import Config
-from asd.encoder import Encoder
 from asd.errors import AsdError
-from asd.margin import (
+from asd.model.encoder import Encoder
+from asd.model.margin import (
     ClassLabels,
     EncoderWithHead,
     MarginHead,

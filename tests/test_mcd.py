@@ -5,7 +5,7 @@ import pytest
 from scipy.stats import spearmanr
 from sklearn.covariance import EllipticEnvelope
 
-from asd.mcd import FastEllipticEnvelope, McdSearch, fast_mcd, support_size, whitened_span
+from asd.detect.mcd import FastEllipticEnvelope, McdSearch, fast_mcd, support_size, whitened_span
 
 
 def contaminated(rng, n, d, outliers=0.1, shift=6.0):

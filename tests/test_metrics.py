@@ -3,8 +3,8 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from asd.detect.metrics import harmonic_mean, machine_table, official_score, section_scores
 from asd.errors import AsdError
-from asd.metrics import harmonic_mean, machine_table, official_score, section_scores
 
 
 def results(rows, machine="fan", section=0):

@@ -20,10 +20,10 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-import asd.train
+import asd.model.train
 from asd.config import Config
-from asd.encoder import Encoder
-from asd.train import gather_shards, shard_sizes, train
+from asd.model.encoder import Encoder
+from asd.model.train import gather_shards, shard_sizes, train
 
 N_MELS = 16
 WORLD = 2
@@ -106,7 +106,7 @@ def _run(cfg, data):
 def _rank_train(rank, store, out):
     """One of two gloo ranks: train one step of each case and save what came out."""
     torch.set_num_threads(1)
-    asd.train.Encoder = GroupNormEncoder
+    asd.model.train.Encoder = GroupNormEncoder
     torch.optim.Adam = PlainSGD
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=WORLD)
     try:
@@ -133,7 +133,7 @@ def two_rank_runs(tmp_path_factory):
 
 @pytest.mark.parametrize("n, batch", CASES)
 def test_one_step_on_two_ranks_equals_one_process(two_rank_runs, monkeypatch, n, batch):
-    monkeypatch.setattr(asd.train, "Encoder", GroupNormEncoder)
+    monkeypatch.setattr(asd.model.train, "Encoder", GroupNormEncoder)
     monkeypatch.setattr(torch.optim, "Adam", PlainSGD)
     ref_state, ref_history, _ = _run(tiny_config(batch), tiny_clips(n))
     assert len(ref_history) == 1  # exactly one optimisation step
@@ -173,7 +173,7 @@ def test_gather_shards_is_identity_without_distributed():
 
 def validation_hmean(features_path, cfg, epoch, metrics, encoder):
     """The rank-0 report a sweep trial passes: validation score of this epoch's encoder."""
-    from asd.detector import evaluate_detector
+    from asd.detect.detector import evaluate_detector
     from asd.features import load_features
 
     features = load_features(features_path)
@@ -206,9 +206,9 @@ def parallel_trial(params, features_path, cfg):
 
 @pytest.fixture(scope="module")
 def feature_cache(tmp_path_factory):
-    from asd.data import index_dataset
+    from asd.data.index import index_dataset
+    from asd.data.synth.tree import synthesize
     from asd.features import extract_features
-    from asd.synth import synthesize
 
     root = tmp_path_factory.mktemp("parallel_data")
     synthesize(

@@ -5,13 +5,13 @@ import pandas as pd
 import pytest
 
 from asd.config import Config
-from asd.errors import AsdError
-from asd.pipeline import (
+from asd.detect.pipeline import (
     evaluate_embeddings,
     labelled_test_mask,
     normal_train_mask,
     other_machine_notes,
 )
+from asd.errors import AsdError
 
 
 def _index(machines=("fan", "valve"), n_train=30, n_test=8):
@@ -79,8 +79,8 @@ def test_mismatched_lengths_and_unknown_estimator():
 def test_train_encoder_gives_the_aux_head_the_training_clips_name_labels():
     """Only normal training clips' names become classes; test clips' attributes never do."""
     from asd.config import FeatureConfig
+    from asd.detect.pipeline import train_encoder
     from asd.features import FeatureSet
-    from asd.pipeline import train_encoder
 
     index = _index(n_train=4, n_test=1)
     index["attributes"] = [

@@ -4,8 +4,8 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
-from asd import plots  # noqa: E402
-from asd.metrics import machine_table, official_score  # noqa: E402
+from asd.detect import plots  # noqa: E402
+from asd.detect.metrics import machine_table, official_score  # noqa: E402
 
 
 @pytest.fixture

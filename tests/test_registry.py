@@ -11,8 +11,8 @@ import pytest
 import torch
 from servers import free_port
 
-from asd import registry
 from asd.errors import AsdError
+from asd.serve import registry
 from asd.tracking import Tracker, default_tracking_uri
 
 N_MELS = 16

@@ -18,13 +18,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from asd import features, fingerprint
-from asd.cli import main
+from asd import features
+from asd.cli.main import main
 from asd.config import FeatureConfig
-from asd.data import index_dataset
+from asd.data import fingerprint
+from asd.data.index import index_dataset
+from asd.data.synth.tree import synthesize
 from asd.features import extract_features
 from asd.staging import HOST
-from asd.synth import synthesize
 
 CFG = FeatureConfig(n_mels=32)
 
@@ -183,7 +184,7 @@ def test_temporary_folders_of_dead_writers_are_removed(data, tmp_path):
 EXTRACT = """
 import sys
 from asd.config import FeatureConfig
-from asd.data import index_dataset
+from asd.data.index import index_dataset
 from asd.features import extract_features
 extract_features(index_dataset(sys.argv[1]), FeatureConfig(n_mels=32), sys.argv[2])
 """

@@ -20,7 +20,7 @@ import soundfile as sf
 import torch
 from servers import free_port
 
-from asd.cli import main
+from asd.cli.main import main
 
 SMOKE = str(Path(__file__).resolve().parents[1] / "search_spaces" / "smoke.yaml")
 CLIP = "section_00_source_train_normal_0000_m-n_W_spd_1.0.wav"
@@ -263,7 +263,7 @@ def test_train_resumes_only_the_same_run_and_resume_needs_one(data, tmp_path, ca
 
 
 def test_every_set_applies_on_every_subcommand():
-    from asd.cli import build_parser, config_from_args
+    from asd.cli.main import build_parser, config_from_args
 
     args = build_parser().parse_args(
         ["train", "--data", "d", "--set", "train.epochs=1", "--set", "loss.temperature=0.2",
@@ -281,7 +281,7 @@ def test_every_set_applies_on_every_subcommand():
 
 
 def test_a_second_train_into_a_folder_in_use_is_refused(data, tmp_path, capsys):
-    from asd.runfolder import run_folder
+    from asd.cli.runfolder import run_folder
 
     run = tmp_path / "run"
     with run_folder(run, {"x": 1}, "fp"):  # another `asd train` holds it
@@ -399,7 +399,7 @@ def test_a_folder_named_like_a_clip_names_it(data, capsys):
 
 
 def test_upper_case_wav_files_are_clips_too(data, tmp_path, capsys):
-    from asd.data import index_dataset
+    from asd.data.index import index_dataset
 
     before = len(index_dataset(data))
     _clip(data).rename(_clip(data).with_suffix(".WAV"))
@@ -443,7 +443,7 @@ def test_nan_samples_are_refused_at_read_time_naming_the_file(data, tmp_path, ca
     ],
 )
 def test_implausible_clips_are_read_with_a_warning_naming_the_file(tmp_path, caplog, make, needle):
-    from asd.data import read_wav
+    from asd.data.index import read_wav
 
     wave = np.sin(np.arange(16000) / 7.0).astype(np.float32) * 0.1
     new_wave, rate = make(wave, 16000)
@@ -457,7 +457,7 @@ def test_implausible_clips_are_read_with_a_warning_naming_the_file(tmp_path, cap
 
 
 def test_a_clean_loud_clip_is_not_called_clipped(tmp_path, caplog):
-    from asd.data import read_wav
+    from asd.data.index import read_wav
 
     path = tmp_path / "loud.wav"
     sf.write(path, np.sin(np.arange(16000) / 7.0).astype(np.float32) * 0.999, 16000)
@@ -467,7 +467,7 @@ def test_a_clean_loud_clip_is_not_called_clipped(tmp_path, caplog):
 
 
 def test_mixed_rate_data_warns_once_per_machine_type_not_per_file(data, tmp_path, caplog):
-    from asd.data import read_wav
+    from asd.data.index import read_wav
 
     clips = sorted((data / "dev_data/raw/fan/train").glob("*.wav"))[:4]
     clips += sorted((data / "dev_data/raw/slider/train").glob("*.wav"))[:2]
@@ -564,12 +564,12 @@ def _score(pristine, encoder, tmp_path, files, *extra):
 
 def test_score_out_that_is_a_folder_is_refused_before_the_work(pristine, encoder, tmp_path,
                                                                 capsys, monkeypatch):  # fmt: skip
-    import asd.pipeline
+    import asd.detect.pipeline
 
     def no_work(*args, **kwargs):
         raise AssertionError("scored before checking --out")
 
-    monkeypatch.setattr(asd.pipeline, "score_new_clips", no_work)
+    monkeypatch.setattr(asd.detect.pipeline, "score_new_clips", no_work)
     clips = pristine / "dev_data/raw/fan/test"
     argv = _score(pristine, encoder, tmp_path, [clips], "--out", str(tmp_path))
     _fails(capsys, argv, "--out", str(tmp_path), "is a folder")

@@ -191,7 +191,7 @@ def test_mlflow_down_mid_sweep_then_sync_replays_everything_once(
 ):
     from mlflow import MlflowClient
 
-    from asd.cli import main
+    from asd.cli.main import main
     from asd.sweep.runner import SweepSettings, run_sweep
 
     server_root = tmp_path / "server"
@@ -285,7 +285,7 @@ def test_resume_with_another_space_is_refused_naming_both_files(faulty_sweep, sp
 def test_a_trial_larger_than_the_cluster_is_refused_not_left_pending(
     ray_with_faults_on_path, data, space, tmp_path, capsys, flags, needle
 ):
-    from asd.cli import main
+    from asd.cli.main import main
 
     work = tmp_path / "work"
     argv = ["sweep", "--space", str(space(tmp_path, [1.0e-3], 1)), "--data", str(data),

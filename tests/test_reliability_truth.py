@@ -11,8 +11,8 @@ import shutil
 
 import pytest
 
-from asd.cli import main
-from asd.data import index_dataset
+from asd.cli.main import main
+from asd.data.index import index_dataset
 from asd.errors import AsdError
 from asd.features import extract_features
 

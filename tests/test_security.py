@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from asd.config import Config
-from asd.encoder import load_encoder
 from asd.errors import AsdError
+from asd.model.encoder import load_encoder
 
 SECRETS = {
     "AWS_SECRET_ACCESS_KEY": "aws-s3cret-7f3a9c",
@@ -96,7 +96,7 @@ def test_a_plain_pickle_posing_as_an_encoder_is_refused(tmp_path):
 
 
 def test_a_training_checkpoint_with_a_pickled_object_is_refused(tmp_path):
-    from asd.train_checkpoint import load_checkpoint
+    from asd.model.checkpoint import load_checkpoint
 
     marker = tmp_path / "pwned"
     path = tmp_path / "last.pt"
@@ -114,8 +114,8 @@ def test_promote_cli_refuses_an_incomparable_version_and_keeps_the_alias(
 ):
     from mlflow import MlflowClient
 
-    from asd import registry
-    from asd.cli import main
+    from asd.cli.main import main
+    from asd.serve import registry
     from asd.tracking import Tracker, default_tracking_uri
 
     uri = default_tracking_uri(tmp_path)

@@ -17,15 +17,15 @@ import pytest
 import soundfile as sf
 from servers import BIN, free_port, server_env, stop, wait_http
 
-from asd import registry
-from asd.artifact import fit_detector, load_detector, save_detector
-from asd.cli import main
+from asd.cli.detector import parse_model_uri
+from asd.cli.main import main
 from asd.config import Config
+from asd.data.layouts import index_data
+from asd.detect.artifact import fit_detector, load_detector, save_detector
 from asd.errors import AsdError
 from asd.features import extract_features
-from asd.layouts import index_data
+from asd.serve import registry
 from asd.serve.audio import score_table
-from asd.serve.commands import parse_model_uri
 from asd.serve.model import DETECTOR_MODEL, register_detector
 
 CFG = {"features.n_mels": 16, "scoring.family": "reference", "scoring.reference": "meanstd"}
@@ -202,7 +202,7 @@ def test_evaluate_model_scores_the_frozen_detector(served, tmp_path, capsys):
             "--workdir", str(served["tmp"]), "--out", str(out), "--quiet"]  # fmt: skip
     assert main(argv) == 0
     assert "official score" in capsys.readouterr().out
-    from asd.detector import evaluate_detector
+    from asd.detect.detector import evaluate_detector
 
     cfg = Config().with_overrides(CFG)
     features = extract_features(index_data(served["root"]), cfg.features,

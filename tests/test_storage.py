@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from servers import s3_server, server_env
 
+from asd.data.synth.tree import synthesize
 from asd.sweep.storage import is_uri, latest_sweep, storage_root, sweep_exists
-from asd.synth import synthesize
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -66,7 +66,7 @@ def test_a_sweep_with_s3_storage_registers_its_winner(s3, tmp_path):
     work = tmp_path / "work"
     sweep = subprocess.run(
         [
-            sys.executable, "-m", "asd.cli", "sweep", "--space", "smoke", "--data", str(data),
+            sys.executable, "-m", "asd.cli.main", "sweep", "--space", "smoke", "--data", str(data),
             "--workdir", str(work), "--name", "s3sweep", "--num-samples", "2",
             "--max-concurrent", "2", "--storage-path", "s3://asd/sweeps",
         ],

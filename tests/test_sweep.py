@@ -182,7 +182,7 @@ def test_sweep_registers_and_promotes_the_best_encoder(finished_sweep):
     assert detector.tags["data_fingerprint"] == version.tags["data_fingerprint"]
     assert "valve/00" in detector.tags["sections"]  # fitted on the held-out type too
 
-    from asd.registry import load_champion
+    from asd.serve.registry import load_champion
 
     encoder, cfg, extra = load_champion(uri, settings.model_name, settings.workdir / "dl")
     assert cfg.features.n_mels == 32
@@ -190,8 +190,8 @@ def test_sweep_registers_and_promotes_the_best_encoder(finished_sweep):
 
 
 def test_promotion_refuses_a_worse_candidate(finished_sweep):
-    from asd.cli import main
-    from asd.registry import register_encoder
+    from asd.cli.main import main
+    from asd.serve.registry import register_encoder
 
     settings, result = finished_sweep
     client, uri = _client(settings.workdir)
@@ -234,7 +234,7 @@ def test_resume_after_a_killed_driver_keeps_finished_trials(tiny_data, space_fil
     cmd = [
         sys.executable,
         "-m",
-        "asd.cli",
+        "asd.cli.main",
         "sweep",
         "--space",
         str(space_file),
@@ -288,7 +288,7 @@ def test_resume_after_a_killed_driver_keeps_finished_trials(tiny_data, space_fil
 
 def test_sigterm_to_the_driver_closes_its_trial_runs_and_its_ray(tiny_data, space_file, tmp_path):
     workdir = tmp_path / "work"
-    cmd = [sys.executable, "-m", "asd.cli", "sweep", "--space", str(space_file),
+    cmd = [sys.executable, "-m", "asd.cli.main", "sweep", "--space", str(space_file),
            "--data", str(tiny_data), "--workdir", str(workdir), "--name", "stopped",
            "--max-concurrent", "2"]  # fmt: skip
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "MLFLOW_DISABLE_TELEMETRY": "true"}
@@ -348,7 +348,7 @@ def test_default_names_are_new_per_run_and_resume_finds_the_latest(tmp_path):
 
 
 def test_the_champion_is_used_by_evaluate(finished_sweep, tiny_data, capsys):
-    from asd.cli import main
+    from asd.cli.main import main
 
     settings, _ = finished_sweep
     _, uri = _client(settings.workdir)

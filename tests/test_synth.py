@@ -6,9 +6,9 @@ import soundfile as sf
 from sklearn.covariance import LedoitWolf
 from sklearn.metrics import roc_auc_score
 
-from asd.data import DEV_MACHINES, index_dataset, parse_clip_name, read_wav
+from asd.data.index import DEV_MACHINES, index_dataset, parse_clip_name, read_wav
+from asd.data.synth.tree import synthesize
 from asd.errors import AsdError
-from asd.synth import synthesize
 
 SMALL = dict(train_source=30, train_target=3, test_per_domain=10, seconds=1.0)
 

@@ -5,10 +5,10 @@ from sklearn.covariance import LedoitWolf
 from sklearn.metrics import roc_auc_score
 
 from asd.config import FeatureConfig
-from asd.data import DEV_MACHINES, EVAL_MACHINES
+from asd.data.index import DEV_MACHINES, EVAL_MACHINES
+from asd.data.synth.machines import SPECS
+from asd.data.synth.tree import record
 from asd.features import log_mel
-from asd.synth import record
-from asd.synth_machines import SPECS
 
 SR = 16_000
 

@@ -1,6 +1,6 @@
 import numpy as np
 
-from asd import synth_signals as sig
+from asd.data.synth import signals as sig
 
 SR = 16_000
 

@@ -5,14 +5,14 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from asd import synth_temporal
 from asd.config import FeatureConfig
-from asd.data import index_dataset, read_wav
+from asd.data.index import index_dataset, read_wav
+from asd.data.synth import temporal as synth_temporal
+from asd.data.synth.machines import SPECS
+from asd.data.synth.signals import background
+from asd.data.synth.temporal import TEMPORAL
+from asd.data.synth.tree import synthesize
 from asd.features import log_mel
-from asd.synth import synthesize
-from asd.synth_machines import SPECS
-from asd.synth_signals import background
-from asd.synth_temporal import TEMPORAL
 
 SR = 16_000
 MELS = FeatureConfig(n_mels=64)

@@ -4,10 +4,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from asd.detect.knn import KnnScorer
+from asd.detect.mahalanobis import MahalanobisScorer
+from asd.detect.thresholds import fold_of, out_of_fold_scores
 from asd.errors import AsdError
-from asd.knn import KnnScorer
-from asd.scoring import MahalanobisScorer
-from asd.thresholds import fold_of, out_of_fold_scores
 
 D = 24
 

@@ -9,10 +9,10 @@ import json
 import pandas as pd
 import pytest
 
-from asd.data import index_dataset
-from asd.encoder import load_encoder
+from asd.data.index import index_dataset
 from asd.errors import AsdError
 from asd.features import extract_features
+from asd.model.encoder import load_encoder
 from asd.sweep.summary import TRIAL_SCORES
 from asd.sweep.trial import OBJECTIVE, EpochValidator, TrialSetup
 from asd.tracking import KIND_TRAINING, TAG_KIND, Tracker, default_tracking_uri

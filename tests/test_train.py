@@ -6,8 +6,8 @@ import torch
 
 from asd.config import Config
 from asd.errors import AsdError
-from asd.train import TrainResult, make_scheduler, schedule_time, steps_per_epoch, train
-from asd.train_data import random_crops, tile_short_clips
+from asd.model.batches import random_crops, tile_short_clips
+from asd.model.train import TrainResult, make_scheduler, schedule_time, steps_per_epoch, train
 
 N_MELS = 32
 
@@ -119,7 +119,7 @@ def test_resume_after_interruption_matches_uninterrupted(tmp_path, full_run, dat
 
 
 def test_nan_loss_raises_naming_epoch_and_settings(tmp_path, monkeypatch, data):
-    import asd.train as train_module
+    import asd.model.train as train_module
 
     calls = {"n": 0}
     real = train_module.nt_xent
@@ -250,7 +250,7 @@ def test_bad_compile_setting_names_it(data):
 
 
 def tiny_labels(n=6):
-    from asd.margin import ClassLabels
+    from asd.model.margin import ClassLabels
 
     return ClassLabels(np.arange(n, dtype=np.int64) % 2, ("even", "odd"))
 

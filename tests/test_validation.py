@@ -1,4 +1,4 @@
-"""asd.validation: the per-epoch estimate ranks detectors as the full evaluation does."""
+"""asd.detect.validation: the per-epoch estimate ranks detectors as the full evaluation does."""
 
 import numpy as np
 import pandas as pd
@@ -7,10 +7,10 @@ import torch
 from scipy.stats import spearmanr
 
 from asd.config import Config, EncoderConfig, FeatureConfig
-from asd.detector import evaluate_detector
-from asd.encoder import Encoder
+from asd.detect.detector import evaluate_detector
+from asd.detect.validation import epoch_estimate, estimate_config, estimate_scorer
 from asd.features import FeatureSet
-from asd.validation import epoch_estimate, estimate_config, estimate_scorer
+from asd.model.encoder import Encoder
 
 N_MELS = 16
 

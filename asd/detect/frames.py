@@ -15,14 +15,14 @@ import numpy as np
 import torch
 
 from asd.detect.pooling import parse_pooling, per_machine
-from asd.embed import autocast_for, embed_clips, equal_length_batches
 from asd.errors import AsdError
+from asd.model.embed import autocast_for, embed_clips, equal_length_batches
+from asd.model.train import resolve_device
 from asd.progress import progress as progress_bar
-from asd.train import resolve_device
 
 if TYPE_CHECKING:
-    from asd.encoder import Encoder
     from asd.features import FeatureSet
+    from asd.model.encoder import Encoder
 
 
 def logmel_pooled(

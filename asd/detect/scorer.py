@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator
 
+from asd.detect.thresholds import section_train_scores
 from asd.errors import AsdError
-from asd.thresholds import section_train_scores
 
 Key = tuple[str, int]
 

@@ -21,10 +21,10 @@ from sklearn.covariance import EmpiricalCovariance
 from sklearn.mixture import GaussianMixture
 
 from asd.detect.gmm import GmmScorer
+from asd.detect.knn import KnnScorer
+from asd.detect.mahalanobis import MahalanobisScorer
 from asd.detect.scorer import Key, SectionScorer
 from asd.errors import AsdError
-from asd.knn import KnnScorer
-from asd.scoring import MahalanobisScorer
 
 KINDS: dict[str, type[SectionScorer]] = {
     "mahalanobis": MahalanobisScorer,

@@ -1,7 +1,7 @@
 """A table of clips (machine, section, audio) -> anomaly scores, with errors naming the row.
 
 ``audio`` is a path the scoring process can read, or the bytes of a wav file in base64 (what
-an HTTP client sends). Bytes go through the same reader as files (:func:`asd.data.read_wav`),
+an HTTP client sends). Bytes go through the same reader as files (:func:`asd.data.index.read_wav`),
 so a clip posted to a server scores exactly as `asd score` scores the file. A clip at another
 sample rate is resampled to the detector's, and the row's ``note`` says so.
 """
@@ -19,8 +19,8 @@ import pandas as pd
 import soundfile as sf
 import torch
 
-from asd.artifact import OUTPUT_COLUMNS, Detector
-from asd.data import read_wav
+from asd.data.index import read_wav
+from asd.detect.artifact import OUTPUT_COLUMNS, Detector
 from asd.errors import AsdError
 from asd.features import log_mel
 

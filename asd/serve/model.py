@@ -3,7 +3,7 @@
 ``mlflow models serve -m models:/asd-detector@champion --env-manager local`` loads it and
 answers ``/invocations``; a bad row (unknown machine or section, bytes that are not audio,
 NaN samples) is a 400 with one line naming the row. The model's only artifact is the detector
-folder (:mod:`asd.artifact`, no pickle) and the model is built from code
+folder (:mod:`asd.detect.artifact`, no pickle) and the model is built from code
 (:mod:`asd.serve.entry`), so nothing is unpickled; it needs ``asd`` installed where it is served.
 """
 
@@ -24,10 +24,10 @@ from mlflow.models import Model, ModelSignature
 from mlflow.pyfunc import PythonModel
 from mlflow.types import ColSpec, Schema
 
-from asd.artifact import Detector, load_detector
+from asd.detect.artifact import Detector, load_detector
 from asd.errors import AsdError, one_line
-from asd.registry import register_encoder
 from asd.serve.audio import score_table
+from asd.serve.registry import register_encoder
 from asd.tracking.model import pip_requirements
 from asd.tracking.store import Store, param_value
 from asd.tracking.uri import check_tracking

@@ -2,7 +2,7 @@
 
 Called from inside a Tune function trainable when a trial has more than one GPU. The trial
 function builds a :class:`ray.train.torch.TorchTrainer` whose workers each load the shared
-feature cache and run the ordinary training loop (:func:`asd.train.train`), which turns
+feature cache and run the ordinary training loop (:func:`asd.model.train.train`), which turns
 data parallel because Ray Train has initialised ``torch.distributed`` (NCCL on GPUs, gloo
 on CPUs): ``train.batch_size`` stays the global batch and NT-Xent sees every negative of it.
 
@@ -28,12 +28,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from asd.compilation import use_compile_cache
 from asd.config import Config
-from asd.encoder import Encoder
+from asd.detect.pipeline import train_encoder
 from asd.errors import AsdError
 from asd.features import load_features
-from asd.pipeline import train_encoder
+from asd.model.compilation import use_compile_cache
+from asd.model.encoder import Encoder
 
 if TYPE_CHECKING:
     from ray.train import Result
@@ -62,7 +62,7 @@ class WorkerJob:
     (e.g. the trial's Tune checkpoint from a plain single-GPU run)."""
     progress: bool = True
     compile_cache: str | None = None
-    """torch.compile cache folder shared by the sweep's trials (see asd.compilation)."""
+    """torch.compile cache folder shared by the sweep's trials (see asd.model.compilation)."""
 
 
 def train_data_parallel(
@@ -82,7 +82,7 @@ def train_data_parallel(
     """Train ``cfg``'s encoder on ``workers`` data-parallel Ray Train workers; the Train result.
 
     ``features_path`` is a feature cache folder (:func:`asd.features.load_features`); the
-    encoder learns from its normal train clips, as :func:`asd.pipeline.train_encoder` does.
+    encoder learns from its normal train clips, as :func:`asd.detect.pipeline.train_encoder` does.
     Each worker holds one GPU with ``use_gpu`` (plus ``cpus_per_worker`` CPUs); the Tune
     trial that calls this should request almost nothing itself (the workers' placement group
     holds the GPUs), and the sweep should cap ``max_concurrent_trials`` at
@@ -149,7 +149,7 @@ def _forward_to_tune() -> list[Any]:
 
 
 def train_worker(config: dict[str, Any]) -> None:
-    """The per-worker loop: features, restored checkpoint, then :func:`asd.train.train`."""
+    """The per-worker loop: features, restored checkpoint, then :func:`asd.model.train.train`."""
     import ray.train
     import ray.train.torch
 
@@ -181,7 +181,7 @@ def train_worker(config: dict[str, Any]) -> None:
 
 @dataclass
 class ForwardToTrain:
-    """``asd.train.Report`` for one worker: rank 0 evaluates; every rank reports to Train."""
+    """``asd.model.train.Report`` for one worker: rank 0 evaluates; every rank reports to Train."""
 
     report: RankZeroValidation | None
     checkpoint_dir: str

@@ -16,12 +16,13 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from asd.data import fingerprint
-from asd.detector import detector_spec
+from asd.data.fingerprint import STORE_NAME
+from asd.data.index import fingerprint
+from asd.data.layouts import index_data
+from asd.data.synth.tree import synthesize
+from asd.detect.detector import detector_spec
 from asd.errors import AsdError
 from asd.features import FeatureSet, extract_features
-from asd.fingerprint import STORE_NAME
-from asd.layouts import index_data
 from asd.sweep.checks import (
     check_name,
     check_resources,
@@ -58,7 +59,6 @@ from asd.sweep.winner import (
     winner_artifacts,
     winner_tags,
 )
-from asd.synth import synthesize
 from asd.tracking import Tracker, check_tracking, default_tracking_uri
 from asd.tracking.figures import NOTE_TAG
 
@@ -246,7 +246,7 @@ def _start_parent(
         params={f"space.{p.key}": f"{p.kind}{list(p.values)}" for p in space.params},
         tags={
             "asd.space": str(settings.space),
-            "asd.data": data["root"],
+            "asd.data.index": data["root"],
             "asd.data_fingerprint": data["fingerprint"],
             "asd.tune_machines": ",".join(data["tune_machines"]),
             "asd.holdout_machines": ",".join(data["holdout_machines"]),

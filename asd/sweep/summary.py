@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from asd.config import ESTIMATORS, SCORERS
+from asd.detect.pipeline import REFERENCE_COMPANIONS
 from asd.errors import one_line
-from asd.pipeline import REFERENCE_COMPANIONS
 from asd.sweep.space import SearchSpace
 from asd.sweep.trial import OBJECTIVE, TIMINGS
 from asd.tracking import TAG_TRIAL, Tracker

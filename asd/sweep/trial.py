@@ -2,7 +2,7 @@
 
 Runs inside a Ray worker. Per epoch it reports a cheap estimate of the validation score (the
 official hmean of the trial's detector on the tuning machines' test clips, see
-:mod:`asd.validation`) to Tune, which ASHA uses to stop weak trials, and logs the headline
+:mod:`asd.detect.validation`) to Tune, which ASHA uses to stop weak trials, and logs the headline
 metrics to the trial's MLflow child run in one batch. The full evaluation (every scorer,
 out-of-fold thresholds, the untrained reference beside the detector: ``reference.*``,
 ``vs_reference.*``) runs at the last epoch, and every ``validate_every``-th epoch when asked;
@@ -26,20 +26,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from asd import __version__
-from asd.compilation import use_compile_cache
 from asd.config import Config
-from asd.detector import MemberCache, detector_spec, evaluate_detector, reported_scorers
-from asd.encoder import Encoder, save_encoder
+from asd.detect.detector import MemberCache, detector_spec, evaluate_detector, reported_scorers
+from asd.detect.pipeline import Evaluation, save_evaluation, train_encoder
+from asd.detect.validation import epoch_estimate
 from asd.errors import AsdError
 from asd.features import FeatureSet, load_features
-from asd.pipeline import Evaluation, save_evaluation, train_encoder
+from asd.model.compilation import use_compile_cache
+from asd.model.encoder import Encoder, save_encoder
 from asd.sweep.notes import NOTES_FILE, TrialNotes, collect_notes
 from asd.sweep.parallel import train_data_parallel
 from asd.sweep.storage import CONFIG_FILE, ENCODER_FILE
 from asd.tracking import TAG_SWEEP, Tracker
 from asd.tracking.figures import log_epoch, log_figures
 from asd.tracking.system import system_metrics
-from asd.validation import epoch_estimate
 
 if TYPE_CHECKING:
     from ray.tune import Checkpoint, TuneContext
@@ -54,11 +54,11 @@ OBJECTIVE = "val_hmean"
 ``scoring.estimator``) on the tuning machines; the per-epoch estimate before the last epoch,
 the full evaluation's figure at the last."""
 ESTIMATE = "val_estimate"
-"""The per-epoch estimate (:func:`asd.validation.epoch_estimate`), also at the last epoch,
+"""The per-epoch estimate (:func:`asd.detect.validation.epoch_estimate`), also at the last epoch,
 where it sits beside the full figure: how faithful the estimate ASHA read was."""
 
 COMPANIONS = ("encoder", "reference", "reference_meanstd", "vs_reference")
-"""Prefixes of the figures reported beside a trial's detector (see :mod:`asd.detector`)."""
+"""Prefixes of the figures reported beside a trial's detector (see :mod:`asd.detect.detector`)."""
 
 
 @dataclass(frozen=True)
@@ -455,7 +455,7 @@ class EpochValidator:
             self.tracker.finish(self.run_id, status="FINISHED")
 
     def _estimate(self, encoder: Encoder | None) -> float:
-        """The per-epoch estimate of the objective (:mod:`asd.validation`)."""
+        """The per-epoch estimate of the objective (:mod:`asd.detect.validation`)."""
         assert self.validation is not None  # _open loaded it
         value, _ = epoch_estimate(
             encoder,

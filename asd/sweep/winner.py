@@ -4,7 +4,7 @@ The winner comes from its trial's last Tune checkpoint (wherever storage is: a s
 or a bucket), never from a path into a trial folder on some node. A winner of the
 ``reference`` family has no encoder: its checkpoint holds only ``config.json``, it is scored
 like any other, and only its detector is registered. The whole detector (members, fitted
-scorers, thresholds; :mod:`asd.artifact`) is registered as ``asd-detector``, what a server
+scorers, thresholds; :mod:`asd.detect.artifact`) is registered as ``asd-detector``, what a server
 runs; the encoder of a detector that has one also as ``asd-encoder``. Every registered
 version carries the reference's score on the same machine types and scorer, so `asd promote`
 can say when a candidate does not beat it.
@@ -16,14 +16,14 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from asd.artifact import fit_detector, save_detector
 from asd.config import Config
-from asd.detector import detector_spec, evaluate_detector
-from asd.encoder import Encoder, load_encoder
+from asd.detect.artifact import fit_detector, save_detector
+from asd.detect.detector import detector_spec, evaluate_detector
+from asd.detect.pipeline import REFERENCE_COMPANIONS
 from asd.errors import AsdError, redact
 from asd.features import FeatureSet
-from asd.pipeline import REFERENCE_COMPANIONS
-from asd.registry import champion, describe_model, promote, register_encoder
+from asd.model.encoder import Encoder, load_encoder
+from asd.serve.registry import champion, describe_model, promote, register_encoder
 from asd.sweep.descriptions import model_note, version_note
 from asd.sweep.storage import CONFIG_FILE, ENCODER_FILE, fetch_checkpoint
 from asd.sweep.summary import TRIAL_SCORES, SweepResult, trial_id_of

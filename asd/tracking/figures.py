@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from asd.detector import detector_spec, stronger_reference
-from asd.metrics import METRICS
+from asd.detect.detector import detector_spec, stronger_reference
+from asd.detect.metrics import METRICS
 
 if TYPE_CHECKING:
     from asd.config import Config
-    from asd.pipeline import Evaluation
+    from asd.detect.pipeline import Evaluation
     from asd.tracking.tracker import Tracker
 
 COMPANIONS = ("reference", "reference_meanstd", "encoder", "vs_reference")

@@ -15,7 +15,7 @@ from mlflow.models import Model, ModelSignature
 from mlflow.pyfunc import PythonModel
 from mlflow.types import Schema, TensorSpec
 
-from asd.encoder import load_encoder
+from asd.model.encoder import load_encoder
 
 REQUIREMENTS = ("torch", "torchaudio", "numpy", "pandas", "scikit-learn", "cloudpickle", "mlflow")
 """Packages pinned in the serving environment (explicit: skips MLflow's slow scan)."""

@@ -21,8 +21,8 @@ from mlflow.entities import LoggedModelOutput, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.models import Model
 
-from asd.encoder import load_encoder
 from asd.errors import AsdError
+from asd.model.encoder import load_encoder
 from asd.tracking.model import save_encoder_model
 from asd.tracking.uri import sqlite_path
 

@@ -1,0 +1,1 @@
+"""The command line: `asd data|train|evaluate|score|detector|sweep|promote|sync`."""

@@ -1,0 +1,1 @@
+"""Data: the layouts users have, the clip index, fingerprints, and the synthetic generator."""

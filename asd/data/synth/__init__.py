@@ -1,0 +1,1 @@
+"""The synthetic DCASE generator: machine recipes, signal building blocks, anomalies."""

@@ -1,0 +1,1 @@
+"""The learned encoder: network, contrastive and margin losses, views, training."""
