@@ -94,10 +94,29 @@ def circles(edges: dict[tuple[str, str], bool]) -> list[list[str]]:
     return found
 
 
+def module_map(files: list[Path]) -> str:
+    """The module map: every module's first docstring line, by layer (``--map``)."""
+    lines = ["| layer | module | what it is |", "|---|---|---|"]
+    for name, tops in LAYERS:
+        first = True
+        for path in files:
+            mod = module_name(path, Path("."))
+            if label(mod).split("/")[0] not in tops or mod == "asd":
+                continue
+            doc = (ast.get_docstring(ast.parse(path.read_text())) or "").split("\n")[0]
+            lines.append(f"| {name if first else ''} | `{path.as_posix()}` | {doc} |")
+            first = False
+    return "\n".join(lines)
+
+
 def main() -> int:
+    """Print the graph (or with ``--map`` the module map); 1 on an upward arrow or a circle."""
     root = Path("asd")
     files = sorted(root.rglob("*.py"))
     modules = {module_name(p, root.parent) for p in files}
+    if "--map" in sys.argv:
+        print(module_map(files))
+        return 0
     edges: dict[tuple[str, str], bool] = {}
     for path in files:
         src = module_name(path, root.parent)
@@ -119,7 +138,8 @@ def main() -> int:
     upward = [f"{label(s)} -> {label(d)}" for (s, d) in edges if rank(d) > rank(s)]
     cycles = circles(edges)
     if upward:
-        print("upward imports (a layer importing a higher one): " + ", ".join(upward), file=sys.stderr)
+        print("upward imports (a layer importing a higher one): " + ", ".join(upward),
+              file=sys.stderr)  # fmt: skip
     for cycle in cycles:
         print("circle of imports: " + " -> ".join(label(m) for m in cycle), file=sys.stderr)
     return 1 if upward or cycles else 0
