@@ -169,7 +169,9 @@ def test_pitch_reference_accepts_batches():
     w = torch.stack([pure(500.0, 0.5), pure(900.0, 0.5), pure(700.0, 0.5)])
     out = A.pitch_shift_reference(w, torch.tensor([12.0, -12.0, 12.0]), CFG)
     assert out.shape == (3, CFG.n_mels, 1 + w.shape[-1] // CFG.hop_length)
-    assert torch.allclose(out[2], A.pitch_shift_reference(w[2], 12.0, CFG), atol=0.05)
+    alone = A.pitch_shift_reference(w[2], 12.0, CFG)
+    heard = alone > -80.0  # near the floor, a tiny power difference is many dB
+    assert torch.allclose(out[2][heard], alone[heard], atol=0.05)
 
 
 # ------------------------------------------------------------------ noise

@@ -16,7 +16,7 @@ def test_the_table_has_every_reference_and_scorer(tmp_path, capsys):
     assert [line.split("|")[1:3] for line in lines] == [
         [f" {stat} ", f" {scorer} "]
         for stat in ("mean", "mean_std")
-        for scorer in ("ml", "elliptic", "knn")
+        for scorer in ("ml", "elliptic", "knn", "gmm")
     ]
     for line in lines:
         cells = [float(c) for c in line.split("|")[3:8]]
