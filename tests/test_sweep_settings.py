@@ -1,4 +1,4 @@
-"""Sweep settings (asd/sweep/settings.py): a flag, else the space's ``sweep:`` section, else defaults."""
+"""asd/sweep/settings.py: a flag, else the space's ``sweep:`` section, else a default."""
 
 import dataclasses
 from dataclasses import FrozenInstanceError, replace
