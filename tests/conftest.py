@@ -18,6 +18,7 @@ os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"  # before anything imports MLflo
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
+import yaml  # noqa: E402
 
 from asd.config import Config  # noqa: E402
 from asd.data.synth.tree import synthesize  # noqa: E402
@@ -81,6 +82,62 @@ def tiny_space() -> Callable[..., Path]:
             epochs=epochs, params=lines, num_samples=num_samples, concurrent=concurrent
         )
         path.write_text(text)
+        return path
+
+    return write
+
+
+SHIPPED_SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
+"""The search spaces the package ships (``asd sweep --space <name>``)."""
+
+SMALL_FIXED = {
+    "train.epochs": 1,
+    "train.batch_size": 6,
+    "train.crop_frames": 16,
+    "features.n_mels": 32,
+    "encoder.width": 8,
+    "augment.n_views": 2,
+}
+"""Sizes every shrunk space runs at, unless it searches the key (then :data:`SMALL_PARAMS`)."""
+
+SMALL_PARAMS = {
+    "train.epochs": {"choice": [1]},
+    "train.batch_size": {"choice": [4, 6]},
+    "train.crop_frames": {"choice": [16]},
+    "features.n_mels": {"choice": [32]},
+    "encoder.width": {"choice": [8, 16]},
+    "augment.n_views": {"int": [2, 3]},
+}
+"""Searched sizes, narrowed: the key stays searched, over small values only."""
+
+
+def shrink_space(raw: dict[str, Any], num_samples: int = 2) -> dict[str, Any]:
+    """A shipped space with the same base and searched keys, sized for seconds per trial.
+
+    Sizes (epochs, batch, crop, mels, width, views) shrink; every other searched range is kept
+    as shipped, so each trial still samples the detector families, poolings and scorers the
+    space searches. Run defaults ask for at most ``num_samples`` one-epoch trials on CPUs.
+    """
+    params = {key: SMALL_PARAMS.get(key, spec) for key, spec in (raw.get("params") or {}).items()}
+    fixed = {**(raw.get("fixed") or {}), **SMALL_FIXED}
+    sweep = {
+        key: value
+        for key, value in (raw.get("sweep") or {}).items()
+        if key not in ("cpus_per_trial", "gpus_per_trial", "workers_per_trial")
+    }
+    sweep["num_samples"] = min(num_samples, int(sweep.get("num_samples", num_samples)))
+    sweep.update(max_concurrent_trials=2, grace_period=1)
+    return {**raw, "fixed": fixed, "params": params, "sweep": sweep}
+
+
+@pytest.fixture
+def shrunk_space(tmp_path) -> Callable[..., Path]:
+    """``shrunk_space(name, num_samples=2) -> path``: a shipped space, by :func:`shrink_space`."""
+
+    def write(name: str, num_samples: int = 2) -> Path:
+        raw = yaml.safe_load((SHIPPED_SPACES / f"{name}.yaml").read_text())
+        path = tmp_path / f"{name}-shrunk.yaml"
+        path.write_text(yaml.safe_dump(shrink_space(raw, num_samples), sort_keys=False))
         return path
 
     return write

@@ -4,6 +4,9 @@ import pytest
 import torch
 
 from asd.config import EncoderConfig, FeatureConfig
+from asd.detect.frames import encoder_pooled
+from asd.detect.pooling import parse_pooling
+from asd.errors import AsdError
 from asd.features import FeatureSet
 from asd.model.embed import embed_clips
 from asd.model.encoder import BACKBONE_DIM, Encoder
@@ -64,3 +67,31 @@ def test_empty_set(features):
     enc = make()
     out = embed_clips(enc, features.subset(np.zeros(len(features), dtype=bool)), device="cpu")
     assert out.shape == (0, 16)
+
+
+def test_pooled_equals_the_pooling_of_each_clips_frames(features):
+    enc = make("backbone")
+    pools = ["own", "mean", "max", "meanstd", "gwrp0.9"]
+    out = encoder_pooled(enc, features, pools, device="cpu", batch_size=2)
+    assert set(out) == set(pools)
+    np.testing.assert_allclose(out["own"], embed_clips(enc, features, device="cpu"), atol=1e-5)
+    with torch.no_grad():
+        for i in range(len(features)):
+            frames = enc.frames(torch.from_numpy(features.clip(i))[None])[0].numpy()  # (D, T')
+            for spec in pools[1:]:
+                expect = parse_pooling(spec)(frames)
+                np.testing.assert_allclose(out[spec][i], expect, rtol=1e-4, atol=1e-5)
+    # averaging the frames over time is the backbone's own pooling ('avg')
+    np.testing.assert_allclose(out["mean"], out["own"], rtol=1e-4, atol=1e-5)
+    assert out["meanstd"].shape == (len(features), 2 * out["mean"].shape[1])
+
+
+def test_pooled_keeps_clip_order_and_refuses_per_machine_poolings(features):
+    enc = make("backbone")
+    perm = np.array([3, 0, 6, 1, 5, 2, 4])
+    ref = encoder_pooled(enc, features, ["max"], device="cpu")["max"]
+    shuffled = encoder_pooled(enc, features.subset(perm), ["max"], device="cpu", batch_size=1)
+    np.testing.assert_allclose(shuffled["max"], ref[perm], rtol=1e-4, atol=1e-5)
+    assert "own" not in shuffled
+    with pytest.raises(AsdError, match="twfr"):
+        encoder_pooled(enc, features, ["twfr"], device="cpu")

@@ -4,8 +4,10 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
+from sklearn.metrics import roc_auc_score, roc_curve  # noqa: E402
+
 from asd.detect import plots  # noqa: E402
-from asd.detect.metrics import machine_table, official_score  # noqa: E402
+from asd.detect.metrics import METRICS, anomaly_labels, machine_table, official_score  # noqa: E402
 
 
 @pytest.fixture
@@ -51,3 +53,85 @@ def test_machine_bars(results, tmp_path):
     overall = official_score(results)["hmean"]
     assert is_png(plots.machine_bars(table, tmp_path / "bars.png", overall=overall))
     assert is_png(plots.machine_bars(table.set_index("machine"), tmp_path / "bars2.png"))
+
+
+def _panels(fig):
+    """Visible axes by title (one per machine)."""
+    return {ax.get_title(): ax for ax in fig.axes if ax.get_visible()}
+
+
+def test_roc_lines_are_sklearns_curves_of_each_domains_normals_against_all_anomalies(results):
+    fig = plots.roc_figure(results)
+    panels = _panels(fig)
+    assert set(panels) == {"fan", "valve", "ToyCar"}
+    table = machine_table(results).set_index("machine")
+    for machine, ax in panels.items():
+        part = results[results["machine"] == machine]
+        y, s = anomaly_labels(part["label"]), part["anomaly_score"].to_numpy()
+        lines = {line.get_label().split(" ")[0]: line for line in ax.get_lines()}
+        for dom in ("source", "target"):
+            keep = ((y == 0) & (part["domain"] == dom).to_numpy()) | (y == 1)
+            fpr, tpr, _ = roc_curve(y[keep], s[keep])
+            np.testing.assert_allclose(lines[dom].get_xdata(), fpr)
+            np.testing.assert_allclose(lines[dom].get_ydata(), tpr)
+            auc = roc_auc_score(y[keep], s[keep])
+            assert lines[dom].get_label() == f"{dom} (AUC {auc:.3f})"
+            assert auc == pytest.approx(table.loc[machine, f"auc_{dom}"])  # the metric's AUC
+
+
+def test_a_domain_without_normals_draws_no_curve(results):
+    no_target_normals = results[~((results["domain"] == "target") & (results["label"] == "normal"))]
+    ax = _panels(plots.roc_figure(no_target_normals))["fan"]
+    labels = [line.get_label() for line in ax.get_lines()]
+    assert any(label.startswith("source") for label in labels)
+    assert not any(label.startswith("target") for label in labels)
+
+
+def _bar_heights(container):
+    return np.array([patch.get_height() for patch in container.patches])
+
+
+def test_histograms_count_each_class_and_draw_the_machines_threshold(results):
+    fig = plots.histogram_figure(results, threshold={"fan": 1.0, ("valve", 0): 0.5})
+    panels = _panels(fig)
+    for machine, ax in panels.items():
+        part = results[results["machine"] == machine]
+        s = part["anomaly_score"].to_numpy()
+        edges = np.histogram_bin_edges(s, bins=30)
+        normal, anomaly = ax.containers
+        assert [normal.patches[0].get_label(), anomaly.patches[0].get_label()] == [
+            "normal",
+            "anomaly",
+        ]
+        y = anomaly_labels(part["label"])
+        np.testing.assert_array_equal(_bar_heights(normal), np.histogram(s[y == 0], edges)[0])
+        np.testing.assert_array_equal(_bar_heights(anomaly), np.histogram(s[y == 1], edges)[0])
+        assert _bar_heights(normal).sum() + _bar_heights(anomaly).sum() == len(part)
+
+    def vlines(ax):
+        return [line.get_xdata()[0] for line in ax.get_lines()]
+
+    assert vlines(panels["fan"]) == [1.0]
+    assert vlines(panels["valve"]) == [0.5]
+    assert vlines(panels["ToyCar"]) == []  # no threshold given for it
+    column = plots.histogram_figure(results.assign(threshold=np.where(results.index % 2, 0.7, 0.9)))
+    assert sorted(vlines(_panels(column)["fan"])) == [0.7, 0.9]
+
+
+def test_bars_are_the_tables_values_and_the_line_is_the_overall_score(results):
+    table = machine_table(results)
+    overall = official_score(results)["hmean"]
+    ax = plots.bars_figure(table, overall=overall).axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == list(table["machine"])
+    containers = {c.get_label(): c for c in ax.containers}
+    assert list(containers) == list(METRICS)
+    for metric in METRICS:
+        np.testing.assert_allclose(_bar_heights(containers[metric]), table[metric])
+    lines = {line.get_label().split(" ")[0]: line for line in ax.get_lines()}
+    np.testing.assert_allclose(lines["hmean"].get_ydata(), table["hmean"])
+    assert lines["overall"].get_ydata()[0] == pytest.approx(overall)
+    # without an overall score: the harmonic mean of the table's three metric columns
+    plain = plots.bars_figure(table.set_index("machine")).axes[0]
+    line = next(x for x in plain.get_lines() if x.get_label().startswith("overall"))
+    values = table[list(METRICS)].to_numpy().ravel()
+    assert line.get_ydata()[0] == pytest.approx(len(values) / (1.0 / values).sum())

@@ -21,6 +21,43 @@ def test_uris_pass_through_and_paths_are_made_absolute(tmp_path, monkeypatch):
     assert is_uri("gs://b/p") and not is_uri("/tmp/x") and not is_uri("C://x")
 
 
+def test_local_lookups_find_the_newest_sweep_of_a_prefix(tmp_path):
+    import os
+
+    storage = tmp_path / "ray_results"
+    assert not sweep_exists(storage, "smoke-1") and latest_sweep(storage, "smoke-") is None
+    for i, name in enumerate(["smoke-20260102-000000", "smoke-20260101-000000", "paper-x"]):
+        (storage / name).mkdir(parents=True)
+        os.utime(storage / name, (1000 + i, 1000 + i))
+    (storage / "smoke-file").write_text("not a sweep")
+    assert sweep_exists(storage, "paper-x") and sweep_exists(str(storage), "smoke-file")
+    assert not sweep_exists(storage, "smoke-2")
+    assert latest_sweep(storage, "smoke-") == "smoke-20260101-000000"  # changed last
+    os.utime(storage / "smoke-20260102-000000", (1001, 1001))  # a tie: the later name
+    assert latest_sweep(storage, "smoke-") == "smoke-20260102-000000"
+    assert latest_sweep(storage, "default-") is None
+
+
+def test_a_checkpoint_without_the_trials_config_is_refused(tmp_path):
+    from ray.tune import Checkpoint, Result
+
+    from asd.errors import AsdError
+    from asd.sweep.storage import CONFIG_FILE, fetch_checkpoint
+
+    (tmp_path / "ckpt").mkdir()
+    (tmp_path / "ckpt" / "encoder.pt").write_bytes(b"x")
+    ckpt = Checkpoint.from_directory(str(tmp_path / "ckpt"))
+    result = Result(metrics={}, checkpoint=ckpt, error=None, path=str(tmp_path / "t"))
+    with pytest.raises(AsdError, match=f"trial t1's last checkpoint .* holds no {CONFIG_FILE}"):
+        fetch_checkpoint(result, "t1", tmp_path / "dest")
+    (tmp_path / "ckpt" / CONFIG_FILE).write_text("{}")
+    dest = fetch_checkpoint(result, "t1", tmp_path / "dest")
+    assert sorted(p.name for p in dest.iterdir()) == [CONFIG_FILE, "encoder.pt"]
+    empty = Result(metrics={}, checkpoint=None, error=None, path=str(tmp_path / "t"))
+    with pytest.raises(AsdError, match="trial t2 left no checkpoint in storage"):
+        fetch_checkpoint(empty, "t2", tmp_path / "dest")
+
+
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
     root = tmp_path_factory.mktemp("s3")

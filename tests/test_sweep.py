@@ -128,10 +128,11 @@ def test_sweep_records_parent_and_child_runs_with_both_estimators(finished_sweep
     for group in ("tune", "holdout"):
         assert 0.0 <= parent.data.metrics[f"reference.{group}.hmean"] <= 1.0
         assert f"vs_reference.{group}.hmean" in parent.data.metrics
-    assert (
-        result.holdout_scores["reference.ml.hmean"]
-        == parent.data.metrics["reference.holdout.hmean"]
+    stronger = max(  # the stronger untrained reference, with the winner's scorer
+        result.holdout_scores[f"{name}.{result.scorer}.hmean"]
+        for name in ("reference", "reference_meanstd")
     )
+    assert stronger == parent.data.metrics["reference.holdout.hmean"]
     assert parent.data.metrics["best.holdout.ml.hmean"] >= 0.0
     assert parent.data.metrics["best.tune.ml.hmean"] == pytest.approx(
         result.tune_scores["ml.hmean"]
@@ -158,6 +159,72 @@ def test_each_trial_keeps_its_notes_in_its_run_not_on_the_console(finished_sweep
             path = client.download_artifacts(child.info.run_id, "notes.txt", str(settings.workdir))
             notes.append(Path(path).read_text())
     assert notes and all(text.startswith("WARNING asd.") for text in notes), notes
+
+
+def _scores(client, run_id, scorer, workdir):
+    """A trial's per-clip anomaly scores under one scorer (``evaluation/<scorer>/scores.csv``)."""
+    import pandas as pd
+
+    local = client.download_artifacts(
+        run_id, f"evaluation/{scorer}/scores.csv", str(workdir / f"dl-{scorer}")
+    )
+    return pd.read_csv(local)
+
+
+def _scorer_table(client, run_id, workdir):
+    """A trial's summary per detector and scorer (``tables/scorers.json``)."""
+    import pandas as pd
+
+    local = client.download_artifacts(run_id, "tables/scorers.json", str(workdir / "dl-s"))
+    return pd.read_json(local, orient="split")
+
+
+def test_both_estimators_score_every_trial_and_differ_where_they_should(finished_sweep):
+    """Each trial is scored by both estimators: the same clips, other scores; the untrained
+    reference is the same for every trial, the trial's own figures are its own."""
+    import numpy as np
+
+    from asd.detect.metrics import METRICS
+    from asd.tracking.figures import OWN
+
+    settings, result = finished_sweep
+    client, _ = _client(settings.workdir)
+    _, children = _runs(client, "tiny")
+    finished = [c for c in children if c.info.status == "FINISHED"]
+    assert finished
+    by_run = result.summary.set_index("mlflow_run_id")
+    for child in finished:
+        run_id, metrics = child.info.run_id, child.data.metrics
+        workdir = settings.workdir / run_id
+        table = _scorer_table(client, run_id, workdir).set_index(["detector", "scorer"])
+        for scorer in ("ml", "elliptic"):
+            row = table.loc[(OWN, scorer)]
+            for key in ("hmean", *METRICS):
+                assert 0.0 <= row[key] <= 1.0, (scorer, key)
+            # the table, MLflow's metric and the sweep's summary (what Tune got) agree
+            assert row["hmean"] == pytest.approx(metrics[f"{scorer}.hmean"])
+            assert by_run.loc[run_id, f"{scorer}.hmean"] == pytest.approx(row["hmean"])
+            for companion in ("reference", "reference_meanstd"):
+                assert table.loc[(companion, scorer), "hmean"] == pytest.approx(
+                    metrics[f"{companion}.{scorer}.hmean"]
+                )
+        sections = _sections(client, run_id, settings.workdir)
+        mine = sections[sections["detector"] == OWN]
+        per_scorer = {s: g.set_index(["machine", "section"]) for s, g in mine.groupby("scorer")}
+        assert per_scorer["ml"].index.equals(per_scorer["elliptic"].index)
+        ml, elliptic = (_scores(client, run_id, s, workdir) for s in ("ml", "elliptic"))
+        assert list(ml["clip"]) == list(elliptic["clip"]), "both score the same clips"
+        assert np.isfinite(ml["anomaly_score"]).all()
+        assert np.isfinite(elliptic["anomaly_score"]).all()
+        assert not np.allclose(ml["anomaly_score"], elliptic["anomaly_score"]), (
+            "the maximum-likelihood and the robust (MCD) covariance give other distances"
+        )
+    for key in ("reference.ml.hmean", "reference.elliptic.hmean", "reference_meanstd.ml.hmean"):
+        values = {c.data.metrics[key] for c in finished}
+        assert len(values) == 1, f"{key}: the untrained reference differs between trials"
+    if len(finished) > 1:
+        own = {(c.data.metrics["ml.hmean"], c.data.metrics["elliptic.hmean"]) for c in finished}
+        assert len(own) > 1, "each trial reports its own figures, not a shared one"
 
 
 def test_sweep_registers_and_promotes_the_best_encoder(finished_sweep):

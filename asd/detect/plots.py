@@ -1,5 +1,8 @@
 """Figures for a run: ROC curves, score histograms and per-machine metric bars (PNG files).
 
+Each ``*_figure`` function builds the figure (what a test or a notebook inspects); the function
+beside it saves it as a PNG.
+
 matplotlib is imported inside each function so the core never needs it. Figures are drawn on
 ``matplotlib.figure.Figure`` (Agg canvas) without pyplot's global state; the Agg backend is
 selected only when pyplot has not been imported yet, so an interactive session keeps its own.
@@ -75,6 +78,11 @@ def _machine_panels(
 
 
 def roc_curves(results: pd.DataFrame, path: str | Path) -> Path:
+    """:func:`roc_figure`, saved as a PNG at ``path``."""
+    return _save(roc_figure(results), path)
+
+
+def roc_figure(results: pd.DataFrame) -> Figure:
     """ROC curves per machine: source and target normals, each against all anomalies.
 
     The official pAUC range (FPR <= 0.1) is shaded. ``results`` as in :mod:`asd.detect.metrics`.
@@ -99,7 +107,7 @@ def roc_curves(results: pd.DataFrame, path: str | Path) -> Path:
         ax.set_ylim(0, 1.01)
         ax.legend(loc="lower right", fontsize="small")
     fig.suptitle("ROC per machine: domain normals vs all anomalies")
-    return _save(fig, path)
+    return fig
 
 
 def score_histograms(
@@ -107,6 +115,13 @@ def score_histograms(
     path: str | Path,
     threshold: float | dict[Any, float] | None = None,
 ) -> Path:
+    """:func:`histogram_figure`, saved as a PNG at ``path``."""
+    return _save(histogram_figure(results, threshold), path)
+
+
+def histogram_figure(
+    results: pd.DataFrame, threshold: float | dict[Any, float] | None = None
+) -> Figure:
     """Histograms of normal vs anomalous scores per machine, with the decision threshold.
 
     The threshold comes from ``threshold`` (one float, or a dict keyed by machine or by
@@ -125,7 +140,7 @@ def score_histograms(
         ax.set_ylabel("clips")
         ax.legend(fontsize="small")
     fig.suptitle("Anomaly scores: normal vs anomalous clips")
-    return _save(fig, path)
+    return fig
 
 
 def _thresholds(part: pd.DataFrame, machine: str, threshold: Any) -> list[float]:
@@ -149,6 +164,11 @@ def _thresholds(part: pd.DataFrame, machine: str, threshold: Any) -> list[float]
 
 
 def machine_bars(table: pd.DataFrame, path: str | Path, overall: float | None = None) -> Path:
+    """:func:`bars_figure`, saved as a PNG at ``path``."""
+    return _save(bars_figure(table, overall), path)
+
+
+def bars_figure(table: pd.DataFrame, overall: float | None = None) -> Figure:
     """Grouped bars of ``auc_source, auc_target, pauc`` per machine, with each machine's hmean.
 
     ``table`` is :func:`asd.detect.metrics.machine_table` (``machine`` as a column or the index).
@@ -183,4 +203,4 @@ def machine_bars(table: pd.DataFrame, path: str | Path, overall: float | None = 
     ax.set_ylabel("score")
     ax.set_title("DCASE metrics per machine (pAUC at FPR <= 0.1)")
     ax.legend(ncols=5, fontsize="small", loc="upper center")
-    return _save(fig, path)
+    return fig
