@@ -6,6 +6,7 @@ and tests/test_reliability_sweep.py are started with ``--host 127.0.0.1`` as the
 """
 
 import json
+import logging
 import os
 import pickle
 from pathlib import Path
@@ -48,6 +49,7 @@ def test_in_process_ray_is_a_new_local_instance_without_dashboard(monkeypatch):
             "include_dashboard": False,
             "dashboard_host": "127.0.0.1",
             "log_to_driver": True,
+            "logging_level": logging.WARNING,  # Ray's own INFO lines stay off the console
         }
     ]
 
@@ -164,6 +166,9 @@ def test_a_sweep_logs_no_secret_from_the_environment(tmp_path, monkeypatch, synt
 
     uri = default_tracking_uri(workdir)
     client = MlflowClient(tracking_uri=uri)
+    # listing a run's artifacts also lists its logged models, which MLflow looks up through
+    # the process-wide tracking URI, not the client's
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     texts = []
     for run in client.search_runs([client.get_experiment_by_name("asd").experiment_id]):
         texts.append(json.dumps([run.data.params, run.data.tags, list(run.data.metrics)]))
