@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,6 +36,7 @@ from asd.sweep.checks import (
 )
 from asd.sweep.cluster import check_trial_nodes
 from asd.sweep.descriptions import sweep_note
+from asd.sweep.notes import collect_notes
 from asd.sweep.provenance import ARTIFACT_PATH as PROVENANCE
 from asd.sweep.provenance import write_provenance
 from asd.sweep.settings import SweepSettings, with_space_defaults
@@ -61,6 +64,9 @@ from asd.sweep.winner import (
 )
 from asd.tracking import Tracker, check_tracking, default_tracking_uri
 from asd.tracking.figures import NOTE_TAG
+
+WINNER_NOTES = "winner_notes.txt"
+"""The parent run's artifact with the notes of scoring and registering the winner."""
 
 if TYPE_CHECKING:
     from ray import tune
@@ -199,28 +205,41 @@ def _crown_winner(
     result.detector = detector_spec(cfg.scoring).describe(cfg.scoring.estimator)
     result.tune_scores = {k: float(best[k]) for k in TRIAL_SCORES if pd.notna(best.get(k))}
     result.phases["finalise"], mark = time.monotonic() - mark, time.monotonic()
-    if holdout:
-        result.holdout_scores = score_holdout(encoder, cfg, features, holdout, settings)
-        result.phases["holdout"], mark = time.monotonic() - mark, time.monotonic()
-    if encoder_path is None:
-        result.note = (
-            f"the winner is untrained ({result.detector}): there is no encoder to register, "
-            "only its detector"
-        )
-    else:
-        register(
-            tracker,
-            result,
-            encoder_path,
-            settings,
-            setup.data_fingerprint,
-            setup.tune_machines,
-            holdout,
-        )
-    tags = winner_tags(result, setup.data_fingerprint, setup.tune_machines, holdout)
-    register_winner_detector(tracker, result, encoder, cfg, features, settings, tags)
+    with collect_notes(settings.verbose) as notes:  # the fits' notes go to the parent run
+        if holdout:
+            result.holdout_scores = score_holdout(encoder, cfg, features, holdout, settings)
+            result.phases["holdout"], mark = time.monotonic() - mark, time.monotonic()
+        if encoder_path is None:
+            result.note = (
+                f"the winner is untrained ({result.detector}): there is no encoder to register, "
+                "only its detector"
+            )
+        else:
+            register(
+                tracker,
+                result,
+                encoder_path,
+                settings,
+                setup.data_fingerprint,
+                setup.tune_machines,
+                holdout,
+            )
+        tags = winner_tags(result, setup.data_fingerprint, setup.tune_machines, holdout)
+        register_winner_detector(tracker, result, encoder, cfg, features, settings, tags)
+    if notes.lines:
+        _log_winner_notes(tracker, setup.parent_run_id, notes.text(), settings.workdir)
     result.phases["register"], mark = time.monotonic() - mark, time.monotonic()
     return mark
+
+
+def _log_winner_notes(tracker: Tracker, run_id: str, text: str, workdir: Path) -> None:
+    """The notes of scoring and fitting the winner (shrinkage fallbacks ...) as an artifact."""
+    folder = Path(tempfile.mkdtemp(prefix="asd-notes-", dir=workdir))
+    try:
+        (folder / WINNER_NOTES).write_text(text)
+        tracker.log_artifact(run_id, folder / WINNER_NOTES)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _load_data(
