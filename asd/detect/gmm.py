@@ -19,8 +19,8 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 
-from asd.config import DOMAIN_STRATEGIES, GMM_COVARIANCES, ScoringConfig
-from asd.detect.scorer import Key, SectionScorer
+from asd.config import GMM_COVARIANCES, ScoringConfig
+from asd.detect.scorer import Key, SectionScorer, domain_centres
 from asd.errors import AsdError, warn_once
 
 log = logging.getLogger(__name__)
@@ -86,21 +86,11 @@ class GmmScorer(SectionScorer):
             )
         if not self.reg > 0:
             raise AsdError(f"scoring.gmm_reg must be positive, got {self.reg}")
-        if self.domain_strategy not in DOMAIN_STRATEGIES:
-            raise AsdError(
-                f"scoring.domain_strategy must be one of {DOMAIN_STRATEGIES}, "
-                f"got {self.domain_strategy!r}"
-            )
 
     def _fit_section(self, x: np.ndarray, domains: np.ndarray, key: Key) -> str:
         """Fit the section's mixture on its (domain-centred) normal clips (n, d)."""
         n, d = x.shape
-        if self.domain_strategy == "pooled":
-            centres = {"pooled": np.zeros(d)}
-            z = x
-        else:
-            centres = {dom: x[domains == dom].mean(axis=0) for dom in sorted(set(domains))}
-            z = x - np.stack([centres[dom] for dom in domains])  # (n, d) domain-centred
+        centres, z = domain_centres(x, domains, self.domain_strategy, np.mean)
         spread = float(z.var(axis=0).mean())
         if not spread > 0:
             raise AsdError(

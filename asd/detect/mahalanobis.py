@@ -26,7 +26,7 @@ from sklearn.covariance import EmpiricalCovariance, LedoitWolf
 
 from asd.config import DOMAIN_STRATEGIES, ESTIMATORS, ScoringConfig
 from asd.detect.mcd import FastEllipticEnvelope
-from asd.detect.scorer import SectionScorer, group_rows, section_keys
+from asd.detect.scorer import SectionScorer, domain_centres, group_rows, section_keys
 from asd.errors import AsdError, warn_once
 
 log = logging.getLogger(__name__)
@@ -118,15 +118,10 @@ class MahalanobisScorer(SectionScorer):
     def _fit_section(self, x: np.ndarray, domains: np.ndarray, key: Key) -> str:
         """Fit one section's covariance and domain centres; the fallback reason or ''."""
         n, d = x.shape
-        if self.domain_strategy == "pooled":
-            centres = {"pooled": np.zeros(d)}
-            z = x
-        else:
-            # Elliptic centres on the coordinate-wise median: robust to a few odd clips and
-            # defined for 10 target clips in 128-d, where a per-domain MCD location is not.
-            centre_of = np.median if self.estimator == "elliptic" else np.mean
-            centres = {dom: centre_of(x[domains == dom], axis=0) for dom in sorted(set(domains))}
-            z = x - np.stack([centres[dom] for dom in domains])  # (n, d) domain-centred
+        # Elliptic centres on the coordinate-wise median: robust to a few odd clips and
+        # defined for 10 target clips in 128-d, where a per-domain MCD location is not.
+        centre_of = np.median if self.estimator == "elliptic" else np.mean
+        centres, z = domain_centres(x, domains, self.domain_strategy, centre_of)
         rank_bound = n - len(centres)  # centring each group removes one degree of freedom
         name = f"machine {key[0]} section {key[1]:02d}"
 

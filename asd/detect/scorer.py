@@ -11,12 +11,13 @@ section is fitted (:meth:`SectionScorer._fit_section`) and scored
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator
 
+from asd.config import DOMAIN_STRATEGIES
 from asd.detect.thresholds import section_train_scores
 from asd.errors import AsdError
 
@@ -155,6 +156,25 @@ class SectionScorer(BaseEstimator):
             raise AsdError(
                 f"{type(self).__name__} is not fitted: call fit(embeddings, meta) first"
             )
+
+
+def domain_centres(
+    x: np.ndarray, domains: np.ndarray, strategy: str, centre_of: Callable[..., np.ndarray]
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """(centres, domain-centred rows) of one section's (n, d) normal clips.
+
+    ``strategy`` 'min': one centre per domain (``centre_of`` its rows, e.g. np.mean), each row
+    minus its domain's centre; 'pooled': one zero centre, the rows as they are. Ten target clips
+    are enough for a centre, not for a covariance or a mixture of their own.
+    """
+    if strategy not in DOMAIN_STRATEGIES:
+        raise AsdError(
+            f"scoring.domain_strategy must be one of {DOMAIN_STRATEGIES}, got {strategy!r}"
+        )
+    if strategy == "pooled":
+        return {"pooled": np.zeros(x.shape[1])}, x
+    centres = {dom: centre_of(x[domains == dom], axis=0) for dom in sorted(set(domains))}
+    return centres, x - np.stack([centres[dom] for dom in domains])  # (n, d) domain-centred
 
 
 def normal_train_rows(meta: pd.DataFrame) -> np.ndarray:
