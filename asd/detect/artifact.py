@@ -108,7 +108,7 @@ class Detector:
             )
             for m, s in zip(self.members, self.scorers, strict=True)
         ]
-        scores = combined_scores(parts, self.weights, self.combine, meta, self.quantile)[0]
+        scores = combine(parts, self.weights, self.combine, meta, self.quantile)[0]
         keys = list(zip(meta["machine"].astype(str), meta["section"].astype(int), strict=True))
         limit = np.array([self.thresholds[k] for k in keys])
         out = meta.copy()
@@ -143,22 +143,6 @@ class Detector:
     def quantile(self) -> float:
         """The training-score quantile that sets a combined threshold."""
         return self.config.scoring.threshold_quantile
-
-
-def combined_scores(
-    parts: Sequence[MemberScores],
-    weights: Sequence[float],
-    how: str,
-    meta: pd.DataFrame,
-    quantile: float,
-) -> tuple[np.ndarray, dict[Key, np.ndarray], dict[Key, float]]:
-    """(scores, training scores, thresholds): one member as it is, several by ``combine``."""
-    if len(parts) == 1:
-        part = parts[0]
-        train = {k: np.asarray(v) for k, v in part.train_scores.items()}
-        thresholds = {k: float(np.quantile(v, quantile)) for k, v in train.items()}
-        return np.asarray(part.scores, dtype=float), train, thresholds
-    return combine(parts, weights, how, meta, quantile)
 
 
 # -------------------------------------------------------------------------- fit
@@ -210,7 +194,7 @@ def _fit_members(
         for m in members
     )
     parts = [MemberScores(np.zeros(0), s.train_scores_, {}, {}) for s in scorers]
-    _, combined, thresholds = combined_scores(
+    _, combined, thresholds = combine(
         parts, weights, how, meta.iloc[:0], cfg.scoring.threshold_quantile
     )
     return scorers, thresholds, section_stats(combined)

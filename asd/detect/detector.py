@@ -233,8 +233,6 @@ class _MemberScorer:
 
     def _result(self, spec: DetectorSpec, estimator: str) -> EstimatorResult:
         parts = [self._member(m, m.scorer or estimator) for m in spec.members]
-        if len(parts) == 1:
-            return scored_result(estimator, self.meta_test, self.labelled, parts[0])
         quantile = self.cfg.scoring.threshold_quantile
         scores, train, thresholds = combine(
             parts, spec.weights, spec.combine, self.meta_test, quantile
@@ -282,10 +280,15 @@ def combine(
     Each member's scores become z-scores by the mean and spread of its own out-of-fold
     training scores per section; ``how`` is 'max' (any member that finds the clip odd) or
     'mean' (weighted by ``weights``). The training clips are combined the same way (the
-    members were fitted on the same rows), and their ``quantile`` is the threshold.
+    members were fitted on the same rows), and their ``quantile`` is the threshold. One member
+    is its own scores, unstandardised (the scorer's thresholds are the same quantile).
     """
     if how not in ("max", "mean"):
         raise AsdError(f"scoring.combine must be 'max' or 'mean', got {how!r}")
+    if len(parts) == 1:
+        own = {k: np.asarray(v, dtype=float) for k, v in parts[0].train_scores.items()}
+        limits = {k: float(np.quantile(v, quantile)) for k, v in own.items()}
+        return np.asarray(parts[0].scores, dtype=float), own, limits
     stats: list[Stats] = [section_stats(p.train_scores) for p in parts]
     z_test = np.stack([standardise(p.scores, meta, s) for p, s in zip(parts, stats, strict=True)])
     train: dict[Key, np.ndarray] = {}
