@@ -91,8 +91,7 @@ def section(bench: Bench) -> list[Row]:
             index_dataset(data), space.base.features, work / "features", progress=False
         )  # cached: run_sweep's extraction becomes a hit
         start = time.perf_counter()
-        if not ray.is_initialized():
-            ray.init(include_dashboard=False, log_to_driver=False, num_cpus=os.cpu_count())
+        start_ray()
         ray_init_s = time.perf_counter() - start
         settings = runner.SweepSettings(
             space=space_path,
@@ -196,3 +195,17 @@ def section(bench: Bench) -> list[Row]:
         ),
     ]
     return rows
+
+
+def start_ray() -> None:
+    """A fresh in-process Ray with every core, unless one is already up in this process.
+
+    ``address="local"``: without it ``ray.init`` follows ``RAY_ADDRESS`` or joins a cluster left
+    running on this machine, and refuses ``num_cpus`` there (the section printed an error row).
+    """
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(
+            address="local", include_dashboard=False, log_to_driver=False, num_cpus=os.cpu_count()
+        )

@@ -6,6 +6,7 @@ section returns numbers, and the table and JSON are written.
 
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -103,3 +104,16 @@ def test_encoder_diagnostics_prints_reference_bands_and_untrained_vs_trained(tmp
         cells = [c.strip() for c in line.strip("|").split("|")]
         assert int(cells[1]) == dims
         assert 0.0 <= float(cells[2]) <= 100.0  # an hmean in percent
+
+
+def test_sweep_section_starts_its_own_ray_even_with_a_cluster_address_set(monkeypatch):
+    import ray
+
+    # RAY_ADDRESS (or a cluster left running) made ray.init refuse num_cpus: an error row
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")
+    assert not ray.is_initialized()
+    try:
+        bench_sweep.start_ray()
+        assert ray.cluster_resources().get("CPU") == os.cpu_count()
+    finally:
+        ray.shutdown()
