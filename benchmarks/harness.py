@@ -21,6 +21,29 @@ from asd.config import Config
 
 REPO = Path(__file__).resolve().parents[1]
 
+BLOCK_BEGIN = "<!-- trial-costs: written by benchmarks/trial_costs.py --latest -->"
+BLOCK_END = "<!-- /trial-costs -->"
+"""Around the trial-cost report inside ``results/latest.md``: a standalone run writes it there,
+and ``run.py`` keeps it when it rewrites the rest of the file."""
+
+
+def trial_costs_block(text: str) -> str | None:
+    """The trial-cost block of a ``latest.md`` (markers included), or None."""
+    begin, end = text.find(BLOCK_BEGIN), text.find(BLOCK_END)
+    if begin < 0 or end < begin:
+        return None
+    return text[begin : end + len(BLOCK_END)]
+
+
+def splice_trial_costs(text: str, report: str) -> str:
+    """``text`` with its trial-cost block replaced by ``report`` (appended when it has none)."""
+    block = f"{BLOCK_BEGIN}\n{report.strip()}\n{BLOCK_END}"
+    old = trial_costs_block(text)
+    if old is not None:
+        return text.replace(old, block)
+    return f"{text.rstrip()}\n\n{block}\n"
+
+
 # The sizes of a DCASE 2023 Task 2 run the projections are made for.
 DCASE_MACHINES = 7
 DCASE_TRAIN_CLIPS = 1000  # normal train clips per machine type (990 source + 10 target)

@@ -55,6 +55,7 @@ from benchmarks.harness import (  # noqa: E402
     Row,
     one_line,
     sizes_for,
+    trial_costs_block,
 )
 
 __all__ = ["Bench", "main", "parse_args", "sizes_for", "torch"]
@@ -157,6 +158,10 @@ def write(out: Path, info: dict[str, Any], rows: list[Row], notes: list[str]) ->
     text = to_markdown(info, rows, notes)
     out = out.with_suffix("") if out.suffix in (".md", ".json") else out
     out.parent.mkdir(parents=True, exist_ok=True)
+    previous = out.with_suffix(".md")
+    kept = trial_costs_block(previous.read_text()) if previous.is_file() else None
+    if kept is not None:  # measured by its own run (trial_costs.py --latest): kept as it was
+        text = f"{text.rstrip()}\n\n{kept}\n"
     out.with_suffix(".md").write_text(text)
     payload = {"machine": info, "rows": [asdict(r) for r in rows], "notes": notes}
     out.with_suffix(".json").write_text(json.dumps(payload, indent=1))

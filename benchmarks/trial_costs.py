@@ -4,6 +4,7 @@ Standalone (not a ``run.py`` section)::
 
     python benchmarks/trial_costs.py --size small     # a few minutes on an idle 2-core CPU
     python benchmarks/trial_costs.py --size small --out benchmarks/results/trial_costs
+    python benchmarks/trial_costs.py --size small --latest   # into results/latest.md
 
 It runs two real sweeps on synthetic data, one trial at a time (in-process Ray, a local MLflow
 store), and prints per trial and summed: training, per-epoch validation (the cheap estimate
@@ -45,8 +46,9 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # `python benchmarks/trial_costs.py` from a checkout
 
-from benchmarks.harness import H100_TRAIN_SAMPLES_PER_S  # noqa: E402
+from benchmarks.harness import H100_TRAIN_SAMPLES_PER_S, splice_trial_costs  # noqa: E402
 
+LATEST = REPO / "benchmarks" / "results" / "latest.md"
 GPU_NODE_CORES = 16
 """CPU cores of the GPU node the projection is for (one trial per node)."""
 TIMES = ("setup_s", "train_s", "validate_s", "final_s", "log_s", "checkpoint_s")
@@ -514,7 +516,15 @@ def main(argv: list[str] | None = None) -> int:
         help="small: the measurement (minutes); tiny: a smoke run",
     )
     parser.add_argument("--out", type=Path, default=None, help="also write <out>.md")
+    parser.add_argument(
+        "--latest",
+        action="store_true",
+        help=f"also put the report into {LATEST.relative_to(REPO)} (replacing its trial-cost "
+        "block; the rest of that file is run.py's)",
+    )
     args = parser.parse_args(argv)
+    if args.latest and not LATEST.is_file():
+        parser.error(f"--latest: {LATEST} does not exist (run benchmarks/run.py first)")
     logging.getLogger("ray").setLevel(logging.ERROR)
     with tempfile.TemporaryDirectory(prefix="asd-trial-costs-") as tmp:
         text = report(args.size, Path(tmp))
@@ -522,6 +532,10 @@ def main(argv: list[str] | None = None) -> int:
         out = args.out.with_suffix(".md")
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text)
+    if args.latest:
+        LATEST.write_text(
+            splice_trial_costs(LATEST.read_text(), text.replace("# Trial", "## Trial", 1))
+        )
     print(text)
     return 0
 

@@ -51,3 +51,19 @@ def test_rank_correlation_needs_three_finished_trials():
     assert "too few" in trial_costs.rank_correlation([fig([(0.5, 0.6), (0.7, None)])])
     line = trial_costs.rank_correlation([fig([(0.5, 0.6), (0.7, 0.8), (0.6, 0.65)])])
     assert "1.000 over 3 finished trials" in line
+
+
+def test_the_report_goes_into_latest_md_and_run_py_keeps_it(tmp_path):
+    from benchmarks import harness
+    from benchmarks import run as bench_run
+
+    first = harness.splice_trial_costs("# table\n", "## Trial costs (small) A\n")
+    again = harness.splice_trial_costs(first, "## Trial costs (small) B\n")
+    assert again.count(harness.BLOCK_BEGIN) == 1 and "costs (small) B" in again
+    assert "costs (small) A" not in again and again.startswith("# table")
+    out = tmp_path / "latest"
+    out.with_suffix(".md").write_text(again)
+    info = {"date": "d", "cpu": "c", "cores": 2, "torch_threads": 2, "torch": "t", "device": "cpu"}
+    text = bench_run.write(out, info, [], [])
+    assert harness.trial_costs_block(text) == harness.trial_costs_block(again)
+    assert harness.trial_costs_block(out.with_suffix(".md").read_text()) is not None
