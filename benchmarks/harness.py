@@ -53,8 +53,8 @@ PAPER_VIEWS = 6
 SWEEP_EPOCHS = 24  # search_spaces/default.yaml
 SWEEP_TRIALS = 32  # search_spaces/default.yaml
 H100_TRAIN_SAMPLES_PER_S = 11_669.0
-"""``train()`` epoch 2 on one H100, bf16 + channels_last, eager (issue 12, measured by an
-earlier session with ``--device cuda``): the GPU rate projections use when no GPU is here."""
+"""``train()`` epoch 2 on one H100, bf16 + channels_last, eager (issue 12, measured with
+``--device cuda`` in November 2026): the GPU rate projections use when no GPU is here."""
 H100_COMPILED_SAMPLES_PER_S = 16_472.0
 """Model-only step under ``torch.compile`` on the same H100 (1.39x eager model-only)."""
 H100_EMBED_CLIPS_PER_S = 18_051.0

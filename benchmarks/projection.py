@@ -1,7 +1,7 @@
 """Hours of a DCASE-sized sweep (32 trials x 24 epochs) on this CPU and on 1 and 8 GPUs.
 
-GPU rates are this run's when it ran with ``--device cuda``; otherwise the H100 figures an
-earlier session measured (issue 12), labelled as such. Per trial it adds what this run
+GPU rates are this run's when it ran with ``--device cuda``; otherwise the H100 figures measured
+in November 2026 (issue 12), labelled as such. Per trial it adds what this run
 measured of the work outside the epochs: the DCASE-size ``elliptic`` fit at the last epoch
 (``scoring`` section) and Ray/Tune/MLflow's per-trial overhead (``sweep`` section).
 """
@@ -88,7 +88,7 @@ def gpu_rates(bench: Bench) -> tuple[float, float, float, str]:
     source = (
         "given by --gpu-samples-per-s"
         if bench.gpu_samples_per_s
-        else "H100, measured by an earlier session (issue 12)"
+        else "H100, measured 2026-11 (issue 12)"
     )
     return eager, compiled, H100_EMBED_CLIPS_PER_S, source
 

@@ -194,7 +194,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         default=None,
         help="GPU train() samples/s for the projection when no GPU is here "
-        f"(default: the H100's {H100_TRAIN_SAMPLES_PER_S:,.0f}, measured by an earlier session)",
+        f"(default: the H100's {H100_TRAIN_SAMPLES_PER_S:,.0f}, measured 2026-11)",
     )
     p.add_argument(
         "--sklearn-mcd-sections",
