@@ -109,40 +109,88 @@ def module_map(files: list[Path]) -> str:
     return "\n".join(lines)
 
 
-def main() -> int:
-    """Print the graph (or with ``--map`` the module map); 1 on an upward arrow or a circle."""
-    root = Path("asd")
-    files = sorted(root.rglob("*.py"))
-    modules = {module_name(p, root.parent) for p in files}
-    if "--map" in sys.argv:
-        print(module_map(files))
-        return 0
+MAX_LINES = 500
+"""No module is longer: a longer one holds two concepts (split it by concept, not by a cap)."""
+DOC = Path("docs/ARCHITECTURE.md")
+MAP_FENCE = ("<!-- module-map: python docs/import_graph.py --write -->", "<!-- /module-map -->")
+GRAPH_FENCE = (
+    "<!-- import-graph: python docs/import_graph.py --write -->",
+    "<!-- /import-graph -->",
+)
+
+
+def graph(files: list[Path], modules: set[str]) -> tuple[str, list[str]]:
+    """The mermaid flowchart and the problems: upward arrows and circles of imports."""
     edges: dict[tuple[str, str], bool] = {}
     for path in files:
-        src = module_name(path, root.parent)
+        src = module_name(path, Path("."))
         for dst, lazy in imports(ast.parse(path.read_text()), modules):
             if dst != src and dst in modules and not src.startswith(dst + "."):
                 key = (src, dst)
                 edges[key] = edges.get(key, True) and lazy
-    print("flowchart LR")
+    lines = ["flowchart LR"]
     for name, tops in LAYERS:
-        print(f"  subgraph layer_{name} [{name}]")
+        lines.append(f"  subgraph layer_{name} [{name}]")
         for mod in sorted(m for m in modules if label(m).split("/")[0] in tops and m != "asd"):
-            print(f"    {label(mod).replace('/', '_')}[{label(mod)}]")
-        print("  end")
+            lines.append(f"    {label(mod).replace('/', '_')}[{label(mod)}]")
+        lines.append("  end")
     for (src, dst), lazy in sorted(edges.items()):
         if dst == "asd":  # `from asd import __version__`
             continue
         arrow = "-.->" if lazy else "-->"
-        print(f"  {label(src).replace('/', '_')} {arrow} {label(dst).replace('/', '_')}")
+        lines.append(f"  {label(src).replace('/', '_')} {arrow} {label(dst).replace('/', '_')}")
     upward = [f"{label(s)} -> {label(d)}" for (s, d) in edges if rank(d) > rank(s)]
-    cycles = circles(edges)
+    problems = []
     if upward:
-        print("upward imports (a layer importing a higher one): " + ", ".join(upward),
-              file=sys.stderr)  # fmt: skip
-    for cycle in cycles:
-        print("circle of imports: " + " -> ".join(label(m) for m in cycle), file=sys.stderr)
-    return 1 if upward or cycles else 0
+        problems.append("upward imports (a layer importing a higher one): " + ", ".join(upward))
+    problems += ["circle of imports: " + " -> ".join(label(m) for m in c) for c in circles(edges)]
+    return "\n".join(lines), problems
+
+
+def too_long(files: list[Path]) -> list[str]:
+    """Modules over :data:`MAX_LINES` lines."""
+    counts = {p: len(p.read_text().splitlines()) for p in files}
+    return [f"{p.as_posix()}: {n} lines (at most {MAX_LINES})" for p, n in counts.items()
+            if n > MAX_LINES]  # fmt: skip
+
+
+def fenced(text: str, fence: tuple[str, str], body: str) -> str:
+    """``text`` with what stands between ``fence``'s two markers replaced by ``body``."""
+    begin, end = fence
+    if begin not in text or end not in text:
+        raise SystemExit(f"{DOC}: markers {begin!r} and {end!r} are missing")
+    head, rest = text.split(begin, 1)
+    return f"{head}{begin}\n{body}\n{end}{rest.split(end, 1)[1]}"
+
+
+def document(text: str, files: list[Path], modules: set[str]) -> str:
+    """ARCHITECTURE.md with its module map and import graph drawn from the code."""
+    text = fenced(text, MAP_FENCE, module_map(files))
+    return fenced(text, GRAPH_FENCE, "```mermaid\n" + graph(files, modules)[0] + "\n```")
+
+
+def main() -> int:
+    """Print the graph (``--map``: the module map; ``--write``: refresh docs/ARCHITECTURE.md).
+
+    Exits 1 on an upward arrow, a circle, a module over :data:`MAX_LINES` lines, or (unless
+    ``--write``) an ARCHITECTURE.md whose map or graph is not the code's.
+    """
+    files = sorted(Path("asd").rglob("*.py"))
+    modules = {module_name(p, Path(".")) for p in files}
+    if "--map" in sys.argv:
+        print(module_map(files))
+        return 0
+    drawn, problems = graph(files, modules)
+    problems += too_long(files)
+    current = DOC.read_text()
+    if "--write" in sys.argv:
+        DOC.write_text(document(current, files, modules))
+    elif document(current, files, modules) != current:
+        problems.append(f"{DOC}: module map or import graph stale (run with --write)")
+    print(drawn)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    return 1 if problems else 0
 
 
 if __name__ == "__main__":
