@@ -32,7 +32,7 @@ from asd.cli.platform import (
     set_local_defaults,
 )
 from asd.cli.runfolder import run_folder
-from asd.config import DEFAULT_WORKDIR, ESTIMATORS, SCORERS, Config, FeatureConfig, preset
+from asd.config import DEFAULT_WORKDIR, ESTIMATORS, SCORERS, Config, FeatureConfig
 from asd.data.fingerprint import STORE_NAME, verify_store
 from asd.data.index import fingerprint
 from asd.data.layouts import SPLIT_FILE, detect_layout, index_data, write_split
@@ -50,6 +50,7 @@ from asd.errors import AsdError, redact
 from asd.features import FeatureSet, extract_features
 from asd.model.encoder import Encoder, load_encoder, save_encoder
 from asd.model.train import resolve_device
+from asd.presets import preset
 from asd.staging import check_writable, publish, tmp_folder
 
 if TYPE_CHECKING:
