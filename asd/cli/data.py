@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 
 from asd.config import DEFAULT_WORKDIR
 from asd.data.fingerprint import STORE_NAME, verify_store
-from asd.data.layouts import SPLIT_FILE, detect_layout, index_data, write_split
+from asd.data.layouts import detect_layout, index_data, write_split
+from asd.data.split import SPLIT_FILE
 from asd.data.synth.tree import synthesize
 
 if TYPE_CHECKING:
