@@ -294,7 +294,7 @@ def _tracking_uri(args: argparse.Namespace) -> str:
 
 def cmd_promote(args: argparse.Namespace) -> int:
     """Promote a registered version only if it beats the champion on comparable data."""
-    from asd.serve.registry import promote
+    from asd.serve.promotion import promote
 
     decision = promote(_tracking_uri(args), args.model_name, str(args.version))
     print(decision.reason)
