@@ -11,7 +11,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from asd.errors import AsdError
+from asd.pooling_spec import pooling_error
 
 DEFAULT_WORKDIR = Path("asd-work")
 """The work folder (feature cache, runs, sweeps, local MLflow store) of every command when
@@ -236,8 +236,7 @@ class Config:
             sections = {f.name: f for f in dataclasses.fields(self)}
             if section not in sections or not name:
                 raise AsdError(f"unknown config key '{key}' (sections: {', '.join(sections)})")
-            sub = getattr(self, section)
-            hints = typing.get_type_hints(type(sub))
+            hints = _field_hints(type(getattr(self, section)))
             if name not in hints:
                 raise AsdError(
                     f"unknown config key '{key}' (known in {section}: {', '.join(hints)})"
@@ -384,8 +383,8 @@ def _scoring_checks(s: ScoringConfig) -> list[tuple[bool, str]]:
     return [
         (s.estimator in SCORERS, f"scoring.estimator must be one of {SCORERS}"),
         (s.family in FAMILIES, f"scoring.family must be one of {FAMILIES}"),
-        (_pooling_ok(s.reference), f"scoring.reference: {_pooling_error(s.reference)}"),
-        (s.pool == "own" or _pooling_ok(s.pool), f"scoring.pool: {_pooling_error(s.pool)}"),
+        (not pooling_error(s.reference), f"scoring.reference: {pooling_error(s.reference)}"),
+        (s.pool == "own" or not pooling_error(s.pool), f"scoring.pool: {pooling_error(s.pool)}"),
         (s.combine in COMBINES, f"scoring.combine must be one of {COMBINES}"),
         (s.family != "ensemble" or len(s.members) >= 1, "scoring.members is empty: an ensemble "
          "needs at least one 'frames/pooling[/scorer]' member"),
@@ -411,62 +410,6 @@ def _scoring_checks(s: ScoringConfig) -> list[tuple[bool, str]]:
     ]
 
 
-_POOL_SIMPLE = ("mean", "std", "max", "min")
-_POOL_ALIASES = {"meanstd": ("mean", "std"), "mean_std": ("mean", "std")}
-_PERCENTILE = re.compile(r"^p(\d+(?:\.\d+)?)$")
-_GWRP = re.compile(r"^gwrp(\d*(?:\.\d+)?)$")
-
-
-def pooling_parts(spec: str) -> tuple[tuple[str, float], ...]:
-    """The (kind, parameter) parts of a temporal pooling spec (:mod:`asd.detect.pooling`).
-
-    Kinds: mean, std, max, min, percentile (``p90``), gwrp (``gwrp0.9``), twfr (decays per
-    machine type, resolved by the pooling); ``meanstd`` is mean then std, ``+`` concatenates.
-    AsdError names the part that does not parse.
-    """
-    if not isinstance(spec, str) or not spec.strip():
-        raise AsdError(f"pooling spec must be a non-empty string, got {spec!r}")
-    parts: list[tuple[str, float]] = []
-    for token in (t.strip() for t in spec.strip().split("+")):
-        if token == "twfr":
-            parts.append(("twfr", 0.0))
-        elif token in _POOL_SIMPLE:
-            parts.append((token, 0.0))
-        elif token in _POOL_ALIASES:
-            parts += [(name, 0.0) for name in _POOL_ALIASES[token]]
-        elif m := _PERCENTILE.match(token):
-            q = float(m.group(1))
-            if not 0 <= q <= 100:
-                raise AsdError(f"pooling '{spec}': percentile {q} must be in [0, 100]")
-            parts.append(("percentile", q))
-        elif m := _GWRP.match(token):
-            if not m.group(1):
-                raise AsdError(f"pooling '{spec}': gwrp needs a decay, e.g. gwrp0.9")
-            r = float(m.group(1))
-            if not 0 <= r <= 1:
-                raise AsdError(f"pooling '{spec}': gwrp decay {r} must be in [0, 1]")
-            parts.append(("gwrp", r))
-        else:
-            raise AsdError(
-                f"unknown pooling '{token}' in '{spec}' (known: mean, std, max, min, meanstd, "
-                "p<q> e.g. p90, gwrp<r> e.g. gwrp0.9, twfr, and '+' to concatenate)"
-            )
-    return tuple(parts)
-
-
-def _pooling_error(spec: str) -> str:
-    """Why ``spec`` is not a pooling spec, or ''."""
-    try:
-        pooling_parts(spec)
-    except AsdError as err:
-        return str(err)
-    return ""
-
-
-def _pooling_ok(spec: str) -> bool:
-    return not _pooling_error(spec)
-
-
 def _member_error(spec: str) -> str:
     """Why ``spec`` is not a 'frames/pooling[/scorer]' member, or ''."""
     parts = spec.split("/")
@@ -478,7 +421,21 @@ def _member_error(spec: str) -> str:
         return f"member '{spec}': scorer must be one of {SCORERS}"
     if parts[1] == "own":
         return "" if parts[0] == "encoder" else f"member '{spec}': only encoder frames pool 'own'"
-    return _pooling_error(parts[1])
+    return pooling_error(parts[1])
+
+
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _field_hints(section: type) -> dict[str, Any]:
+    """A section's resolved field types, once per class.
+
+    Resolving the string annotations on every override made checking the 4,096 corners of
+    the default space take ~17 s.
+    """
+    if section not in _HINTS:
+        _HINTS[section] = typing.get_type_hints(section)
+    return _HINTS[section]
 
 
 def _coerce(key: str, value: Any, hint: Any) -> Any:
@@ -527,69 +484,3 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
             return value
         raise AsdError(f"config key '{key}' needs a string, got {value!r}")
     raise AsdError(f"config key '{key}' has an unsupported type {hint}")
-
-
-QUICK: dict[str, Any] = {
-    "encoder.width": 8,
-    "encoder.freq_stride": 1,
-    "encoder.pool": "freq",
-    "encoder.freq_bands": 16,
-    "train.epochs": 15,
-    "train.batch_size": 32,
-    "train.lr": 0.001,
-    "train.restarts": 0,
-    "train.crop_frames": 64,
-    "augment.n_views": 3,
-    "loss.temperature": 0.1,
-    "scoring.family": "ensemble",
-    "scoring.members": ("logmel/meanstd", "logmel/max"),
-}
-"""The quick preset's settings, chosen by measurement (benchmarks/quality.py; README results).
-
-Its detector is the label-free ensemble of the log-mel's mean + std and its per-band max over
-time, each standardised by its out-of-fold normal-training scores, combined by the max of z (the
-default ``scoring.combine``):
-on the synthetic set it beat every single pooling on tuned and held-out machine types, and it
-keeps most of the max's lead on real valve (76 % against 81 %; mean + std alone 51 %). The
-small encoder it trains (under a minute at this size) is scored alone beside it: on tens of
-clips it scored near chance, so no ensemble with it was kept (README results)."""
-
-TWFR_GMM: dict[str, Any] = {
-    "scoring.family": "reference",
-    "scoring.reference": "twfr",
-    "scoring.estimator": "gmm",
-    "scoring.gmm_components": 2,
-    "scoring.gmm_covariance": "full",
-    "scoring.gmm_reg": 1e-6,
-    "scoring.domain_strategy": "pooled",
-}
-"""TWFR-GMM (Guan et al., ICASSP 2023) as published: log-mel pooled by GWRP with the authors'
-per-machine decays, a 2-component full-covariance GaussianMixture per section on source and
-target clips together. Untrained; its decays were tuned on DCASE 2022 dev test labels."""
-
-PRESETS: dict[str, Config] = {
-    "paper": Config(),
-    "smoke": Config().with_overrides(
-        {
-            "train.epochs": 2,
-            "train.batch_size": 8,
-            "train.lr": 0.001,
-            "train.crop_frames": 32,
-            "augment.n_views": 3,
-            "loss.temperature": 0.1,
-        }
-    ),
-    "quick": Config().with_overrides(QUICK),
-    "twfr-gmm": Config().with_overrides(TWFR_GMM),
-}
-"""Named starting points: 'paper' (the paper's defaults), 'smoke' (seconds on a CPU),
-'quick' (the best detector measured to train in <= 10 min on a 2-core CPU, 7 x 50 clips of 4 s;
-see the README's results for how it was chosen), 'twfr-gmm' (the published TWFR-GMM, untrained,
-to compare against by name)."""
-
-
-def preset(name: str) -> Config:
-    """The named preset, or AsdError listing the known names."""
-    if name not in PRESETS:
-        raise AsdError(f"unknown preset '{name}' (known: {', '.join(PRESETS)})")
-    return PRESETS[name]

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from asd.config import Config
+from asd.model.batches import TrainClips
 from asd.model.compilation import use_compile_cache
 from asd.model.train import train
 from benchmarks.harness import Bench, Row, one_line, synthetic_mels, tiny_normalisation
@@ -39,7 +40,8 @@ def compiled_trial(
     )
     data = synthetic_mels(clips, n_mels, frames, torch.device("cpu")).numpy()
     mean, std = tiny_normalisation(n_mels)
-    result = train(cfg, data, np.full(clips, frames), mean, std, device=device, progress=False)
+    data = TrainClips(data, np.full(clips, frames), mean, std)
+    result = train(cfg, data, device=device, progress=False)
     first, second = result.history
     return {
         "compile_s": max(first["seconds"] - second["seconds"], 0.0),

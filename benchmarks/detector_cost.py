@@ -20,11 +20,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from asd.config import Config, FeatureConfig, preset
+from asd.config import Config, FeatureConfig
 from asd.data.index import DEV_MACHINES
 from asd.detect.detector import evaluate_detector
 from asd.detect.frames import logmel_pooled
 from asd.features import FeatureSet
+from asd.presets import preset
 
 
 def dcase_like(train: int, test: int, frames: int, seed: int = 0) -> FeatureSet:

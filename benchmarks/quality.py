@@ -36,13 +36,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from asd.config import Config, preset
+from asd.config import Config
 from asd.data.index import index_dataset
 from asd.data.synth.tree import synthesize
 from asd.detect import pipeline
 from asd.detect.detector import evaluate_detector, machine_comparison
 from asd.errors import AsdError
 from asd.features import FeatureSet, extract_features
+from asd.presets import preset
 
 REPO = Path(__file__).resolve().parents[1]
 TUNED = ("ToyCar", "bearing", "fan", "slider", "valve")

@@ -10,6 +10,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from asd.model.batches import TrainClips
 from asd.model.encoder import Encoder
 from asd.model.train import make_batch as train_batch
 from asd.model.train import precision, train, train_step
@@ -63,7 +64,7 @@ def measure_train(bench: Bench) -> dict[str, float]:
     clips = synthetic_mels(n, s.n_mels, s.frames, torch.device("cpu")).numpy()
     lengths = np.full(n, s.frames)
     mean, std = tiny_normalisation(s.n_mels)
-    result = train(cfg, clips, lengths, mean, std, device=bench.device, progress=False)
+    result = train(cfg, TrainClips(clips, lengths, mean, std), device=bench.device, progress=False)
     first, last = result.history[0], result.history[-1]
     return {
         "clips": n,

@@ -368,10 +368,10 @@ def _checkpoints(work: Path, size: str) -> list[tuple[str, float, str]]:
     """last.pt of the quick and the paper encoder (model + Adam state) and its copy to storage."""
     import torch
 
-    from asd.config import preset
     from asd.model.checkpoint import save_checkpoint
     from asd.model.encoder import Encoder
     from asd.model.schedule import make_scheduler
+    from asd.presets import preset
 
     rows = []
     for name in ("quick", "paper"):

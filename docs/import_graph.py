@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 LAYERS = (
-    ("base", ("asd", "config", "errors", "progress", "staging")),
+    ("base", ("asd", "errors", "pooling_spec", "config", "presets", "progress", "staging")),
     ("data", ("data",)),
     ("features", ("features",)),
     ("model", ("model",)),

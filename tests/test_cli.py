@@ -1,5 +1,8 @@
 """The `asd` commands a user runs first: synth, index, train, evaluate (tiny sizes)."""
 
+import argparse
+import re
+
 import pytest
 
 from asd.cli.main import main
@@ -311,3 +314,16 @@ def test_job_argv_takes_data_and_workdir_from_the_environment():
         "sweep", "--data", "d", "--workdir", "w"
     ]  # fmt: skip
     assert job_argv([], {}) == ["sweep", "--workdir", str(Path.home() / "asd-work")]
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate"])
+def test_preset_help_lists_every_preset(command):
+    from asd.cli.main import build_parser
+    from asd.presets import PRESETS
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    parser = sub.choices[command]
+    help_text = next(a.help for a in parser._actions if "--preset" in a.option_strings)
+    listed = [name for name in PRESETS if re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])",
+                                                     help_text)]  # fmt: skip
+    assert listed == list(PRESETS), help_text

@@ -216,9 +216,9 @@ def test_reference_on_a_machine_subset_uses_the_same_clips(features):
 
 
 def test_the_twfr_gmm_preset_pools_each_machine_with_its_own_decay(events):
-    from asd.config import preset
     from asd.detect.frames import logmel_pooled
     from asd.detect.pooling import TWFR_DECAYS, parse_pooling
+    from asd.presets import preset
 
     pooled = logmel_pooled(events, ["twfr"])["twfr"]
     i = int(np.flatnonzero(events.index["machine"] == "valve")[0])

@@ -19,13 +19,13 @@ from asd.config import Config
 from asd.data.index import COLUMNS, fingerprint, read_wav
 from asd.data.layouts import (
     LAYOUTS,
-    SPLIT_FILE,
     check_unique_names,
     detect_layout,
     index_data,
     make_split,
     write_split,
 )
+from asd.data.split import SPLIT_FILE
 from asd.detect.metrics import machine_table, section_scores, summarize
 from asd.errors import AsdError
 

@@ -22,6 +22,7 @@ from torch import nn
 
 import asd.model.train
 from asd.config import Config
+from asd.model.batches import TrainClips
 from asd.model.encoder import Encoder
 from asd.model.train import gather_shards, shard_sizes, train
 
@@ -91,10 +92,7 @@ def _run(cfg, data):
     reports = []
     result = train(
         cfg,
-        clips,
-        lengths,
-        mean,
-        std,
+        TrainClips(clips, lengths, mean, std),
         device="cpu",
         progress=False,
         report=lambda epoch, metrics, enc: reports.append((epoch, metrics["loss"])),

@@ -12,10 +12,11 @@ import torch
 import yaml
 
 from asd.cli.main import build_parser
-from asd.config import ESTIMATORS, SCORERS, Config, preset
+from asd.config import ESTIMATORS, SCORERS, Config
 from asd.detect.detector import reported_scorers
 from asd.detect.metrics import MAX_FPR
 from asd.model.encoder import Encoder
+from asd.presets import preset
 from asd.sweep.settings import DEFAULT_WORKDIR
 from asd.sweep.space import SWEEP_KEYS, load_space, resolve_space
 from asd.sweep.trial import OBJECTIVE

@@ -1,8 +1,6 @@
 """Registry and promotion against a real local MLflow SQLite store (one per module)."""
 
-import contextlib
 import json
-import threading
 import uuid
 
 import mlflow.pyfunc
@@ -13,6 +11,8 @@ from servers import free_port
 
 from asd.errors import AsdError
 from asd.serve import registry
+from asd.serve.promotion import promote
+from asd.serve.registry import RegistryTags, config_hash
 from asd.tracking import Tracker, default_tracking_uri
 
 N_MELS = 16
@@ -20,6 +20,10 @@ N_MELS = 16
 
 @pytest.fixture(scope="module")
 def logged(tmp_path_factory, tiny_encoder_file):
+    return logged_store(tmp_path_factory, tiny_encoder_file)
+
+
+def logged_store(tmp_path_factory, tiny_encoder_file):
     """One store, one trial run, one logged encoder: (uri, tracker, model_uri, encoder path)."""
     root = tmp_path_factory.mktemp("registry")
     uri = default_tracking_uri(root)
@@ -37,16 +41,15 @@ def logged(tmp_path_factory, tiny_encoder_file):
     return uri, tracker, model_uri, path
 
 
-def tags(value, data="1a2b3c4d", estimator="ml", metric="hmean"):
-    return {
-        "metric": metric,
-        "metric_value": value,
-        "estimator": estimator,
-        "data_fingerprint": data,
-        "sweep_id": "sweep",
-        "trial_id": "trial",
-        "config_hash": registry.config_hash({"a": 1}),
-    }
+def tags(value, data="1a2b3c4d", estimator="ml", metric="hmean", reference=None):
+    return RegistryTags(
+        metric=metric,
+        metric_value=value,
+        estimator=estimator,
+        data_fingerprint=data,
+        reference_metric_value=reference,
+        extra={"sweep_id": "sweep", "trial_id": "trial", "config_hash": config_hash({"a": 1})},
+    )
 
 
 def fresh_name():
@@ -57,87 +60,33 @@ def test_no_champion_is_none(logged):
     assert registry.champion(logged[0], fresh_name()) is None
 
 
-def test_register_requires_the_comparison_tags(logged):
-    uri, _, model_uri, _ = logged
-    with pytest.raises(AsdError, match="tags lack data_fingerprint"):
-        registry.register_encoder(uri, model_uri, fresh_name(), {"metric": "hmean"})
+def test_tags_round_trip_and_name_a_bad_tag_in_one_line():
+    typed = tags(0.6, reference=0.5)
+    flat = typed.to_tags()
+    assert (flat["metric_value"], flat["reference_metric_value"]) == ("0.600000", "0.500000")
+    assert RegistryTags.from_tags(flat) == typed
+    claimed = {**flat, "asd.promotion_claim": "champion@1"}  # bookkeeping is not copied
+    assert RegistryTags.from_tags(claimed) == typed
+    with pytest.raises(AsdError, match="^tags lack metric_value, data_fingerprint|^tags lack"):
+        RegistryTags.from_tags({"metric": "hmean", "estimator": "ml"})
+    for bad in ("high", "nan", ""):
+        with pytest.raises(AsdError, match=f"^tag metric_value must be a number, got '{bad}'$"):
+            RegistryTags.from_tags({**flat, "metric_value": bad})
+    with pytest.raises(AsdError, match="^tag reference_metric_value must be a number"):
+        RegistryTags.from_tags({**flat, "reference_metric_value": "x"})
 
 
-def test_promote_better_refuse_worse(logged):
-    uri, _, model_uri, _ = logged
-    name = fresh_name()
-    v1 = registry.register_encoder(uri, model_uri, name, tags(0.60))
-    v2 = registry.register_encoder(uri, model_uri, name, tags(0.64))
-    v3 = registry.register_encoder(uri, model_uri, name, tags(0.61))
-    assert (v1, v2, v3) == ("1", "2", "3")
-
-    first = registry.promote(uri, name, v1)
-    assert first.promoted and first.champion_version is None
-    better = registry.promote(uri, name, v2)
-    assert better.promoted and better.champion_version == "1"
-    assert registry.champion(uri, name).version == 2
-
-    worse = registry.promote(uri, name, v3)
-    assert not worse.promoted
-    assert worse.reason == (
-        "candidate v3 hmean 0.61 does not beat champion v2 hmean 0.64 on data 1a2b3c4d "
-        "(estimator ml)"
-    )
-    assert registry.champion(uri, name).version == 2
-    assert not registry.promote(uri, name, v2).promoted  # already champion
-
-
-@pytest.mark.parametrize(
-    ("changed", "reason"),
-    [
-        ({"data": "ffff"}, "incomparable: data fingerprint differs"),
-        ({"estimator": "elliptic"}, "incomparable: estimator differs"),
-        ({"metric": "pauc"}, "incomparable: metric differs"),
-    ],
-)
-def test_incomparable_is_refused(logged, changed, reason):
-    uri, _, model_uri, _ = logged
-    name = fresh_name()
-    v1 = registry.register_encoder(uri, model_uri, name, tags(0.5))
-    v2 = registry.register_encoder(uri, model_uri, name, tags(0.9, **changed))
-    assert registry.promote(uri, name, v1).promoted
-    decision = registry.promote(uri, name, v2)
-    assert not decision.promoted and decision.reason.startswith(reason)
-    assert registry.champion(uri, name).version == 1
-
-
-@pytest.mark.parametrize("with_lock", [True, False])
-def test_racing_promotions_end_on_the_better(logged, monkeypatch, with_lock):
-    """Without the sqlite file lock the claim/settle protocol alone must hold."""
-    uri, _, model_uri, _ = logged
-    if not with_lock:
-        monkeypatch.setattr(registry, "_local_lock", lambda *a: contextlib.nullcontext())
-    for _ in range(2):
-        name = fresh_name()
-        old = registry.register_encoder(uri, model_uri, name, tags(0.50))
-        good = registry.register_encoder(uri, model_uri, name, tags(0.70))
-        best = registry.register_encoder(uri, model_uri, name, tags(0.80))
-        assert registry.promote(uri, name, old).promoted
-        barrier, results = threading.Barrier(2), {}
-
-        def run(version, name=name, barrier=barrier, results=results):
-            barrier.wait()
-            results[version] = registry.promote(uri, name, version)
-
-        threads = [threading.Thread(target=run, args=(v,)) for v in (good, best)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert registry.champion(uri, name).version == int(best)
-        assert results[best].promoted
+def test_differs_from_names_the_first_incomparable_tag():
+    assert tags(0.5).differs_from(tags(0.9)) == ""
+    assert tags(0.5).differs_from(tags(0.5, data="ff")) == "data_fingerprint"
+    assert tags(0.5).differs_from(tags(0.5, metric="pauc", estimator="knn")) == "metric"
 
 
 def test_encoder_round_trip_and_pyfunc(logged, tmp_path):
     uri, tracker, model_uri, path = logged
     name = fresh_name()
     version = registry.register_encoder(uri, model_uri, name, tags(0.7))
-    assert registry.promote(uri, name, version).promoted
+    assert promote(uri, name, version).promoted
 
     pt = registry.download_champion(uri, name, tmp_path / "dl")
     assert pt.name == "encoder.pt" and pt.read_bytes() == path.read_bytes()
@@ -199,26 +148,3 @@ def test_offline_encoder_is_logged_on_sync(logged, tmp_path):
     )[0]
     (output,) = run.outputs.model_outputs
     assert logged[1].client.get_logged_model(output.model_id).name == "model"
-
-
-def test_promote_says_when_a_candidate_does_not_beat_the_reference(logged):
-    uri, _, model_uri, _ = logged
-    name = fresh_name()
-    below = {**tags(0.60, metric="holdout.hmean"), "reference_metric_value": "0.65"}
-    v1 = registry.register_encoder(uri, model_uri, name, below)
-    decision = registry.promote(uri, name, v1)
-    assert decision.promoted  # the registry's rule is unchanged: it only says so
-    assert "does not beat the untrained reference (0.65, ml)" in decision.reason
-    above = {**tags(0.70, metric="holdout.hmean"), "reference_metric_value": "0.65"}
-    v2 = registry.register_encoder(uri, model_uri, name, above)
-    decision = registry.promote(uri, name, v2)
-    assert decision.promoted and "reference" not in decision.reason
-
-
-def test_reference_note_needs_held_out_figures():
-    assert registry.reference_note({"metric": "tune.hmean", "metric_value": "0.1"}, "1") == ""
-    assert registry.reference_note({"metric": "holdout.hmean", "metric_value": "0.1"}, "1") == ""
-    note = registry.reference_note(
-        {"metric": "holdout.hmean", "metric_value": "0.5", "reference_metric_value": "0.5"}, "3"
-    )
-    assert note.startswith("note: v3 (holdout.hmean 0.5) does not beat")

@@ -120,15 +120,16 @@ def test_promote_cli_refuses_an_incomparable_version_and_keeps_the_alias(
     from asd.serve import registry
     from asd.tracking import Tracker, default_tracking_uri
 
+    tags = registry.RegistryTags.from_tags
     uri = default_tracking_uri(tmp_path)
     tracker = Tracker(uri, "security")
     trial = tracker.start_trial(tracker.start_sweep("s", {}), "t", {})
     model_uri = tracker.log_encoder(trial, tiny_encoder_file(tmp_path / "encoder.pt"))
     base = {"metric": "holdout.hmean", "estimator": "ml", "data_fingerprint": "fp-1"}
-    v1 = registry.register_encoder(uri, model_uri, "enc", {**base, "metric_value": "0.60"})
+    v1 = registry.register_encoder(uri, model_uri, "enc", tags({**base, "metric_value": "0.60"}))
     assert main(["promote", "--model-name", "enc", "--version", v1, "--tracking-uri", uri]) == 0
     other_data = {**base, "metric_value": "0.99", "data_fingerprint": "fp-2"}
-    v2 = registry.register_encoder(uri, model_uri, "enc", other_data)
+    v2 = registry.register_encoder(uri, model_uri, "enc", tags(other_data))
     capsys.readouterr()
     code = main(["promote", "--model-name", "enc", "--version", v2, "--tracking-uri", uri])
     out = capsys.readouterr().out

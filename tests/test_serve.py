@@ -27,14 +27,15 @@ from asd.features import extract_features
 from asd.serve import registry
 from asd.serve.audio import score_table
 from asd.serve.model import DETECTOR_MODEL, register_detector
+from asd.serve.promotion import promote
+from asd.serve.registry import RegistryTags
 
 CFG = {"features.n_mels": 16, "scoring.family": "reference", "scoring.reference": "meanstd"}
 REPO = Path(__file__).resolve().parents[1]
 
 
 def tags(fp="data-a", value=0.7):
-    return {"metric": "tune.hmean", "metric_value": value, "estimator": "ml",
-            "data_fingerprint": fp}  # fmt: skip
+    return RegistryTags("tune.hmean", metric_value=value, estimator="ml", data_fingerprint=fp)
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +49,7 @@ def served(synth_tree, tmp_path_factory):
     folder = save_detector(fit_detector(None, features, cfg, "data-a"), tmp / "detector")
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
     version = register_detector(uri, folder, tags())
-    assert registry.promote(uri, DETECTOR_MODEL, version).promoted
+    assert promote(uri, DETECTOR_MODEL, version).promoted
     return {"root": root, "uri": uri, "tmp": tmp, "version": version, "folder": folder}
 
 
@@ -191,7 +192,7 @@ def test_add_machine_is_a_new_version_old_one_untouched(served, synth_tree, tmp_
 
 def test_promotion_refuses_a_detector_fitted_on_other_data(served):
     other = register_detector(served["uri"], served["folder"], tags("data-b", value=0.99))
-    decision = registry.promote(served["uri"], DETECTOR_MODEL, other)
+    decision = promote(served["uri"], DETECTOR_MODEL, other)
     assert not decision.promoted and "data fingerprint differs" in decision.reason
     assert str(registry.champion(served["uri"], DETECTOR_MODEL).version) == served["version"]
 

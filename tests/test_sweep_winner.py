@@ -11,6 +11,7 @@ from asd.config import Config, FeatureConfig
 from asd.detect.detector import evaluate_detector
 from asd.errors import AsdError
 from asd.features import FeatureSet
+from asd.serve.registry import RegistryTags
 from asd.sweep.settings import SweepSettings
 from asd.sweep.storage import CONFIG_FILE, ENCODER_FILE
 from asd.sweep.summary import TRIAL_SCORES, SweepResult
@@ -35,7 +36,7 @@ SCORES = {
 
 def test_tags_carry_the_held_out_score_of_the_scorer_it_was_tuned_with():
     result = _result(tune_scores={"ml.hmean": 0.99}, holdout_scores=SCORES, scorer="ml")
-    tags = winner_tags(result, "fp", ("fan", "slider"), ("valve",))
+    tags = winner_tags(result, "fp", ("fan", "slider"), ("valve",)).to_tags()
     assert tags == {
         "metric": "holdout.hmean",
         "metric_value": "0.700000",
@@ -50,7 +51,7 @@ def test_tags_carry_the_held_out_score_of_the_scorer_it_was_tuned_with():
 
 def test_without_held_out_types_the_tune_score_is_registered():
     result = _result(tune_scores=SCORES, scorer="elliptic", family="reference")
-    tags = winner_tags(result, "fp", ("fan",), ())
+    tags = winner_tags(result, "fp", ("fan",), ()).to_tags()
     assert (tags["metric"], tags["metric_value"], tags["estimator"]) == (
         "tune.hmean",
         "0.650000",
@@ -61,8 +62,11 @@ def test_without_held_out_types_the_tune_score_is_registered():
 
 
 def test_no_reference_score_means_no_reference_tag():
-    tags = winner_tags(_result(tune_scores={"ml.hmean": 0.5}, scorer="ml"), "fp", ("fan",), ())
+    typed = winner_tags(_result(tune_scores={"ml.hmean": 0.5}, scorer="ml"), "fp", ("fan",), ())
+    assert typed.reference_metric_value is None and typed.metric_value == 0.5
+    tags = typed.to_tags()
     assert "reference_metric_value" not in tags and tags["metric_value"] == "0.500000"
+    assert RegistryTags.from_tags(tags) == typed  # what promotion reads back
 
 
 def test_an_encoder_winner_is_rebuilt_from_its_encoder_file(tmp_path, tiny_encoder_file):

@@ -6,7 +6,7 @@ import torch
 
 from asd.config import Config
 from asd.errors import AsdError
-from asd.model.batches import random_crops, tile_short_clips
+from asd.model.batches import TrainClips, random_crops, tile_short_clips
 from asd.model.train import TrainResult, make_scheduler, schedule_time, steps_per_epoch, train
 
 N_MELS = 32
@@ -42,9 +42,10 @@ def tiny_clips(n=6, frames=40, seed=0):
     return clips, lengths, mean, std
 
 
-def run(cfg, data, **kwargs):
+def run(cfg, data, labels=None, **kwargs):
     clips, lengths, mean, std = data
-    return train(cfg, clips, lengths, mean, std, device="cpu", progress=False, **kwargs)
+    data = TrainClips(clips, lengths, mean, std, labels)
+    return train(cfg, data, device="cpu", progress=False, **kwargs)
 
 
 def losses(history):
@@ -201,9 +202,9 @@ def test_bad_inputs_raise():
     clips, lengths, mean, std = tiny_clips()
     cfg = tiny_config()
     with pytest.raises(AsdError, match="n_mels"):
-        train(cfg, clips[:, :5], lengths, mean, std, device="cpu", progress=False)
+        train(cfg, TrainClips(clips[:, :5], lengths, mean, std), device="cpu", progress=False)
     with pytest.raises(AsdError, match="at least 2 clips"):
-        train(cfg, clips[:1], lengths[:1], mean, std, device="cpu", progress=False)
+        train(cfg, TrainClips(clips[:1], lengths[:1], mean, std), device="cpu", progress=False)
 
 
 def test_steps_per_epoch_drop_last_keeps_one_batch_shape():

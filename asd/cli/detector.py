@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
@@ -186,12 +186,16 @@ def cmd_add_machine(args: argparse.Namespace) -> int:
 def _register_grown(ref: ModelRef, grown: Detector, data_fp: str, args: argparse.Namespace) -> str:
     """Save and register ``grown`` as a new version beside ``ref``'s (whose tags it extends)."""
     from asd.serve.model import register_detector
+    from asd.serve.registry import RegistryTags
 
     assert ref.name and ref.tracking_uri and ref.tags is not None
     folder = save_detector(grown, Path(args.workdir) / "detectors" / f"{ref.name}-grown")
-    tags = {k: v for k, v in ref.tags.items() if not k.startswith("asd.promotion")}
-    tags["data_fingerprint"] = f"{ref.tags.get('data_fingerprint', '?')}+{data_fp}"
-    tags["parent_version"] = str(ref.version)
+    parent = RegistryTags.from_tags(ref.tags)  # without the parent's promotion claims
+    tags = replace(
+        parent,
+        data_fingerprint=f"{parent.data_fingerprint}+{data_fp}",
+        extra={**parent.extra, "parent_version": str(ref.version)},
+    )
     return register_detector(ref.tracking_uri, folder, tags, name=ref.name)
 
 

@@ -1,4 +1,7 @@
-"""`asd`: the command line. The only place that reads argv, the environment and the cwd.
+"""`asd`: the command line, the one place that reads argv.
+
+The environment is read by :func:`asd.cli.platform.read_environment` (called from here);
+relative paths such as the default work folder are taken from the cwd here.
 
 Every AsdError is printed as one line (``asd: ...``) with exit code 2; ``--debug`` shows
 the traceback instead.
@@ -19,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from asd import __version__
+from asd.cli.data import add_data_parser
 from asd.cli.detector import (
     add_detector_parser,
     evaluate_with_model,
@@ -31,16 +35,14 @@ from asd.cli.platform import (
     read_environment,
     set_local_defaults,
 )
+from asd.cli.report import format_evaluation, format_machines
 from asd.cli.runfolder import run_folder
-from asd.config import DEFAULT_WORKDIR, ESTIMATORS, SCORERS, Config, FeatureConfig, preset
-from asd.data.fingerprint import STORE_NAME, verify_store
+from asd.config import DEFAULT_WORKDIR, ESTIMATORS, SCORERS, Config, FeatureConfig
+from asd.data.fingerprint import STORE_NAME
 from asd.data.index import fingerprint
-from asd.data.layouts import SPLIT_FILE, detect_layout, index_data, write_split
-from asd.data.synth.tree import synthesize
-from asd.detect.detector import evaluate_detector, format_versus, machine_comparison
-from asd.detect.metrics import machine_table
+from asd.data.layouts import index_data
+from asd.detect.detector import evaluate_detector, format_versus
 from asd.detect.pipeline import (
-    Evaluation,
     other_machine_notes,
     save_evaluation,
     score_new_clips,
@@ -50,6 +52,7 @@ from asd.errors import AsdError, redact
 from asd.features import FeatureSet, extract_features
 from asd.model.encoder import Encoder, load_encoder, save_encoder
 from asd.model.train import resolve_device
+from asd.presets import PRESETS, preset
 from asd.staging import check_writable, publish, tmp_folder
 
 if TYPE_CHECKING:
@@ -91,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     sub = parser.add_subparsers(metavar="COMMAND")
-    _add_data_parser(sub)
+    add_data_parser(sub)
     _add_train_parser(sub)
     _add_evaluate_parser(sub)
     _add_score_parser(sub)
@@ -99,53 +102,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_platform_commands(sub)
     accept_debug_everywhere(parser)
     return parser
-
-
-def _add_data_parser(sub: Subparsers) -> None:
-    """`asd data synth` and `asd data index`."""
-    data = sub.add_parser("data", help="synthesise, index or split a data tree")
-    data_sub = data.add_subparsers(metavar="ACTION")
-    synth = data_sub.add_parser("synth", help="write a synthetic data set in the DCASE layout")
-    synth.add_argument("--out", type=Path, required=True, help="folder to write")
-    synth.add_argument(
-        "--machines", nargs="+", action="extend", help="machine types (default: the 7 dev types)"
-    )
-    synth.add_argument("--train-source", type=int, help="normal source train clips per machine")
-    synth.add_argument("--train-target", type=int, help="normal target train clips per machine")
-    synth.add_argument(
-        "--test-per-domain", type=int, help="test clips per domain and per label (normal/anomaly)"
-    )
-    synth.add_argument("--seconds", type=float, help="clip length in seconds")
-    synth.add_argument("--seed", type=int, default=0)
-    synth.add_argument(
-        "--overwrite", action="store_true", help="replace a tree --out holds (other settings)"
-    )
-    synth.set_defaults(func=cmd_data_synth)
-    index = data_sub.add_parser("index", help="index a data tree and print clip counts")
-    index.add_argument("--data", type=Path, required=True, help="data folder (any known layout)")
-    index.add_argument("--ground-truth", type=Path, help="eval ground-truth CSV folder")
-    index.add_argument("--out", type=Path, help="write the index as CSV here")
-    index.add_argument(
-        "--verify",
-        action="store_true",
-        help="re-hash every clip (the content store trusts size and mtime) and correct the store",
-    )
-    index.add_argument(
-        "--workdir", type=Path, default=DEFAULT_WORKDIR, help="whose content store --verify checks"
-    )
-    index.set_defaults(func=cmd_data_index)
-    split = data_sub.add_parser(
-        "split", help=f"train/test split of a MIMII or ToyADMOS tree, written to {SPLIT_FILE}"
-    )
-    split.add_argument("--data", type=Path, required=True, help="the MIMII / ToyADMOS folder")
-    split.add_argument("--seed", type=int, default=0, help="which normals go to test")
-    split.add_argument(
-        "--test-fraction",
-        type=float,
-        help="share of each section's normals held out for test (default: as many as anomalies)",
-    )
-    split.add_argument("--overwrite", action="store_true", help="replace a split of other settings")
-    split.set_defaults(func=cmd_data_split)
 
 
 def _add_train_parser(sub: Subparsers) -> None:
@@ -211,7 +167,8 @@ def _add_evaluate_parser(sub: Subparsers) -> None:
     )
     evaluate.add_argument(
         "--preset",
-        help="score the detector of this preset (e.g. twfr-gmm, which needs no encoder)",
+        help=f"score the detector of this preset: {_preset_names()} "
+        "(twfr-gmm needs no encoder)",
     )
     evaluate.add_argument(
         "--pool",
@@ -259,7 +216,9 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", default="paper", help="paper (default) or smoke")
+    p.add_argument(
+        "--preset", default="paper", help=f"starting config: {_preset_names()} (default: paper)"
+    )
     p.add_argument("--config", type=Path, help="a config.json (flat dotted keys) to start from")
     p.add_argument(
         "--set",
@@ -269,6 +228,11 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="overrides, e.g. loss.temperature=0.1 train.epochs=5",
     )
+
+
+def _preset_names() -> str:
+    """Every preset's name, for --preset help: taken from asd.presets, so none is left out."""
+    return ", ".join(PRESETS)
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
@@ -301,61 +265,6 @@ def load_feature_set(args: argparse.Namespace, feature_cfg: FeatureConfig) -> Fe
     return extract_features(
         index, feature_cfg, Path(args.workdir) / "features", progress=not args.quiet
     )
-
-
-def cmd_data_synth(args: argparse.Namespace) -> int:
-    """Write a synthetic DCASE tree."""
-    options = {
-        "machines": tuple(args.machines) if args.machines else None,
-        "train_source": args.train_source,
-        "train_target": args.train_target,
-        "test_per_domain": args.test_per_domain,
-        "seconds": args.seconds,
-    }
-    start = time.monotonic()
-    given = {k: v for k, v in options.items() if v is not None}  # an explicit 0 means 0
-    root = synthesize(args.out, seed=args.seed, overwrite=args.overwrite, **given)
-    print(f"wrote a synthetic DCASE 2023 tree to {root} in {time.monotonic() - start:.1f}s")
-    return 0
-
-
-def cmd_data_index(args: argparse.Namespace) -> int:
-    """Print the detected layout and how many clips each machine, split, domain and label has."""
-    layout = detect_layout(args.data)
-    index = index_data(args.data, ground_truth=args.ground_truth)
-    scored = "DCASE 2023 official score" if layout.domains == 2 else (
-        "one domain: AUC, pAUC and their harmonic mean, not the DCASE 2023 official score"
-    )  # fmt: skip
-    print(f"layout: {layout.title} ({layout.name}); {scored}")
-    counts = index.groupby(["subset", "machine", "split", "domain", "label"]).size()
-    print(counts.unstack(["split", "domain", "label"], fill_value=0).to_string())
-    if args.out:
-        frame = index.copy()
-        frame["attributes"] = frame["attributes"].map(json.dumps)
-        frame.to_csv(args.out, index=False)
-        print(f"index written to {args.out}")
-    if args.verify:
-        store = Path(args.workdir) / "features" / STORE_NAME
-        checked, changed = verify_store(index["path"], store)
-        if not changed:
-            print(f"verified {checked} clips: every one matches the content store {store}")
-            return 0
-        print(
-            f"{len(changed)} of {checked} clips changed although their size and mtime did not "
-            f"(first: {changed[0]}); {store} is corrected: the next run reads them again"
-        )
-    return 0
-
-
-def cmd_data_split(args: argparse.Namespace) -> int:
-    """Write a reproducible train/test manifest for a tree that ships without a split."""
-    path, manifest = write_split(args.data, args.seed, args.test_fraction, args.overwrite)
-    print(
-        f"split {manifest['n_train'] + manifest['n_test']} clips (seed {args.seed}): "
-        f"{manifest['n_train']} normal clips in train, {manifest['n_test']} clips (every "
-        f"anomaly and the held-out normals) in test; manifest written to {path}"
-    )
-    return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -476,14 +385,6 @@ def _detector_config(args: argparse.Namespace) -> tuple[Encoder | None, Config, 
     return encoder, cfg.with_overrides(overrides), source
 
 
-def format_machines(evaluation: Evaluation, estimator: str) -> str:
-    """Per machine type: hmean % of the detector, its members and the references."""
-    table = machine_comparison(evaluation, estimator)
-    if table.empty:
-        return ""
-    return f"-- per machine type, hmean % ({estimator})\n{table.to_string()}"
-
-
 def cmd_score(args: argparse.Namespace) -> int:
     """Score new clips of one machine type; scorer fitted on its normal training clips."""
     if args.out is not None and args.out.is_dir():
@@ -542,58 +443,6 @@ def resolve_encoder(
         if path.is_dir():
             path = path / "encoder.pt"
     return load_encoder(path)
-
-
-def format_evaluation(evaluation: Evaluation, title: str) -> str:
-    """Per-machine AUC (source), AUC (target), pAUC and hmean per estimator, in percent."""
-    lines = [f"== {title}"]
-    for name, res in evaluation.by_estimator.items():
-        labelled = res.results.loc[res.results["label"].isin(["normal", "anomaly"])]
-        if labelled.empty:
-            lines.append(f"-- estimator {name}: no labelled test clips (scores written only)")
-            continue
-        table = machine_table(labelled).set_index("machine")
-        s = res.summary
-        one_domain = s.get("domains") == 1
-        columns = ["auc_source", "pauc", "hmean"] if one_domain else list(_COLUMNS_2023)
-        shown = (table[columns] * 100).round(2)
-        if one_domain:
-            shown = shown.rename(columns={"auc_source": "auc"})
-        lines.append(f"-- estimator {name} ({_estimator_name(name)})")
-        lines.append(shown.to_string())
-        lines += _score_lines(s)
-        for key, why in res.fallbacks.items():
-            lines.append(f"   note: {key}: {why}")
-    return "\n".join(lines)
-
-
-_COLUMNS_2023 = ("auc_source", "auc_target", "pauc", "hmean")
-
-
-def _score_lines(s: dict[str, float]) -> list[str]:
-    """The summary's score, saying which score it is."""
-    if s.get("domains") != 1:
-        return [
-            f"official score (harmonic mean over machines of AUC-s, AUC-t, pAUC): "
-            f"{100 * s['hmean']:.2f} %"
-        ]
-    return [
-        f"score (harmonic mean of AUC and pAUC over sections; one domain, so NOT the DCASE 2023 "
-        f"official score): {100 * s['hmean']:.2f} %",
-        f"DCASE 2020 official figures: AUC {100 * s['dcase2020_auc']:.2f} %, pAUC "
-        f"{100 * s['dcase2020_pauc']:.2f} % (arithmetic means over sections), "
-        f"their mean {100 * s['dcase2020']:.2f} %",
-    ]
-
-
-def _estimator_name(name: str) -> str:
-    names = {
-        "ml": "EmpiricalCovariance",
-        "elliptic": "EllipticEnvelope",
-        "knn": "cosine kNN",
-        "gmm": "GaussianMixture",
-    }
-    return names.get(name, name)
 
 
 if __name__ == "__main__":  # pragma: no cover

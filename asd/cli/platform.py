@@ -3,7 +3,8 @@
 Kept apart from cli.py so the core commands never import the sweep stack: Ray, Optuna and
 MLflow are imported only when a platform command runs. The `asd sweep` flags are generated from
 `SweepSettings`: its fields and their docstrings are the one source of each flag's name, type,
-default and help. This is the only module that reads the process environment.
+default and help. This is the only module that reads settings from the process environment
+(:func:`read_environment`; the other commands call it).
 """
 
 from __future__ import annotations
@@ -294,7 +295,7 @@ def _tracking_uri(args: argparse.Namespace) -> str:
 
 def cmd_promote(args: argparse.Namespace) -> int:
     """Promote a registered version only if it beats the champion on comparable data."""
-    from asd.serve.registry import promote
+    from asd.serve.promotion import promote
 
     decision = promote(_tracking_uri(args), args.model_name, str(args.version))
     print(decision.reason)

@@ -17,15 +17,13 @@ features, training and scoring never ask which set a clip came from:
 - ``toyadmos``: ``<machine>/caseN/{NormalSound_IND,AnomalousSound_IND}/*.wav``; one file per
   microphone (``_ch1_``...), of which channel 1 is read; section = case number.
 
-MIMII and ToyADMOS ship no train/test split: :func:`make_split` writes a small manifest
-(``asd_split.json`` in the data folder) that the reader then follows.
+MIMII and ToyADMOS ship no train/test split: :func:`write_split` writes a small manifest
+(``asd_split.json`` in the data folder, :mod:`asd.data.split`) that the reader then follows.
 """
 
 from __future__ import annotations
 
 import csv
-import hashlib
-import json
 import logging
 import re
 from dataclasses import dataclass
@@ -34,14 +32,11 @@ from pathlib import Path
 import pandas as pd
 
 from asd.data import index as data
+from asd.data.split import apply_split, save_split, split_manifest
 from asd.errors import AsdError, warn_once
 
 log = logging.getLogger(__name__)
 
-SPLIT_FILE = "asd_split.json"
-"""Name of the train/test manifest :func:`make_split` writes into a MIMII / ToyADMOS folder."""
-SPLIT_FORMAT = 1
-"""Version of the manifest's JSON layout."""
 TOYADMOS_CHANNEL = 1
 """ToyADMOS stores one file per microphone; the files of this channel (``_ch1_``) are read."""
 
@@ -176,7 +171,7 @@ def index_data(
         truth = data._read_ground_truth(Path(ground_truth)) if ground_truth is not None else {}
         rows = [r for s, f in _machine_dirs(root) for r in _rows_2021(s, f, truth)]
     else:
-        rows = _apply_split(_unsplit_rows(root, layout), root, layout)
+        rows = apply_split(_unsplit_rows(root, layout), root, layout.title)
     return _finish(pd.DataFrame(rows, columns=data.COLUMNS), machines, root, layout)
 
 
@@ -449,121 +444,20 @@ def _toyadmos_rows(machine: str, case: int, case_dir: Path) -> list[dict]:
 
 
 def make_split(root: str | Path, seed: int = 0, test_fraction: float | None = None) -> dict:
-    """A reproducible train/test split of a MIMII / ToyADMOS tree, as a manifest dict.
-
-    Per machine and section: every anomaly goes to test; of the normals, ``test_fraction``
-    (at least one, leaving at least one for training) or, without it, as many as there are
-    anomalies (the MIMII baseline's balanced test set) go to test, the rest to train. Which
-    normals is decided by ranking ``sha256(seed:key)``: the same seed gives the same split on
-    any machine and Python version. Keys leave out the noise level, so every MIMII level of a
-    recording lands in the same split.
-    """
+    """The train/test manifest of the MIMII / ToyADMOS tree at ``root`` (:mod:`asd.data.split`)."""
     root = Path(root)
     layout = detect_layout(root)
     if not layout.needs_split:
         raise AsdError(f"{root} is a {layout.title} tree: it has its own train/test split")
-    if test_fraction is not None and not 0 < test_fraction < 1:
-        raise AsdError(f"--test-fraction must be between 0 and 1, got {test_fraction}")
-    groups: dict[str, dict[str, set[str]]] = {}
-    for row in _unsplit_rows(root, layout):
-        group = str(row["key"]).rsplit("/", 2)[0]  # <machine>/<id or case>
-        groups.setdefault(group, {"normal": set(), "anomaly": set()})[str(row["label"])].add(
-            str(row["key"])
-        )
-    if not groups:
+    rows = _unsplit_rows(root, layout)
+    if not rows:
         raise AsdError(f"no clips found in {root} ({layout.title} layout)")
-    clips: dict[str, str] = {}
-    for group in sorted(groups):
-        normals, anomalies = sorted(groups[group]["normal"]), sorted(groups[group]["anomaly"])
-        n_test = _n_test(len(normals), len(anomalies), test_fraction)
-        ranked = sorted(normals, key=lambda k: hashlib.sha256(f"{seed}:{k}".encode()).hexdigest())
-        clips.update({k: "test" for k in ranked[:n_test]})
-        clips.update({k: "train" for k in ranked[n_test:]})
-        clips.update({k: "test" for k in anomalies})
-    return {
-        "format": SPLIT_FORMAT,
-        "layout": layout.name,
-        "seed": seed,
-        "test_fraction": test_fraction,
-        "rule": "per machine and section: anomalies in test; normals ranked by "
-        "sha256('<seed>:<key>'), the first test_fraction of them (or as many as anomalies) in test",
-        "n_train": sum(v == "train" for v in clips.values()),
-        "n_test": sum(v == "test" for v in clips.values()),
-        "clips": dict(sorted(clips.items())),
-    }
-
-
-def _n_test(n_normal: int, n_anomaly: int, test_fraction: float | None) -> int:
-    """How many normals of a section go to test: at least one, and one stays for training."""
-    if n_normal < 2:
-        return 0
-    wanted = round(test_fraction * n_normal) if test_fraction is not None else n_anomaly
-    return min(max(wanted, 1), n_normal - 1)
+    return split_manifest(rows, layout.name, seed, test_fraction)
 
 
 def write_split(
     root: str | Path, seed: int = 0, test_fraction: float | None = None, overwrite: bool = False
 ) -> tuple[Path, dict]:
-    """Write :func:`make_split`'s manifest to ``<root>/asd_split.json`` and return both.
-
-    An existing manifest made with other settings is kept unless ``overwrite``: models trained
-    on the old split would otherwise be tested on their own training clips.
-    """
-    root = Path(root)
+    """Write :func:`make_split`'s manifest to ``<root>/asd_split.json`` and return both."""
     manifest = make_split(root, seed, test_fraction)
-    path = root / SPLIT_FILE
-    if path.exists() and not overwrite:
-        old = read_split(path)
-        if (old.get("seed"), old.get("test_fraction")) != (seed, test_fraction):
-            raise AsdError(
-                f"{path} already holds a split with seed {old.get('seed')} and test fraction "
-                f"{old.get('test_fraction') or 'default'}: pass --overwrite to replace it"
-            )
-    try:
-        path.write_text(json.dumps(manifest, indent=1) + "\n")
-    except OSError as exc:
-        raise AsdError(f"cannot write the split manifest {path}: {exc.strerror or exc}") from None
-    return path, manifest
-
-
-def read_split(path: Path) -> dict:
-    """A manifest written by :func:`write_split`; AsdError naming the file when unreadable."""
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise AsdError(f"cannot read the split manifest {path}: {exc}") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != SPLIT_FORMAT:
-        raise AsdError(f"{path} is not an asd split manifest (format {SPLIT_FORMAT})")
-    if not isinstance(manifest.get("clips"), dict):
-        raise AsdError(f"{path} has no 'clips' table")
-    return manifest
-
-
-def _apply_split(rows: list[dict], root: Path, layout: Layout) -> list[dict]:
-    """Give each row its split from ``<root>/asd_split.json``; AsdError if it does not fit."""
-    path = root / SPLIT_FILE
-    if not path.is_file():
-        raise AsdError(
-            f"{root} is a {layout.title} tree without a train/test split: run "
-            f"`asd data split --data {root} --seed 0` first (it writes {SPLIT_FILE})"
-        )
-    clips = read_split(path)["clips"]
-    missing = sorted({str(r["key"]) for r in rows if r["key"] not in clips})
-    if missing:
-        raise AsdError(
-            f"{len(missing)} clips are not in the split manifest {path} (e.g. {missing[0]}): "
-            f"the data changed since `asd data split`; run it again with --overwrite"
-        )
-    gone = sorted(set(clips) - {str(r["key"]) for r in rows})
-    if gone:
-        raise AsdError(
-            f"the split manifest {path} lists {len(gone)} clips that are not in {root} "
-            f"(e.g. {gone[0]}); run `asd data split --overwrite` again"
-        )
-    for row in rows:
-        row["split"] = clips[row.pop("key")]
-        if row["split"] not in ("train", "test"):
-            raise AsdError(f"{path}: split of {row['path']} is '{row['split']}', not train/test")
-        if row["split"] == "train" and row["label"] != "normal":
-            raise AsdError(f"{path} puts anomalous clip {row['path']} in train")
-    return rows
+    return save_split(Path(root), manifest, overwrite), manifest

@@ -24,6 +24,7 @@ from asd.detect.metrics import METRICS, machine_table, section_scores, summarize
 from asd.detect.scorer import SectionScorer
 from asd.errors import AsdError
 from asd.features import FeatureSet, log_mel
+from asd.model.batches import TrainClips
 from asd.model.embed import embed_clips
 from asd.model.encoder import Encoder
 from asd.model.margin import class_labels
@@ -138,16 +139,12 @@ def train_encoder(
         labels = class_labels(features.index.iloc[positions])
     return train(
         cfg,
-        clips,
-        lengths,
-        features.mean,
-        features.std,
+        TrainClips(clips, lengths, features.mean, features.std, labels),
         device=device,
         report=report,
         checkpoint_dir=checkpoint_dir,
         resume=resume,
         progress=progress,
-        labels=labels,
         checkpoint_every=checkpoint_every,
     )
 

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from asd.config import pooling_parts
 from asd.errors import AsdError
+from asd.pooling_spec import pooling_parts
 
 TWFR_DECAYS = {
     "ToyCar": 1.00,
@@ -64,7 +64,7 @@ def per_machine(spec: str) -> bool:
 def parse_pooling(spec: str, machine: str | None = None) -> Pooling:
     """The :class:`Pooling` a spec names; AsdError naming the bad part otherwise.
 
-    The grammar is :func:`asd.config.pooling_parts` (the config validates specs with it);
+    The grammar is :func:`asd.pooling_spec.pooling_parts` (the config validates specs with it);
     ``machine`` resolves ``twfr`` to that machine type's decay (the median without one).
     """
     parts = tuple(

@@ -1,4 +1,4 @@
-"""Training clips on the device: checked, short ones tiled, random crops cut by index.
+"""Training clips: the typed record train() takes, and on the device checked, tiled, cropped.
 
 Why it exists: the training loop keeps every clip resident on its device and cuts batches
 with index arithmetic (no per-clip Python loop per step); these are the pieces that make
@@ -7,13 +7,37 @@ that possible, apart from the loop itself (:mod:`asd.model.train`).
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from asd.config import Config
 from asd.errors import AsdError
+from asd.model.margin import ClassLabels
+
+Array = np.ndarray | torch.Tensor
+"""What the clips and stats arrive as: numpy (a FeatureSet) or tensors (tests, benchmarks)."""
+
+
+@dataclass(frozen=True)
+class TrainClips:
+    """What :func:`asd.model.train.train` learns from: the normal training clips, padded.
+
+    One record instead of five loose arguments, so a caller cannot swap ``mean`` and ``std``
+    or hand over lengths of other clips; :func:`resident_clips` checks the shapes.
+    """
+
+    clips: Array
+    """(N, n_mels, L) log-mel dB, padded past each clip's valid length."""
+    lengths: Array
+    """(N,) valid frames of each clip."""
+    mean: Array
+    """(n_mels,) per-band mean the encoder normalises by."""
+    std: Array
+    """(n_mels,) per-band standard deviation the encoder normalises by."""
+    labels: ClassLabels | None = None
+    """Name labels of the clips for the margin head (``loss.aux_weight > 0``), else None."""
 
 
 def tile_short_clips(clips: torch.Tensor, lengths: torch.Tensor, crop_frames: int) -> torch.Tensor:
@@ -47,15 +71,15 @@ def random_crops(
 
 
 def resident_clips(
-    clips: Any, lengths: Any, cfg: Config, device: torch.device, world: int
+    data: TrainClips, cfg: Config, device: torch.device, world: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Checked clips (N, n_mels, L) as float on ``device`` (short ones tiled), valid frames (N,).
 
     AsdError naming the setting when they cannot train.
     ``world`` data-parallel workers each need at least one clip of every batch.
     """
-    t = cfg.train
-    clips_t = torch.as_tensor(np.asarray(clips) if not torch.is_tensor(clips) else clips)
+    t, clips, lengths = cfg.train, data.clips, data.lengths
+    clips_t = clips if isinstance(clips, torch.Tensor) else torch.as_tensor(np.asarray(clips))
     lengths_t = torch.as_tensor(np.asarray(lengths), dtype=torch.long).reshape(-1)
     if clips_t.dim() != 3 or clips_t.shape[1] != cfg.features.n_mels:
         raise AsdError(

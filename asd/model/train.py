@@ -41,7 +41,7 @@ from torch import nn
 from asd.config import Config
 from asd.errors import AsdError
 from asd.model.augment import make_views
-from asd.model.batches import random_crops, resident_clips
+from asd.model.batches import Array, TrainClips, random_crops, resident_clips
 from asd.model.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from asd.model.compilation import compile_enabled
 from asd.model.contrastive import nt_xent
@@ -174,31 +174,27 @@ def train_step(
 
 def train(
     cfg: Config,
-    clips: Any,
-    lengths: Any,
-    mean: Any,
-    std: Any,
+    data: TrainClips,
     device: str | torch.device = "auto",
     report: Report | None = None,
     checkpoint_dir: str | Path | None = None,
     resume: bool = True,
     progress: bool = True,
-    labels: ClassLabels | None = None,
     checkpoint_every: int = 1,
 ) -> TrainResult:
-    """Train an encoder on normal clips (N, n_mels, L) dB with valid ``lengths`` (N,).
+    """Train an encoder on ``data``'s normal clips (N, n_mels, L) dB with valid lengths (N,).
 
-    ``mean``/``std`` (n_mels,) go into the encoder's normalisation buffers. With
+    Its ``mean``/``std`` (n_mels,) go into the encoder's normalisation buffers. With
     ``checkpoint_dir`` the state is saved to ``last.pt`` after every ``checkpoint_every``-th
     epoch (0: the last only) and the last (a write holds model and optimiser state); with
     ``resume``, a run picks up after the last saved epoch with the same result as an
     uninterrupted one (on CPU). Raises AsdError on bad inputs and on a non-finite loss.
-    ``labels`` (:func:`asd.model.margin.class_labels`) feed the head ``loss.aux_weight`` adds.
+    Its ``labels`` (:func:`asd.model.margin.class_labels`) feed the head ``loss.aux_weight`` adds.
 
     Data parallel under torch.distributed: see the module docstring (which rank writes,
     prints and should log).
     """
-    run = _setup(cfg, clips, lengths, mean, std, device, labels, checkpoint_dir, resume)
+    run = _setup(cfg, data, device, checkpoint_dir, resume)
     t, steps = cfg.train, run.steps
     for epoch in range(run.start_epoch, t.epochs + 1):
         run.model.train()
@@ -254,12 +250,8 @@ class _Run:
 
 def _setup(
     cfg: Config,
-    clips: Any,
-    lengths: Any,
-    mean: Any,
-    std: Any,
+    data: TrainClips,
     device: str | torch.device,
-    labels: ClassLabels | None,
     checkpoint_dir: str | Path | None,
     resume: bool,
 ) -> _Run:
@@ -274,13 +266,13 @@ def _setup(
     autocast = precision(device, t.amp)
     if on_cuda:
         torch.backends.cudnn.benchmark = True  # fixed crop shapes: let cuDNN pick its kernels
-    clips_t, valid = resident_clips(clips, lengths, cfg, device, world)
+    clips_t, valid = resident_clips(data, cfg, device, world)
     n_clips = clips_t.shape[0]
     compiled = compile_enabled(t.compile, device)
     n_steps = steps_per_epoch(n_clips, t.batch_size, world, drop_last=compiled)
     batch = min(t.batch_size, n_clips)
     encoder, head, labels_t, optimizer = _model_and_optimizer(
-        cfg, mean, std, labels, n_clips, device, parallel
+        cfg, data.mean, data.std, data.labels, n_clips, device, parallel
     )
     encoder_params = list(encoder.parameters())  # what train.grad_clip clips
     scheduler = make_scheduler(optimizer, cfg)
@@ -315,8 +307,8 @@ def _setup(
 
 def _model_and_optimizer(
     cfg: Config,
-    mean: Any,
-    std: Any,
+    mean: Array,
+    std: Array,
     labels: ClassLabels | None,
     n_clips: int,
     device: torch.device,

@@ -9,6 +9,7 @@ folder (:mod:`asd.detect.artifact`, no pickle) and the model is built from code
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import tempfile
 import warnings
@@ -27,7 +28,7 @@ from mlflow.types import ColSpec, Schema
 from asd.detect.artifact import Detector, load_detector
 from asd.errors import AsdError, one_line
 from asd.serve.audio import score_table
-from asd.serve.registry import register_encoder
+from asd.serve.registry import RegistryTags, register_encoder
 from asd.tracking.model import pip_requirements
 from asd.tracking.store import Store, param_value
 from asd.tracking.uri import check_tracking
@@ -126,16 +127,17 @@ def log_detector(
 def register_detector(
     tracking_uri: str,
     folder: Path,
-    tags: dict[str, Any],
+    tags: RegistryTags,
     name: str = DETECTOR_MODEL,
     run_id: str | None = None,
 ) -> str:
     """Log and register the detector ``folder`` as a version of ``name``; returns the version.
 
-    ``tags`` need what promotion compares (``metric``, ``metric_value``, ``estimator``,
-    ``data_fingerprint``); the detector's sections and description are added.
+    ``tags`` are what promotion compares; the detector's own sections and description are
+    added (replacing those of a parent version the tags were copied from).
     """
     detector = load_detector(folder)
     sections = ",".join(f"{m}/{s:02d}" for m, s in detector.sections())
-    tags = {"sections": sections, "detector": detector.describe(), **tags}
+    described = {"sections": sections, "detector": detector.describe()}
+    tags = dataclasses.replace(tags, extra={**tags.extra, **described})
     return register_encoder(tracking_uri, log_detector(tracking_uri, folder, run_id), name, tags)

@@ -1,36 +1,15 @@
-"""The model registry: register trial encoders, promote the best one to an alias.
+"""The model registry: register trial encoders and detectors as versions, read them back.
 
 MLflow 3 has no stages: the serving encoder is the version behind the ``champion`` alias
-(``models:/<name>@champion``), and the facts needed to judge it live in version tags:
-``metric``, ``metric_value``, ``estimator``, ``data_fingerprint``, ``sweep_id``, ``trial_id``,
-``config_hash``.
-
-Promotion guarantee. A candidate replaces the champion only when it is *comparable* (same
-``metric``, ``data_fingerprint`` and ``estimator`` tags) and strictly better (higher
-``metric_value``); with no champion it is promoted. MLflow has no compare-and-set on aliases,
-so :func:`promote` builds one:
-
-1. on a local sqlite store, promotions of one model are serialised by a file lock beside
-   the database (covers every process on the machine);
-2. otherwise (a shared server), a promoter first stamps a *claim* tag on its version, re-reads
-   the alias just before moving it (restarting if it moved), moves it, waits a moment and
-   then *settles*: it re-reads the alias holder and every version claimed for the alias in
-   the last ``CLAIM_WINDOW_S`` seconds and moves the alias to the best of those comparable
-   with the holder, repeating until the read is stable.
-
-Because every move is followed by the mover's own settle and every claim precedes its
-move, the last settle sees every competing claim: after racing promotions of comparable
-candidates the alias ends on the best of them (and a loser reports ``promoted=False``).
-Candidates that are incomparable with each other and race with no champion in place end
-on whichever settled last. A version claimed within the window may be re-promoted by a
-racing settle even if a person moved the alias by hand in between.
+(``models:/<name>@champion``), and the facts needed to judge it live in version tags,
+typed by :class:`RegistryTags` (written by the sweep winner and `asd detector add-machine`,
+read by :mod:`asd.serve.promotion`, which moves the alias).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import hashlib
 import json
 import os
@@ -38,8 +17,7 @@ import re
 import shutil
 import tempfile
 import threading
-import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -50,21 +28,27 @@ from mlflow.exceptions import MlflowException
 from asd.config import Config
 from asd.errors import AsdError, one_line
 from asd.model.encoder import Encoder, load_encoder
-from asd.tracking import ENCODER_FILE, check_tracking, is_unavailable, sqlite_path
+from asd.tracking import ENCODER_FILE, check_tracking, is_unavailable
 from asd.tracking.uri import is_http
 
-COMPARABLE_BY = ("metric", "data_fingerprint", "estimator")
-"""Version tags that must match for two encoders' metric values to be compared."""
-REQUIRED_TAGS = (*COMPARABLE_BY, "metric_value")
-"""Version tags :func:`register_encoder` insists on (promotion needs them)."""
-CLAIM_TAG = "asd.promotion_claim"
-"""Version tag ``<alias>@<unix time>`` a promoter stamps before moving an alias."""
-CLAIM_WINDOW_S = 300.0
-"""How long a claim counts in a racing promoter's settle."""
-SETTLE_S = 0.2
-"""Pause between moving an alias and re-reading it, so racing moves land first."""
-RETRIES = 5
-"""How often a promoter re-decides after the alias moved under it."""
+METRIC = "metric"
+"""Version tag: which score ``metric_value`` is (one of :data:`METRICS`)."""
+METRIC_VALUE = "metric_value"
+"""Version tag: the version's score, a number."""
+REFERENCE_METRIC_VALUE = "reference_metric_value"
+"""Version tag: the stronger untrained reference's score on the same machines and scorer."""
+DATA_FINGERPRINT = "data_fingerprint"
+"""Version tag: the data (and machine groups) the score was measured on."""
+ESTIMATOR = "estimator"
+"""Version tag: the scorer the score was measured with."""
+HOLDOUT_HMEAN = "holdout.hmean"
+"""Metric: hmean on machine types the search never saw (what a sweep with a holdout reports)."""
+TUNE_HMEAN = "tune.hmean"
+"""Metric: hmean on the machine types the search was tuned on (no holdout)."""
+COMPARABLE_BY = (METRIC, DATA_FINGERPRINT, ESTIMATOR)
+"""Version tags that must match for two versions' metric values to be compared."""
+BOOKKEEPING_PREFIX = "asd."
+"""Version tags under this prefix are the registry's own (promotion claims), not facts."""
 MODEL_VERSIONS_TAG = "mlflow.modelVersions"
 """Logged-model tag listing the registered versions made from it (shown on its UI page)."""
 _GLOBAL_URI = threading.Lock()
@@ -72,20 +56,82 @@ _GLOBAL_URI = threading.Lock()
 
 
 @dataclasses.dataclass(frozen=True)
-class PromotionDecision:
-    """The outcome of :func:`promote`, with a reason a person can read."""
+class RegistryTags:
+    """What a registered version claims about itself: the facts promotion compares.
 
-    promoted: bool
-    """True when the alias now points at the candidate because of this call."""
-    reason: str
-    """One line: why (not)."""
-    champion_version: str | None
-    """The champion before the call (``None``: there was none)."""
-    candidate_version: str
-    """The version that asked to be promoted."""
+    The one place the tag keys are spelled: writers build this, readers parse it with
+    :meth:`from_tags`, so a typo is an error instead of a silently incomparable version.
+    """
+
+    metric: str
+    """Which score ``metric_value`` is, e.g. :data:`HOLDOUT_HMEAN`."""
+    metric_value: float
+    """The version's score (higher is better)."""
+    estimator: str
+    """The scorer it was measured with (two versions compare only on the same one)."""
+    data_fingerprint: str
+    """The data it was measured on (two versions compare only on the same data)."""
+    reference_metric_value: float | None = None
+    """The untrained reference's score on the same data and scorer, if measured."""
+    extra: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    """Descriptive tags (``sweep_id``, ``trial_id``, ``family``, ``parent_version`` ...)."""
+
+    def to_tags(self) -> dict[str, str]:
+        """The MLflow version tags (strings), the typed fields over any same-named extra."""
+        tags = {
+            **self.extra,
+            METRIC: self.metric,
+            METRIC_VALUE: f"{self.metric_value:.6f}",
+            ESTIMATOR: self.estimator,
+            DATA_FINGERPRINT: self.data_fingerprint,
+        }
+        if self.reference_metric_value is not None:
+            tags[REFERENCE_METRIC_VALUE] = f"{self.reference_metric_value:.6f}"
+        return tags
+
+    @classmethod
+    def from_tags(cls, tags: Mapping[str, str]) -> RegistryTags:
+        """Parse a version's tags; AsdError in one line naming a missing or bad tag.
+
+        Bookkeeping tags (:data:`BOOKKEEPING_PREFIX`) are left out: a copy of a version's tags
+        must not carry its promotion claims.
+        """
+        missing = [k for k in (*COMPARABLE_BY, METRIC_VALUE) if k not in tags]
+        if missing:
+            raise AsdError(f"tags lack {', '.join(missing)}")
+        typed = (*COMPARABLE_BY, METRIC_VALUE, REFERENCE_METRIC_VALUE)
+        return cls(
+            metric=str(tags[METRIC]),
+            metric_value=_number(tags, METRIC_VALUE),
+            estimator=str(tags[ESTIMATOR]),
+            data_fingerprint=str(tags[DATA_FINGERPRINT]),
+            reference_metric_value=(
+                _number(tags, REFERENCE_METRIC_VALUE) if REFERENCE_METRIC_VALUE in tags else None
+            ),
+            extra={
+                k: str(v)
+                for k, v in tags.items()
+                if k not in typed and not k.startswith(BOOKKEEPING_PREFIX)
+            },
+        )
+
+    def differs_from(self, other: RegistryTags) -> str:
+        """The first of :data:`COMPARABLE_BY` in which the two differ, or '' (comparable)."""
+        return next((k for k in COMPARABLE_BY if getattr(self, k) != getattr(other, k)), "")
 
 
-def _client(tracking_uri: str) -> mlflow.MlflowClient:
+def _number(tags: Mapping[str, str], key: str) -> float:
+    try:
+        value = float(tags[key])
+    except (TypeError, ValueError):
+        raise AsdError(f"tag {key} must be a number, got {tags[key]!r}") from None
+    if value != value:  # NaN would compare false with everything and never lose
+        raise AsdError(f"tag {key} must be a number, got {tags[key]!r}")
+    return value
+
+
+def client_for(tracking_uri: str) -> mlflow.MlflowClient:
+    """A client on ``tracking_uri`` for both tracking and the registry (checked first)."""
     check_tracking(tracking_uri)
     return mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
@@ -103,25 +149,17 @@ def register_encoder(
     tracking_uri: str,
     model_uri: str,
     name: str,
-    tags: dict[str, Any],
+    tags: RegistryTags,
     description: str | None = None,
 ) -> str:
     """Register a logged encoder (``models:/<model_id>`` from Tracker.log_encoder) as a version.
 
-    ``tags`` must hold ``metric``, ``metric_value``, ``estimator`` and ``data_fingerprint``
-    (and should hold ``sweep_id``, ``trial_id``, ``config_hash``); ``description`` is the
+    ``tags`` become the version's tags (what promotion compares); ``description`` is the
     version's Markdown description in the UI. Returns the version.
     """
-    missing = [k for k in REQUIRED_TAGS if k not in tags]
-    if missing:
-        raise AsdError(f"cannot register {model_uri}: tags lack {', '.join(missing)}")
-    try:
-        float(tags["metric_value"])
-    except (TypeError, ValueError):
-        raise AsdError(f"tag metric_value must be a number, got {tags['metric_value']!r}") from None
     if model_uri.startswith("models:/pending-"):
         raise AsdError(f"{model_uri} is still in the tracking journal: run sync_journal first")
-    client = _client(tracking_uri)
+    client = client_for(tracking_uri)
     try:
         try:
             client.create_registered_model(name)
@@ -144,7 +182,7 @@ def register_encoder(
                 name,
                 source=model_uri,
                 run_id=run_id,
-                tags={k: str(v) for k, v in tags.items()},
+                tags=tags.to_tags(),
                 model_id=model_id,
                 description=description,
             )
@@ -194,7 +232,7 @@ def _link_version(client: mlflow.MlflowClient, model_id: str, name: str, version
 def describe_model(tracking_uri: str, name: str, description: str) -> None:
     """Set the registered model's Markdown description (what the UI shows on its page)."""
     try:
-        _client(tracking_uri).update_registered_model(name, description=description)
+        client_for(tracking_uri).update_registered_model(name, description=description)
     except MlflowException as err:
         raise AsdError(f"cannot describe model {name}: {one_line(err)}") from err
 
@@ -204,10 +242,11 @@ def describe_model(tracking_uri: str, name: str, description: str) -> None:
 
 def champion(tracking_uri: str, name: str, alias: str = "champion") -> ModelVersion | None:
     """The version behind ``alias`` (``None`` when the model or the alias does not exist)."""
-    return _holder(_client(tracking_uri), name, alias)
+    return alias_holder(client_for(tracking_uri), name, alias)
 
 
-def _holder(client: mlflow.MlflowClient, name: str, alias: str) -> ModelVersion | None:
+def alias_holder(client: mlflow.MlflowClient, name: str, alias: str) -> ModelVersion | None:
+    """The version behind ``alias``, ``None`` if none; AsdError when the store is down."""
     try:
         return client.get_model_version_by_alias(name, alias)
     except MlflowException as err:
@@ -220,8 +259,8 @@ def download_champion(
     tracking_uri: str, name: str, dst: Path | str, alias: str = "champion"
 ) -> Path:
     """Download the champion's plain encoder file (``models:/<name>@<alias>``) into ``dst``."""
-    client = _client(tracking_uri)
-    holder = _holder(client, name, alias)
+    client = client_for(tracking_uri)
+    holder = alias_holder(client, name, alias)
     if holder is None:
         raise AsdError(f"model {name} has no version with alias '{alias}' at {tracking_uri}")
     dst = Path(dst)
@@ -257,13 +296,13 @@ def load_champion(
 
 def model_version(tracking_uri: str, name: str, ref: str) -> ModelVersion:
     """The version ``ref`` names: a number, or an alias (``champion``)."""
-    client = _client(tracking_uri)
+    client = client_for(tracking_uri)
     if ref.isdigit():
         try:
             return client.get_model_version(name, ref)
         except MlflowException as err:
             raise AsdError(f"model {name} has no version {ref}: {one_line(err)}") from err
-    holder = _holder(client, name, ref)
+    holder = alias_holder(client, name, ref)
     if holder is None:
         raise AsdError(f"model {name} has no version with alias '{ref}' at {tracking_uri}")
     return holder
@@ -276,7 +315,7 @@ def download_model_folder(
 
     A detector's folder is ``detector`` (:mod:`asd.serve.model`). Returns (local path, version).
     """
-    client = _client(tracking_uri)
+    client = client_for(tracking_uri)
     version = model_version(tracking_uri, name, ref)
     dst = Path(dst)
     if dst.exists():
@@ -293,159 +332,3 @@ def download_model_folder(
     except MlflowException as err:
         raise AsdError(f"cannot download {name} {ref}: {one_line(err)}") from err
     return Path(local), version
-
-
-# --------------------------------------------------------------------------- promote
-
-
-def _compare(candidate: ModelVersion, champ: ModelVersion | None) -> tuple[bool, str]:
-    """(candidate should replace champ, reason): comparable and strictly better."""
-    c = candidate.tags
-    missing = [k for k in REQUIRED_TAGS if k not in c]
-    if missing:
-        return False, f"candidate v{candidate.version} lacks tags {', '.join(missing)}"
-    score = f"{c['metric']} {float(c['metric_value']):.4g}"
-    if champ is None:
-        return True, f"no champion yet: v{candidate.version} {score} becomes champion"
-    h = champ.tags
-    if champ.version == candidate.version:
-        return False, f"v{candidate.version} is already the champion"
-    for key in COMPARABLE_BY:
-        if c.get(key) != h.get(key):
-            label = key.replace("_", " ")
-            return False, (
-                f"incomparable: {label} differs (candidate v{candidate.version} "
-                f"{c.get(key)}, champion v{champ.version} {h.get(key)})"
-            )
-    ours, theirs = float(c["metric_value"]), float(h["metric_value"])
-    where = f"on data {c['data_fingerprint'][:12]} (estimator {c['estimator']})"
-    champ_score = f"{h['metric']} {theirs:.4g}"
-    if ours > theirs:
-        return True, (
-            f"candidate v{candidate.version} {score} beats champion v{champ.version} "
-            f"{champ_score} {where}"
-        )
-    return False, (
-        f"candidate v{candidate.version} {score} does not beat champion v{champ.version} "
-        f"{champ_score} {where}"
-    )
-
-
-@contextlib.contextmanager
-def _local_lock(tracking_uri: str, name: str) -> Iterator[None]:
-    """An exclusive file lock per model beside a sqlite database (no-op for servers)."""
-    db = sqlite_path(tracking_uri)
-    if db is None:
-        yield
-        return
-    digest = hashlib.sha256(name.encode()).hexdigest()[:12]
-    lock_path = db.parent / f".{db.name}.promote-{digest}.lock"
-    with open(lock_path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def _claims(client: mlflow.MlflowClient, name: str, alias: str) -> list[ModelVersion]:
-    """Versions whose promotion to ``alias`` was claimed within the claim window."""
-    now, recent = time.time(), []
-    for mv in client.search_model_versions(f"name = '{name}'"):
-        tag = mv.tags.get(CLAIM_TAG, "")
-        claimed_alias, _, stamp = tag.rpartition("@")
-        try:
-            fresh = claimed_alias == alias and now - float(stamp) <= CLAIM_WINDOW_S
-        except ValueError:
-            fresh = False
-        if fresh:
-            recent.append(mv)
-    return recent
-
-
-def _settle(client: mlflow.MlflowClient, name: str, alias: str) -> str | None:
-    """Move the alias to the best comparable of (holder, recent claims) until stable."""
-    for _ in range(2 * RETRIES):
-        holder = _holder(client, name, alias)
-        if holder is None:
-            return None
-        best = holder
-        for mv in _claims(client, name, alias):
-            if _compare(mv, best)[0]:
-                best = mv
-        if best.version == holder.version:
-            return str(holder.version)
-        client.set_registered_model_alias(name, alias, best.version)
-        time.sleep(SETTLE_S)
-    return str(_holder(client, name, alias).version)  # type: ignore[union-attr]
-
-
-def promote(
-    tracking_uri: str, name: str, version: str, alias: str = "champion"
-) -> PromotionDecision:
-    """Point ``alias`` at ``version`` if it is comparable with and better than the champion.
-
-    Safe against racing promoters (see the module docstring for the exact guarantee).
-    """
-    client = _client(tracking_uri)
-    version = str(version)
-    try:
-        with _local_lock(tracking_uri, name):
-            decision = _promote(client, name, version, alias)
-        note = reference_note(client.get_model_version(name, version).tags, version)
-    except MlflowException as err:
-        raise AsdError(f"cannot promote {name} v{version}: {one_line(err)}") from err
-    if note:
-        decision = dataclasses.replace(decision, reason=f"{decision.reason}; {note}")
-    return decision
-
-
-def reference_note(tags: dict[str, str], version: str) -> str:
-    """A warning when a version does not beat the untrained reference on held-out machines.
-
-    The sweep tags each version with the reference's score on the same group and scorer
-    (``reference_metric_value``); '' when it is better, or when the tags cannot tell.
-    """
-    if tags.get("metric") != "holdout.hmean" or "reference_metric_value" not in tags:
-        return ""
-    try:
-        ours, ref = float(tags["metric_value"]), float(tags["reference_metric_value"])
-    except (KeyError, ValueError):
-        return ""
-    if ours > ref:
-        return ""
-    return (
-        f"note: v{version} (holdout.hmean {ours:.4g}) does not beat the untrained reference "
-        f"({ref:.4g}, {tags.get('estimator', '?')}) on the held-out machine types"
-    )
-
-
-def _promote(client: mlflow.MlflowClient, name: str, version: str, alias: str) -> PromotionDecision:
-    first_champ: str | None = None
-    for attempt in range(RETRIES):
-        candidate = client.get_model_version(name, version)
-        champ = _holder(client, name, alias)
-        champ_version = str(champ.version) if champ is not None else None
-        if attempt == 0:
-            first_champ = champ_version
-        ok, reason = _compare(candidate, champ)
-        if not ok:
-            return PromotionDecision(False, reason, champ_version, version)
-        client.set_model_version_tag(name, version, CLAIM_TAG, f"{alias}@{time.time():.3f}")
-        now = _holder(client, name, alias)
-        if (str(now.version) if now is not None else None) != champ_version:
-            continue  # the alias moved while we decided: decide again
-        client.set_registered_model_alias(name, alias, version)
-        time.sleep(SETTLE_S)
-        winner = _settle(client, name, alias)
-        if winner == version:
-            return PromotionDecision(True, reason, first_champ, version)
-        return PromotionDecision(
-            False,
-            f"lost a race: v{winner} is the better comparable candidate for {alias}",
-            first_champ,
-            version,
-        )
-    return PromotionDecision(
-        False, f"the {alias} alias kept moving; gave up after {RETRIES} tries", first_champ, version
-    )

@@ -38,8 +38,9 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from asd.config import Config, preset
+from asd.config import Config
 from asd.errors import AsdError
+from asd.presets import preset
 
 if TYPE_CHECKING:
     from ray.tune.search.sample import Domain

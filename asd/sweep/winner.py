@@ -23,7 +23,15 @@ from asd.detect.pipeline import REFERENCE_COMPANIONS
 from asd.errors import AsdError, redact
 from asd.features import FeatureSet
 from asd.model.encoder import Encoder, load_encoder
-from asd.serve.registry import champion, describe_model, promote, register_encoder
+from asd.serve.promotion import promote
+from asd.serve.registry import (
+    HOLDOUT_HMEAN,
+    TUNE_HMEAN,
+    RegistryTags,
+    champion,
+    describe_model,
+    register_encoder,
+)
 from asd.sweep.descriptions import model_note, version_note
 from asd.sweep.storage import CONFIG_FILE, ENCODER_FILE, fetch_checkpoint
 from asd.sweep.summary import TRIAL_SCORES, SweepResult, trial_id_of
@@ -114,7 +122,7 @@ def register(
         model_uri,
         settings.model_name,
         tags=(tags := winner_tags(result, data_fp, tune_machines, holdout)),
-        description=(note := version_note(result, tags["metric"])),
+        description=(note := version_note(result, tags.metric)),
     )
     if settings.promote:
         decision = promote(tracker.tracking_uri, settings.model_name, result.model_version)
@@ -139,7 +147,7 @@ def register_winner_detector(
     cfg: Config,
     features: FeatureSet,
     settings: SweepSettings,
-    tags: dict[str, str],
+    tags: RegistryTags,
 ) -> None:
     """Fit the winner's whole detector on every machine of the data and register it.
 
@@ -152,7 +160,7 @@ def register_winner_detector(
 
     if result.deferred:
         return  # MLflow is unreachable: the encoder's deferral says how to finish
-    detector = fit_detector(encoder, features, cfg, tags["data_fingerprint"], settings.device)
+    detector = fit_detector(encoder, features, cfg, tags.data_fingerprint, settings.device)
     folder = settings.workdir.resolve() / "winners" / result.name / "detector"
     save_detector(detector, folder)
     version = register_detector(
@@ -167,24 +175,25 @@ def register_winner_detector(
 
 def winner_tags(
     result: SweepResult, data_fp: str, tune_machines: tuple[str, ...], holdout: tuple[str, ...]
-) -> dict[str, str]:
+) -> RegistryTags:
     """The version tags of the winner (encoder and detector): what promotion compares."""
     scores = result.holdout_scores or result.tune_scores
     estimator = result.scorer  # the scorer it was tuned with, not one picked on held-out data
-    metric = ("holdout" if result.holdout_scores else "tune") + ".hmean"
-    return {
-        "metric": metric,
-        "metric_value": f"{scores[f'{estimator}.hmean']:.6f}",
-        "estimator": estimator,
-        "data_fingerprint": f"{data_fp}:{','.join(tune_machines)}|{','.join(holdout)}",
-        "sweep_id": result.name,
-        "trial_id": str(result.best_trial_id),
-        "family": result.family,
-        **_reference_tags(scores, estimator),
-    }
+    return RegistryTags(
+        metric=HOLDOUT_HMEAN if result.holdout_scores else TUNE_HMEAN,
+        metric_value=scores[f"{estimator}.hmean"],
+        estimator=estimator,
+        data_fingerprint=f"{data_fp}:{','.join(tune_machines)}|{','.join(holdout)}",
+        reference_metric_value=_reference_score(scores, estimator),
+        extra={
+            "sweep_id": result.name,
+            "trial_id": str(result.best_trial_id),
+            "family": result.family,
+        },
+    )
 
 
-def _reference_tags(scores: dict[str, float], estimator: str) -> dict[str, str]:
+def _reference_score(scores: dict[str, float], estimator: str) -> float | None:
     """The stronger untrained reference's score on the same group and scorer (`asd promote`)."""
     refs = [scores[k] for n in REFERENCE_COMPANIONS if (k := f"{n}.{estimator}.hmean") in scores]
-    return {"reference_metric_value": f"{max(refs):.6f}"} if refs else {}
+    return max(refs) if refs else None
