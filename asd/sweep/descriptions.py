@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from asd.config import SCORERS
-from asd.sweep.summary import SweepResult, reference_metrics
+from asd.detect.pipeline import VS_REFERENCE, metric_key
+from asd.sweep.summary import BEST, REFERENCE, SweepResult, reference_metrics
 from asd.sweep.trial import OBJECTIVE
 from asd.tracking.figures import percent, points
 
@@ -51,11 +52,11 @@ def _headline(result: SweepResult) -> str:
         return f"Sweep `{result.name}`: no trial finished."
     ref = reference_metrics(result)
     parts = [
-        f"{label} {percent(ref[f'best.{group}.hmean'])} vs untrained reference "
-        f"{percent(ref.get(f'reference.{group}.hmean'))} "
-        f"({points(ref.get(f'vs_reference.{group}.hmean'))} points)"
+        f"{label} {percent(ref[metric_key(BEST, group)])} vs untrained reference "
+        f"{percent(ref.get(metric_key(REFERENCE, group)))} "
+        f"({points(ref.get(metric_key(VS_REFERENCE, group)))} points)"
         for group, label in GROUPS
-        if f"best.{group}.hmean" in ref
+        if metric_key(BEST, group) in ref
     ]
     return (
         f"**Champion of sweep `{result.name}`: trial `{result.best_trial_id}`**, "
@@ -96,8 +97,8 @@ def scores_table(result: SweepResult) -> list[str]:
     for scorer in SCORERS:
         cells = []
         for _, scores in groups:
-            own = scores.get(f"{scorer}.hmean")
-            ref = scores.get(f"reference.{scorer}.hmean")
+            own = scores.get(metric_key(scorer))
+            ref = scores.get(metric_key(REFERENCE, scorer))
             diff = own - ref if own is not None and ref is not None else None
             cells += [percent(own), percent(ref), points(diff)]
         mark = " (tuned with)" if scorer == result.scorer else ""
@@ -144,11 +145,11 @@ def version_note(result: SweepResult, metric: str) -> str:
     ]
     ref = reference_metrics(result)
     for group, label in GROUPS:
-        if f"best.{group}.hmean" in ref:
+        if metric_key(BEST, group) in ref:
             lines.append(
-                f"- {label} machine types: hmean {percent(ref[f'best.{group}.hmean'])} vs "
-                f"untrained reference {percent(ref.get(f'reference.{group}.hmean'))} "
-                f"({points(ref.get(f'vs_reference.{group}.hmean'))} points, {result.scorer})"
+                f"- {label} machine types: hmean {percent(ref[metric_key(BEST, group)])} vs "
+                f"untrained reference {percent(ref.get(metric_key(REFERENCE, group)))} "
+                f"({points(ref.get(metric_key(VS_REFERENCE, group)))} points, {result.scorer})"
             )
     lines += ["", f"Promotion compares `{metric}` between comparable versions."]
     return "\n".join(lines)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from asd.config import ESTIMATORS, SCORERS
-from asd.detect.pipeline import REFERENCE_COMPANIONS
+from asd.detect.pipeline import COMPANIONS, REFERENCE_COMPANIONS, VS_REFERENCE, metric_key
 from asd.errors import one_line
 from asd.sweep.space import SearchSpace
 from asd.sweep.trial import OBJECTIVE, TIMINGS
@@ -29,11 +29,12 @@ if TYPE_CHECKING:
     from ray.tune import Result
 
 TRIAL_SCORES = tuple(
-    f"{prefix}{scorer}.hmean"
-    for prefix in ("", "reference.", "reference_meanstd.", "encoder.")
-    for scorer in SCORERS
+    metric_key(prefix, scorer) for prefix in ("", *COMPANIONS) for scorer in SCORERS
 )
 """The summary figures a trial reports for each scorer: its detector and the companions."""
+
+BEST, REFERENCE = "best", REFERENCE_COMPANIONS[0]
+"""Prefixes of the parent run's group figures: the winner's and the stronger reference's."""
 
 log = logging.getLogger(__name__)
 
@@ -130,19 +131,19 @@ def reference_metrics(result: SweepResult) -> dict[str, float]:
     """
     out: dict[str, float] = {}
     for group, scores in (("tune", result.tune_scores), ("holdout", result.holdout_scores)):
-        mine = scores.get(f"{result.scorer}.hmean")
+        mine = scores.get(metric_key(result.scorer))
         refs = [
             scores[key]
             for name in REFERENCE_COMPANIONS
-            if (key := f"{name}.{result.scorer}.hmean") in scores
+            if (key := metric_key(name, result.scorer)) in scores
         ]
         ref = max(refs) if refs else None
         if mine is not None:
-            out[f"best.{group}.hmean"] = mine
+            out[metric_key(BEST, group)] = mine
         if ref is not None:
-            out[f"reference.{group}.hmean"] = ref
+            out[metric_key(REFERENCE, group)] = ref
         if mine is not None and ref is not None:
-            out[f"vs_reference.{group}.hmean"] = mine - ref
+            out[metric_key(VS_REFERENCE, group)] = mine - ref
     return out
 
 
@@ -166,11 +167,11 @@ def format_summary(result: SweepResult) -> str:
             lines += _group_lines("held-out machine types:", result.holdout_scores)
         ref = reference_metrics(result)
         for group, label in (("tune", "tuned"), ("holdout", "held-out")):
-            if f"vs_reference.{group}.hmean" in ref:
+            if metric_key(VS_REFERENCE, group) in ref:
                 lines.append(
-                    f"  {label}: detector {100 * ref[f'best.{group}.hmean']:.2f} % vs untrained "
-                    f"reference {100 * ref[f'reference.{group}.hmean']:.2f} % "
-                    f"({100 * ref[f'vs_reference.{group}.hmean']:+.2f} points, {result.scorer})"
+                    f"  {label}: detector {100 * ref[metric_key(BEST, group)]:.2f} % vs untrained "
+                    f"reference {100 * ref[metric_key(REFERENCE, group)]:.2f} % "
+                    f"({100 * ref[metric_key(VS_REFERENCE, group)]:+.2f} points, {result.scorer})"
                 )
     untrained = _untrained_line(result.summary)
     if untrained:
@@ -229,12 +230,12 @@ def _untrained_line(summary: pd.DataFrame) -> str:
 def _group_lines(label: str, scores: dict[str, float]) -> list[str]:
     """The detector's and the reference's hmean per scorer on one group of machine types."""
     own = ", ".join(
-        f"{s} {100 * scores[f'{s}.hmean']:.2f} %" for s in SCORERS if f"{s}.hmean" in scores
+        f"{s} {100 * scores[metric_key(s)]:.2f} %" for s in SCORERS if metric_key(s) in scores
     )
     ref = ", ".join(
-        f"{s} {100 * scores[f'reference.{s}.hmean']:.2f} %"
+        f"{s} {100 * scores[metric_key(REFERENCE, s)]:.2f} %"
         for s in SCORERS
-        if f"reference.{s}.hmean" in scores
+        if metric_key(REFERENCE, s) in scores
     )
     lines = [f"  {label} {own}"]
     if ref:
@@ -335,8 +336,10 @@ def close_running_children(tracking_uri: str, parent: str, note: str) -> list[st
 
 def log_summary(tracker: Tracker, parent: str, result: SweepResult, space: SearchSpace) -> None:
     """The winner's and the reference's scores, the trial table and tags on the parent run."""
-    metrics = {f"best.tune.{k}": v for k, v in result.tune_scores.items()}
-    metrics.update({f"best.holdout.{k}": v for k, v in result.holdout_scores.items()})
+    metrics = {metric_key(BEST, "tune", figure=k): v for k, v in result.tune_scores.items()}
+    metrics.update(
+        {metric_key(BEST, "holdout", figure=k): v for k, v in result.holdout_scores.items()}
+    )
     metrics.update(reference_metrics(result))
     metrics["sweep.trials"] = float(len(result.summary))
     tracker.log_metrics(parent, metrics)

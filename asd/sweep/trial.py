@@ -28,7 +28,14 @@ from typing import TYPE_CHECKING, Any
 from asd import __version__
 from asd.config import Config
 from asd.detect.detector import MemberCache, detector_spec, evaluate_detector, reported_scorers
-from asd.detect.pipeline import Evaluation, save_evaluation, train_encoder
+from asd.detect.pipeline import (
+    COMPANION_PREFIXES,
+    REFERENCE_COMPANIONS,
+    Evaluation,
+    metric_key,
+    save_evaluation,
+    train_encoder,
+)
 from asd.detect.validation import epoch_estimate
 from asd.errors import AsdError
 from asd.features import FeatureSet, load_features
@@ -57,8 +64,6 @@ ESTIMATE = "val_estimate"
 """The per-epoch estimate (:func:`asd.detect.validation.epoch_estimate`), also at the last epoch,
 where it sits beside the full figure: how faithful the estimate ASHA read was."""
 
-COMPANIONS = ("encoder", "reference", "reference_meanstd", "vs_reference")
-"""Prefixes of the figures reported beside a trial's detector (see :mod:`asd.detect.detector`)."""
 
 
 @dataclass(frozen=True)
@@ -544,10 +549,10 @@ def _reference_row(evaluation: Evaluation, scorer: str) -> dict[str, float]:
     """
     flat = evaluation.metrics()
     row: dict[str, float] = {}
-    for prefix in COMPANIONS:
-        key = f"{prefix}.{scorer}.hmean"
+    for prefix in COMPANION_PREFIXES:
+        key = metric_key(prefix, scorer)
         if key in flat:
-            row[f"{prefix}.hmean"] = flat[key]
+            row[metric_key(prefix)] = flat[key]
     return row
 
 
@@ -555,7 +560,7 @@ def _versus_line(row: dict[str, Any], cfg: Config) -> str:
     """One line: the detector beside the stronger untrained reference, with the difference."""
     s = cfg.scoring
     text = f"{s.family} ({s.estimator}) {100 * row[OBJECTIVE]:.2f} %"
-    refs = {k: row[f"{k}.hmean"] for k in ("reference", "reference_meanstd") if f"{k}.hmean" in row}
+    refs = {k: row[metric_key(k)] for k in REFERENCE_COMPANIONS if metric_key(k) in row}
     if refs:
         name, value = max(refs.items(), key=lambda kv: kv[1])
         label = "clip-mean" if name == "reference" else "clip mean+std"
@@ -563,15 +568,15 @@ def _versus_line(row: dict[str, Any], cfg: Config) -> str:
             f" vs untrained {label} log-mel {100 * value:.2f} %"
             f" ({100 * (row[OBJECTIVE] - value):+.2f} points)"
         )
-    if "encoder.hmean" in row and s.family != "encoder":
-        text += f"; encoder alone {100 * row['encoder.hmean']:.2f} %"
+    if metric_key("encoder") in row and s.family != "encoder":
+        text += f"; encoder alone {100 * row[metric_key('encoder')]:.2f} %"
     return text
 
 
 def _is_headline(key: str) -> bool:
     """Summary figures (``ml.hmean``, ``reference.ml.hmean``), not per-machine ones."""
     parts = key.split(".")
-    return len(parts) <= 2 or (len(parts) == 3 and parts[0] in COMPANIONS)
+    return len(parts) <= 2 or (len(parts) == 3 and parts[0] in COMPANION_PREFIXES)
 
 
 def _validation(features: FeatureSet, machines: tuple[str, ...]) -> FeatureSet:
