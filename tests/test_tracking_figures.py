@@ -13,8 +13,8 @@ from asd.data.index import index_dataset
 from asd.errors import AsdError
 from asd.features import extract_features
 from asd.model.encoder import load_encoder
-from asd.sweep.summary import TRIAL_SCORES
-from asd.sweep.trial import OBJECTIVE, EpochValidator, TrialSetup
+from asd.sweep.rows import OBJECTIVE, TRIAL_SCORES
+from asd.sweep.trial import EpochValidator, TrialSetup
 from asd.tracking import KIND_TRAINING, TAG_KIND, Tracker, default_tracking_uri
 from asd.tracking.figures import (
     NOTE_TAG,

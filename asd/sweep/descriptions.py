@@ -14,8 +14,8 @@ import pandas as pd
 
 from asd.config import SCORERS
 from asd.detect.pipeline import VS_REFERENCE, metric_key
+from asd.sweep.rows import OBJECTIVE, REFERENCE_HMEAN, VS_REFERENCE_HMEAN, TrialRow
 from asd.sweep.summary import BEST, REFERENCE, SweepResult, reference_metrics
-from asd.sweep.trial import OBJECTIVE
 from asd.tracking.figures import percent, points
 
 if TYPE_CHECKING:
@@ -120,10 +120,11 @@ def _trials(summary: pd.DataFrame) -> list[str]:
         "|---" * len(head) + "|",
     ]
     for rank, values in enumerate(summary.head(MAX_ROWS).to_dict("records"), start=1):
-        cells = [str(rank), f"`{values['trial_id']}`", str(values["status"])]
-        cells += [str(values["epochs"]), str(values["family"]), str(values["scorer"])]
-        cells += [percent(values[OBJECTIVE]), percent(values["reference.hmean"])]
-        cells += [points(values["vs_reference.hmean"]), *(_param(values[p]) for p in params)]
+        row = TrialRow.from_summary(values)
+        cells = [str(rank), f"`{row.trial_id}`", str(values["status"])]
+        cells += [str(row.epoch), row.family, row.scorer]
+        cells += [percent(row.objective), percent(row.figure(REFERENCE_HMEAN))]
+        cells += [points(row.figure(VS_REFERENCE_HMEAN)), *(_param(values[p]) for p in params)]
         lines.append("| " + " | ".join(cells) + " |")
     if len(summary) > MAX_ROWS:
         lines.append(f"\n({len(summary) - MAX_ROWS} more trials in `summary.csv`)")

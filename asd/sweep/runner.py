@@ -39,11 +39,11 @@ from asd.sweep.descriptions import sweep_note
 from asd.sweep.notes import collect_notes
 from asd.sweep.provenance import ARTIFACT_PATH as PROVENANCE
 from asd.sweep.provenance import write_provenance
+from asd.sweep.rows import OBJECTIVE, TRIAL_SCORES, TrialRow, total_seconds
 from asd.sweep.settings import SweepSettings, with_space_defaults
 from asd.sweep.space import SearchSpace, load_space, resolve_space
 from asd.sweep.storage import is_uri, latest_sweep, storage_root, sweep_exists
 from asd.sweep.summary import (
-    TRIAL_SCORES,
     SweepResult,
     close_lost_trials,
     close_running_children,
@@ -53,7 +53,7 @@ from asd.sweep.summary import (
     trial_summary,
     ui_page,
 )
-from asd.sweep.trial import OBJECTIVE, TrialSetup, load_epoch_hook, run_trial
+from asd.sweep.trial import TrialSetup, load_epoch_hook, run_trial
 from asd.sweep.winner import (
     register,
     register_winner_detector,
@@ -165,7 +165,7 @@ def _conclude(
         summary=summary,
         best_trial_id=None,
         best_run_id=None,
-        train_s=float(summary.get("train_s", pd.Series(dtype=float)).sum()),
+        train_s=total_seconds(summary).train_s,
     )
     finalise_runs(tracker, summary)
     if settings.resume:
@@ -197,13 +197,14 @@ def _crown_winner(
     Fills ``result`` in place (phases ``finalise`` since ``mark``, ``holdout``, ``register``);
     returns the clock mark the caller's ``finalise`` phase goes on from.
     """
-    result.best_trial_id, result.best_run_id = best["trial_id"], best["mlflow_run_id"]
+    row = TrialRow.from_summary(best)
+    result.best_trial_id, result.best_run_id = row.trial_id, row.run_id
     dest = settings.workdir.resolve() / "winners" / setup.sweep_id
     artifacts = winner_artifacts(results, best, dest)
-    encoder, cfg, encoder_path = winner(artifacts, str(best.get("family") or "encoder"))
+    encoder, cfg, encoder_path = winner(artifacts, row.family or "encoder")
     result.family, result.scorer = cfg.scoring.family, cfg.scoring.estimator
     result.detector = detector_spec(cfg.scoring).describe(cfg.scoring.estimator)
-    result.tune_scores = {k: float(best[k]) for k in TRIAL_SCORES if pd.notna(best.get(k))}
+    result.tune_scores = {k: row.figures[k] for k in TRIAL_SCORES if k in row.figures}
     result.phases["finalise"], mark = time.monotonic() - mark, time.monotonic()
     with collect_notes(settings.verbose) as notes:  # the fits' notes go to the parent run
         if holdout:

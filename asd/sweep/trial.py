@@ -43,6 +43,7 @@ from asd.model.compilation import use_compile_cache
 from asd.model.encoder import Encoder, save_encoder
 from asd.sweep.notes import NOTES_FILE, TrialNotes, collect_notes
 from asd.sweep.parallel import train_data_parallel
+from asd.sweep.rows import ESTIMATE, OBJECTIVE, TIMINGS, Timings, TrialRow, headline
 from asd.sweep.storage import CONFIG_FILE, ENCODER_FILE
 from asd.tracking import TAG_SWEEP, Tracker
 from asd.tracking.figures import log_epoch, log_figures
@@ -56,13 +57,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-OBJECTIVE = "val_hmean"
-"""What Tune, ASHA and Optuna maximise: validation hmean of the trial's detector (family and
-``scoring.estimator``) on the tuning machines; the per-epoch estimate before the last epoch,
-the full evaluation's figure at the last."""
-ESTIMATE = "val_estimate"
-"""The per-epoch estimate (:func:`asd.detect.validation.epoch_estimate`), also at the last epoch,
-where it sits beside the full figure: how faithful the estimate ASHA read was."""
 
 
 
@@ -348,11 +342,6 @@ def due_at(epoch: int, every: int) -> bool:
     return every > 0 and epoch % every == 0
 
 
-TIMINGS = ("setup_s", "train_s", "validate_s", "final_s", "eval_s", "log_s", "checkpoint_s")
-"""A trial's seconds so far, summed (``time.<key>``): MLflow run and features before the first
-epoch, training, per-epoch estimates, full evaluations, their sum (``eval_s``), logging and
-artifacts, checkpoints and reports to Tune (those of epoch e show from epoch e + 1 on)."""
-
 
 @dataclass
 class EpochValidator:
@@ -409,19 +398,16 @@ class EpochValidator:
                     line = f"trial {self.trial_id}: {_versus_line(row, cfg)}"
                     print(line, file=sys.stderr, flush=True)
         self.timings["eval_s"] = self.timings["validate_s"] + self.timings["final_s"]
-        row.update({f"time.{k}": v for k, v in self.timings.items()})
-        self._timed("log_s", self._log, row, epoch, last)
+        objective, estimate = row.pop(OBJECTIVE), row.pop(ESTIMATE)
+        reported = TrialRow(
+            epoch=epoch, final=last, run_id=self.run_id, family=cfg.scoring.family,
+            scorer=cfg.scoring.estimator, objective=objective, estimate=estimate,
+            figures=headline(row), timings=Timings(**self.timings),
+        )  # fmt: skip
+        self._timed("log_s", self._log, reported.metrics(), epoch, last)
         self.epoch_start = time.time()
         # Tune gets the headline figures; per-machine tables live in MLflow only.
-        headline = {k: v for k, v in row.items() if _is_headline(k)}
-        return {
-            **headline,
-            "epoch": epoch,
-            "final": last,
-            "mlflow_run_id": self.run_id,
-            "family": cfg.scoring.family,
-            "scorer": cfg.scoring.estimator,
-        }
+        return reported.to_tune()
 
     def reported(self, began: float) -> None:
         """After Tune took this epoch's row (and checkpoint) from ``began``: not training time."""
@@ -571,12 +557,6 @@ def _versus_line(row: dict[str, Any], cfg: Config) -> str:
     if metric_key("encoder") in row and s.family != "encoder":
         text += f"; encoder alone {100 * row[metric_key('encoder')]:.2f} %"
     return text
-
-
-def _is_headline(key: str) -> bool:
-    """Summary figures (``ml.hmean``, ``reference.ml.hmean``), not per-machine ones."""
-    parts = key.split(".")
-    return len(parts) <= 2 or (len(parts) == 3 and parts[0] in COMPANION_PREFIXES)
 
 
 def _validation(features: FeatureSet, machines: tuple[str, ...]) -> FeatureSet:

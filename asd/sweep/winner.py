@@ -25,8 +25,9 @@ from asd.features import FeatureSet
 from asd.model.encoder import Encoder, load_encoder
 from asd.serve.registry import champion, describe_model, promote, register_encoder
 from asd.sweep.descriptions import model_note, version_note
+from asd.sweep.rows import TRIAL_SCORES
 from asd.sweep.storage import CONFIG_FILE, ENCODER_FILE, fetch_checkpoint
-from asd.sweep.summary import TRIAL_SCORES, SweepResult, trial_id_of
+from asd.sweep.summary import SweepResult, trial_id_of
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
