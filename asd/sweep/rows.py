@@ -210,4 +210,3 @@ def _number(value: Any, missing: float = math.nan) -> float:
 
 def _text(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
-

@@ -36,6 +36,7 @@ from asd.sweep.checks import (
 )
 from asd.sweep.cluster import check_trial_nodes
 from asd.sweep.descriptions import sweep_note
+from asd.sweep.epochs import load_epoch_hook
 from asd.sweep.notes import collect_notes
 from asd.sweep.provenance import ARTIFACT_PATH as PROVENANCE
 from asd.sweep.provenance import write_provenance
@@ -53,7 +54,7 @@ from asd.sweep.summary import (
     trial_summary,
     ui_page,
 )
-from asd.sweep.trial import TrialSetup, load_epoch_hook, run_trial
+from asd.sweep.trial import TrialSetup, run_trial
 from asd.sweep.winner import (
     register,
     register_winner_detector,
