@@ -35,7 +35,8 @@ def space_file(tiny_space, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def finished_sweep(tiny_data, space_file, tmp_path_factory):
-    from asd.sweep.runner import SweepSettings, run_sweep
+    from asd.sweep.runner import run_sweep
+    from asd.sweep.settings import SweepSettings
 
     workdir = tmp_path_factory.mktemp("work")
     settings = SweepSettings(
@@ -442,7 +443,8 @@ def test_the_champion_is_used_by_evaluate(finished_sweep, tiny_data, capsys):
 
 
 def test_a_reference_family_trial_trains_nothing_and_reports_once(tiny_data, tiny_space, tmp_path):
-    from asd.sweep.runner import SweepSettings, run_sweep
+    from asd.sweep.runner import run_sweep
+    from asd.sweep.settings import SweepSettings
     from asd.sweep.summary import format_summary
 
     params = {**PARAMS, "scoring.family": "{choice: [reference]}"}
@@ -503,7 +505,8 @@ def test_optuna_dashboard_serves_the_finished_sweep(finished_sweep, tmp_path):
 DASHBOARD_PROBE = """
 import json, sys, time, urllib.request
 from pathlib import Path
-from asd.sweep.runner import SweepSettings, _init_ray
+from asd.sweep.runner import _init_ray
+from asd.sweep.settings import SweepSettings
 
 url = _init_ray(SweepSettings(space=Path("smoke"), dashboard=True))
 for _ in range(120):

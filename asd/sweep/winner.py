@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     import pandas as pd
     from ray.tune import Result
 
-    from asd.sweep.runner import SweepSettings
+    from asd.sweep.settings import SweepSettings
     from asd.tracking import Tracker
 
 log = logging.getLogger(__name__)
