@@ -287,7 +287,8 @@ def _per_machine(evaluation: Any, cfg: Config) -> dict[str, float]:
 
 def measure_sweep(bench: Bench, row: Row, cfg: Config) -> Result:
     """A small real sweep on the tuned group; its champion scored on the held-out group."""
-    from asd.sweep.runner import SweepSettings, run_sweep
+    from asd.sweep.runner import run_sweep
+    from asd.sweep.settings import SweepSettings
 
     start = time.monotonic()
     space = bench.out / "quality_space.yaml"

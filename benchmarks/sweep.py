@@ -28,6 +28,7 @@ def section(bench: Bench) -> list[Row]:
         import yaml  # noqa: F401
 
         from asd.sweep import runner
+        from asd.sweep.settings import SweepSettings
         from asd.tracking import Tracker, default_tracking_uri
     except ImportError as exc:
         return [Row("sweep", "skipped", None, "", f"{exc.name} is not importable (sweep extra)")]
@@ -93,7 +94,7 @@ def section(bench: Bench) -> list[Row]:
         start = time.perf_counter()
         start_ray()
         ray_init_s = time.perf_counter() - start
-        settings = runner.SweepSettings(
+        settings = SweepSettings(
             space=space_path,
             data=data,
             workdir=work,

@@ -165,7 +165,8 @@ def run_case(case: SweepCase, work: Path) -> SweepFigures:
     from mlflow import MlflowClient
 
     from asd.data.synth.tree import synthesize
-    from asd.sweep.runner import SweepSettings, run_sweep
+    from asd.sweep.runner import run_sweep
+    from asd.sweep.settings import SweepSettings
     from asd.tracking import default_tracking_uri
 
     data = synthesize(work / "data", **case.data)

@@ -4,9 +4,9 @@ import pandas as pd
 
 from asd.config import Config
 from asd.sweep.descriptions import model_note, sweep_note, version_note
+from asd.sweep.rows import OBJECTIVE
 from asd.sweep.space import SearchSpace
 from asd.sweep.summary import SweepResult
-from asd.sweep.trial import OBJECTIVE
 
 
 def _result(**overrides) -> SweepResult:

@@ -24,7 +24,9 @@ def test_cli_imports_no_ray_mlflow_optuna_or_matplotlib():
     assert _loaded("asd.cli.main", ("ray", "mlflow", "optuna", "matplotlib")) == []
 
 
-@pytest.mark.parametrize("module", ["asd.sweep.runner", "asd.sweep.trial", "asd.sweep.summary"])
+@pytest.mark.parametrize(
+    "module", ["asd.sweep.runner", "asd.sweep.trial", "asd.sweep.epochs", "asd.sweep.summary"]
+)
 def test_sweep_modules_import_without_ray(module):
     # the driver imports them before Ray is initialised; Ray comes in where it is used
     assert _loaded(module, ("ray", "optuna")) == []

@@ -6,8 +6,10 @@ import pytest
 
 from asd.config import Config
 from asd.detect.pipeline import (
+    COMPANION_PREFIXES,
     evaluate_embeddings,
     labelled_test_mask,
+    metric_key,
     normal_train_mask,
     other_machine_notes,
 )
@@ -50,8 +52,18 @@ def test_both_estimators_share_embeddings_and_separate_shifted_anomalies():
         assert result.summary["hmean"] > (0.75 if result.estimator == "knn" else 0.9)
         assert len(result.results) == 64
         assert set(result.results["decision"]) <= {0, 1}
-    flat = evaluation.metrics(prefix="val.")
+    flat = evaluation.metrics(prefix="val")
     assert "val.ml.hmean" in flat and "val.elliptic.fan.s00.auc_target" in flat
+
+
+def test_metric_key_spells_every_flat_figure():
+    assert metric_key("ml") == "ml.hmean"
+    assert metric_key("reference", "ml") == "reference.ml.hmean"
+    assert metric_key("", "ml") == "ml.hmean"  # the detector's own: no prefix
+    assert metric_key("best", "tune") == "best.tune.hmean"
+    assert metric_key("reference") == "reference.hmean"
+    assert metric_key("ml", "fan.s00", figure="pauc") == "ml.fan.s00.pauc"
+    assert set(COMPANION_PREFIXES) == {"encoder", "reference", "reference_meanstd", "vs_reference"}
 
 
 def test_no_shift_is_near_chance():

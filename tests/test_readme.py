@@ -17,9 +17,9 @@ from asd.detect.detector import reported_scorers
 from asd.detect.metrics import MAX_FPR
 from asd.model.encoder import Encoder
 from asd.presets import preset
+from asd.sweep.rows import OBJECTIVE
 from asd.sweep.settings import DEFAULT_WORKDIR
 from asd.sweep.space import SWEEP_KEYS, load_space, resolve_space
-from asd.sweep.trial import OBJECTIVE
 from asd.tracking.uri import default_tracking_uri
 
 REPO = Path(__file__).resolve().parents[1]

@@ -84,7 +84,8 @@ def _children(uri, sweep_id):
 
 @pytest.fixture(scope="module")
 def faulty_sweep(ray_with_faults_on_path, data, space, tmp_path_factory):
-    from asd.sweep.runner import SweepSettings, run_sweep
+    from asd.sweep.runner import run_sweep
+    from asd.sweep.settings import SweepSettings
     from asd.tracking import default_tracking_uri
 
     tmp = tmp_path_factory.mktemp("faulty")
@@ -192,7 +193,8 @@ def test_mlflow_down_mid_sweep_then_sync_replays_everything_once(
     from mlflow import MlflowClient
 
     from asd.cli.main import main
-    from asd.sweep.runner import SweepSettings, run_sweep
+    from asd.sweep.runner import run_sweep
+    from asd.sweep.settings import SweepSettings
 
     server_root = tmp_path / "server"
     server_root.mkdir()
@@ -258,7 +260,8 @@ def test_mlflow_down_mid_sweep_then_sync_replays_everything_once(
 
 def test_resume_with_another_space_is_refused_naming_both_files(faulty_sweep, space, tmp_path):
     from asd.errors import AsdError
-    from asd.sweep.runner import SweepSettings, run_sweep
+    from asd.sweep.runner import run_sweep
+    from asd.sweep.settings import SweepSettings
 
     result, _, _, _ = faulty_sweep
     storage = Path(result.summary["trial_dir"].iloc[0]).parents[1]  # <storage>/faulty/<trial>

@@ -37,12 +37,13 @@ def test_in_process_ray_is_a_new_local_instance_without_dashboard(monkeypatch):
     import ray
 
     from asd.sweep import runner
+    from asd.sweep.settings import SweepSettings
 
     calls = []
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     monkeypatch.setattr(ray, "init", lambda **kw: calls.append(kw))
-    runner._init_ray(runner.SweepSettings(space=Path("x.yaml")))
+    runner._init_ray(SweepSettings(space=Path("x.yaml")))
     assert calls == [
         {
             "address": "local",
@@ -150,7 +151,8 @@ def test_a_sweep_logs_no_secret_from_the_environment(tmp_path, monkeypatch, synt
     """Run a one-trial sweep with secrets in the environment; scan everything it wrote."""
     from mlflow import MlflowClient
 
-    from asd.sweep.runner import SweepSettings, run_sweep
+    from asd.sweep.runner import run_sweep
+    from asd.sweep.settings import SweepSettings
     from asd.tracking import default_tracking_uri
 
     for key, value in SECRETS.items():

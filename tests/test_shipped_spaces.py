@@ -28,7 +28,8 @@ def tiny_data(synth_tree):
 
 @pytest.mark.parametrize("name", SPACES)
 def test_a_shrunk_shipped_space_runs_end_to_end(name, shrunk_space, tiny_data, tmp_path):
-    from asd.sweep.runner import SweepSettings, run_sweep
+    from asd.sweep.runner import run_sweep
+    from asd.sweep.settings import SweepSettings
     from asd.sweep.space import load_space
 
     shipped = yaml.safe_load((SHIPPED_SPACES / f"{name}.yaml").read_text())

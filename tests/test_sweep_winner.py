@@ -12,9 +12,10 @@ from asd.detect.detector import evaluate_detector
 from asd.errors import AsdError
 from asd.features import FeatureSet
 from asd.serve.registry import RegistryTags
+from asd.sweep.rows import TRIAL_SCORES
 from asd.sweep.settings import SweepSettings
 from asd.sweep.storage import CONFIG_FILE, ENCODER_FILE
-from asd.sweep.summary import TRIAL_SCORES, SweepResult
+from asd.sweep.summary import SweepResult
 from asd.sweep.winner import score_holdout, winner, winner_artifacts, winner_tags
 
 REFERENCE = Config().with_overrides({"scoring.family": "reference", "scoring.reference": "max"})

@@ -1,7 +1,8 @@
 """What a finished trial leaves in a real local MLflow store: few metrics, tables, a description.
 
-The trial's epoch report runs as in a sweep (``EpochValidator``, without Ray): a tiny encoder
-is scored with every scorer beside the untrained reference on a tiny synthetic tree.
+The trial's epoch report runs as in a sweep (``TrialEpochs`` with ``MlflowLogger``, without
+Ray): a tiny encoder is scored with every scorer beside the untrained reference on a tiny
+synthetic tree.
 """
 
 import json
@@ -10,11 +11,12 @@ import pandas as pd
 import pytest
 
 from asd.data.index import index_dataset
+from asd.detect.validation import validation_set
 from asd.errors import AsdError
 from asd.features import extract_features
 from asd.model.encoder import load_encoder
-from asd.sweep.summary import TRIAL_SCORES
-from asd.sweep.trial import OBJECTIVE, EpochValidator, TrialSetup
+from asd.sweep.epochs import MlflowLogger, TrialEpochs
+from asd.sweep.rows import OBJECTIVE, TRIAL_SCORES
 from asd.tracking import KIND_TRAINING, TAG_KIND, Tracker, default_tracking_uri
 from asd.tracking.figures import (
     NOTE_TAG,
@@ -39,21 +41,10 @@ def finished_trial(tmp_path_factory, synth_tree, tiny_encoder_file):
     tracker = Tracker(uri, "asd")
     parent = tracker.start_sweep("s1", {})
     run_id = tracker.start_trial(parent, "t1", {})
-    setup = TrialSetup(
-        base_config=cfg,
-        features_path=str(features.path),
-        tune_machines=("fan", "slider"),
-        tracking_uri=uri,
-        experiment="asd",
-        parent_run_id=parent,
-        sweep_id="s1",
-        data_fingerprint="x",
-        journal_dir=str(work / "journal"),
-        device="cpu",
-        system_metrics_s=0,
-    )
-    validate = EpochValidator(setup, cfg, "t1", run_id, str(work / "t1"), tracker=tracker)
-    row = validate(1, {"loss": 1.5, "lr": 1e-3, "seconds": 2.0}, encoder)
+    logger = MlflowLogger(tracker, run_id, cfg, work / "t1" / "artifacts", "x")
+    validation = validation_set(features, ("fan", "slider"))
+    epochs = TrialEpochs(cfg, validation, "t1", work / "t1", run_id, logger, device="cpu")
+    row = epochs.step(1, {"loss": 1.5, "lr": 1e-3, "seconds": 2.0}, encoder).to_tune()
     return tracker, run_id, row, cfg
 
 

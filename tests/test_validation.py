@@ -131,3 +131,17 @@ def test_untrained_members_are_scored_once_and_reused_from_the_cache(features):
     assert len(cache) == 1 and next(iter(cache)).startswith("logmel/mean/ml")
     assert first == epoch_estimate(encoder, features, cfg, "cpu")[0]
     assert epoch_estimate(encoder, features, cfg, "cpu", cache)[0] == first and len(cache) == 1
+
+
+def test_validate_runs_the_full_evaluation_only_when_due(features):
+    from asd.detect.validation import validate
+
+    cfg = Config().with_overrides({"scoring.threshold_folds": 0})
+    encoder = _encoder(0)
+    cheap = validate(encoder, features, cfg, full=False, device="cpu")
+    assert cheap.evaluation is None and cheap.evaluation_s == 0.0 and cheap.estimate_s > 0.0
+    full = validate(encoder, features, cfg, full=True, device="cpu")
+    assert full.evaluation is not None and full.evaluation_s > 0.0
+    assert full.estimate == pytest.approx(cheap.estimate), "the estimate does not depend on it"
+    assert {"ml", "elliptic"} <= set(full.evaluation.by_estimator)
+    assert "reference" in full.evaluation.companions

@@ -36,7 +36,24 @@ FAR_Z = 10.0
 """Median ``normal_z`` of an all-flagged batch above which `asd score` asks about the machine."""
 REFERENCE_COMPANIONS = ("reference", "reference_meanstd")
 """Companions that are untrained yardsticks (see :mod:`asd.detect.detector`)."""
+COMPANIONS = ("encoder", *REFERENCE_COMPANIONS)
+"""Detectors scored beside a trial's own: the encoder alone and the untrained references."""
+VS_REFERENCE = "vs_reference"
+"""Prefix of the detector's hmean minus the stronger reference (``vs_reference.ml.hmean``)."""
+COMPANION_PREFIXES = (*COMPANIONS, VS_REFERENCE)
+"""Every prefix of a figure reported beside the detector's own (``reference.ml.hmean``)."""
 META_COLUMNS = ["clip", "subset", "machine", "section", "domain", "split", "label"]
+
+
+def metric_key(*parts: str, figure: str = "hmean") -> str:
+    """A flat figure's key: the non-empty ``parts`` and ``figure``, dot-joined.
+
+    The one spelling of every key MLflow, Tune and the summaries share: ``metric_key("ml")``
+    is ``ml.hmean``, ``metric_key("reference", "ml")`` ``reference.ml.hmean``,
+    ``metric_key("best", "tune")`` ``best.tune.hmean``, ``metric_key("ml", "fan.s00",
+    figure="pauc")`` ``ml.fan.s00.pauc``.
+    """
+    return ".".join((*(p for p in parts if p), figure))
 
 
 @dataclass
@@ -71,22 +88,22 @@ class Evaluation:
     """Each member of an ensemble scored alone (reports only, not metrics)."""
 
     def metrics(self, prefix: str = "") -> dict[str, float]:
-        """Flat metrics ``<prefix><estimator>.<key>`` and per-machine ones, for MLflow and Tune.
+        """Flat metrics ``<prefix>.<estimator>.<key>`` and per-machine ones, for MLflow and Tune.
 
-        Companions add ``<prefix><name>.<estimator>.<key>`` (``reference.ml.hmean``).
+        Companions add ``<prefix>.<name>.<estimator>.<key>`` (``reference.ml.hmean``).
         """
         flat: dict[str, float] = {}
         for name, res in self.by_estimator.items():
             for key, value in res.summary.items():
-                flat[f"{prefix}{name}.{key}"] = float(value)
+                flat[metric_key(prefix, name, figure=key)] = float(value)
             for _, row in res.table.iterrows():
                 tag = f"{row['machine']}.s{int(row['section']):02d}"
                 for key in METRICS:
                     if pd.notna(row[key]):
-                        flat[f"{prefix}{name}.{tag}.{key}"] = float(row[key])
+                        flat[metric_key(prefix, name, tag, figure=key)] = float(row[key])
         for name, companion in self.companions.items():
-            flat.update(companion.metrics(prefix=f"{prefix}{name}."))
-        flat.update({f"{prefix}{k}": v for k, v in self.reference_gaps().items()})
+            flat.update(companion.metrics(prefix=metric_key(prefix, figure=name)))
+        flat.update({metric_key(prefix, figure=k): v for k, v in self.reference_gaps().items()})
         return flat
 
     def reference_gaps(self) -> dict[str, float]:
@@ -104,7 +121,7 @@ class Evaluation:
                 and "hmean" in ref.by_estimator[name].summary
             ]
             if refs and "hmean" in res.summary:
-                gaps[f"vs_reference.{name}.hmean"] = res.summary["hmean"] - max(refs)
+                gaps[metric_key(VS_REFERENCE, name)] = res.summary["hmean"] - max(refs)
         return gaps
 
 

@@ -24,13 +24,17 @@ estimate ranks configurations as the full evaluation does.
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from asd.config import ESTIMATORS, Config
-from asd.detect.detector import MemberCache, detector_spec, evaluate_detector
+from asd.detect.detector import MemberCache, detector_spec, evaluate_detector, reported_scorers
 from asd.detect.pipeline import Evaluation
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from asd.features import FeatureSet
     from asd.model.encoder import Encoder
 
@@ -81,3 +85,57 @@ def epoch_estimate(
         learned_folds=learned_folds,
     )
     return evaluation.by_estimator[scorer].summary["hmean"], evaluation
+
+
+@dataclass(frozen=True)
+class EpochValidation:
+    """One epoch's validation: the estimate, and the full evaluation when it was due."""
+
+    estimate: float
+    """hmean of the per-epoch estimate (:func:`epoch_estimate`)."""
+    estimate_s: float
+    """Seconds the estimate took."""
+    evaluation: Evaluation | None = None
+    """Every scorer, every companion, out-of-fold thresholds (None: not due this epoch)."""
+    evaluation_s: float = 0.0
+    """Seconds the full evaluation took."""
+
+
+def validate(
+    encoder: Encoder | None,
+    features: FeatureSet,
+    cfg: Config,
+    full: bool,
+    device: str = "auto",
+    cache: MemberCache | None = None,
+    out_dir: Path | None = None,
+) -> EpochValidation:
+    """Validate ``encoder`` (None: an untrained detector); with ``full``, evaluate it fully.
+
+    The full evaluation writes its submission CSVs to ``out_dir`` when given.
+    The estimate runs every epoch because ASHA reads it; the full evaluation only when the
+    caller says it is due, as it costs every scorer and out-of-fold refits. ``cache`` keeps the
+    untrained members' scores (the same every epoch, and for every trial of a sweep).
+    """
+    began = time.time()
+    estimate, _ = epoch_estimate(encoder, features, cfg, device, cache)
+    estimate_s = time.time() - began
+    if not full:
+        return EpochValidation(estimate, estimate_s)
+    began = time.time()
+    evaluation = evaluate_detector(
+        encoder,
+        features,
+        cfg,
+        estimators=reported_scorers(cfg),
+        out_dir=out_dir,
+        device=device,
+        companions=True,
+        cache=cache,
+    )
+    return EpochValidation(estimate, estimate_s, evaluation, time.time() - began)
+
+
+def validation_set(features: FeatureSet, machines: tuple[str, ...]) -> FeatureSet:
+    """The clips of the tuned machine types: what every epoch is validated on."""
+    return features.subset(features.index["machine"].isin(list(machines)).to_numpy().nonzero()[0])

@@ -20,7 +20,7 @@ from asd.tracking.uri import check_tracking_uri
 if TYPE_CHECKING:
     import pandas as pd
 
-    from asd.sweep.runner import SweepSettings
+    from asd.sweep.settings import SweepSettings
 
 log = logging.getLogger(__name__)
 

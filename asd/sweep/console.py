@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ray.tune import Callback
 
-from asd.sweep.trial import OBJECTIVE
+from asd.sweep.rows import OBJECTIVE, REFERENCE_HMEAN, TrialRow
 
 if TYPE_CHECKING:
     from ray.tune.experiment import Trial
@@ -43,31 +43,30 @@ class TrialLines(Callback):
         self, iteration: int, trials: list[Trial], trial: Trial, result: dict[str, Any], **info: Any
     ) -> None:
         """``trial <id> epoch e/E val_hmean v`` (an untrained reference: ``evaluated once``)."""
-        epoch = int(result.get("epoch", result.get("training_iteration", 0)))
-        self.last_epoch[trial.trial_id] = epoch
-        value = result.get(OBJECTIVE)
-        if isinstance(value, (int, float)) and not math.isnan(value):
-            self.best = max(self.best, float(value))
-        when = f"epoch {epoch}/{self._epochs(trial)}"
-        if result.get("family") == "reference":
+        row = TrialRow.from_tune(result)
+        self.last_epoch[trial.trial_id] = row.epoch
+        if not math.isnan(row.objective):
+            self.best = max(self.best, row.objective)
+        when = f"epoch {row.epoch}/{self._epochs(trial)}"
+        if row.family == "reference":
             when = "evaluated once (untrained reference, nothing to train):"
-        self.emit(f"trial {trial.trial_id} {when} {OBJECTIVE} {_short(value)}")
+        self.emit(f"trial {trial.trial_id} {when} {OBJECTIVE} {_short(row.objective)}")
 
     def on_trial_complete(
         self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
     ) -> None:
         """Finished all its epochs, or stopped early by the scheduler."""
         epoch, epochs = self.last_epoch.get(trial.trial_id, 0), self._epochs(trial)
-        result = trial.last_result or {}
-        final = bool(result.get("final")) or epoch >= epochs
+        row = TrialRow.from_tune(trial.last_result or {})
+        final = row.final or epoch >= epochs
         how = "finished" if final else f"stopped early by ASHA at epoch {epoch}"
         versus = (
-            f" vs untrained reference {_short(result['reference.hmean'])}"
-            if "reference.hmean" in result and result.get("family") != "reference"
+            f" vs untrained reference {_short(row.figures[REFERENCE_HMEAN])}"
+            if REFERENCE_HMEAN in row.figures and row.family != "reference"
             else ""
         )
         self.emit(
-            f"trial {trial.trial_id} {how}: {OBJECTIVE} {_short(result.get(OBJECTIVE))}{versus} "
+            f"trial {trial.trial_id} {how}: {OBJECTIVE} {_short(row.objective)}{versus} "
             f"(best so far {_short(self.best)})"
         )
 

@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from asd.config import SCORERS
-from asd.sweep.summary import SweepResult, reference_metrics
-from asd.sweep.trial import OBJECTIVE
+from asd.detect.pipeline import VS_REFERENCE, metric_key
+from asd.sweep.rows import OBJECTIVE, REFERENCE_HMEAN, VS_REFERENCE_HMEAN, TrialRow
+from asd.sweep.summary import BEST, REFERENCE, SweepResult, reference_metrics
 from asd.tracking.figures import percent, points
 
 if TYPE_CHECKING:
@@ -51,11 +52,11 @@ def _headline(result: SweepResult) -> str:
         return f"Sweep `{result.name}`: no trial finished."
     ref = reference_metrics(result)
     parts = [
-        f"{label} {percent(ref[f'best.{group}.hmean'])} vs untrained reference "
-        f"{percent(ref.get(f'reference.{group}.hmean'))} "
-        f"({points(ref.get(f'vs_reference.{group}.hmean'))} points)"
+        f"{label} {percent(ref[metric_key(BEST, group)])} vs untrained reference "
+        f"{percent(ref.get(metric_key(REFERENCE, group)))} "
+        f"({points(ref.get(metric_key(VS_REFERENCE, group)))} points)"
         for group, label in GROUPS
-        if f"best.{group}.hmean" in ref
+        if metric_key(BEST, group) in ref
     ]
     return (
         f"**Champion of sweep `{result.name}`: trial `{result.best_trial_id}`**, "
@@ -96,8 +97,8 @@ def scores_table(result: SweepResult) -> list[str]:
     for scorer in SCORERS:
         cells = []
         for _, scores in groups:
-            own = scores.get(f"{scorer}.hmean")
-            ref = scores.get(f"reference.{scorer}.hmean")
+            own = scores.get(metric_key(scorer))
+            ref = scores.get(metric_key(REFERENCE, scorer))
             diff = own - ref if own is not None and ref is not None else None
             cells += [percent(own), percent(ref), points(diff)]
         mark = " (tuned with)" if scorer == result.scorer else ""
@@ -119,10 +120,11 @@ def _trials(summary: pd.DataFrame) -> list[str]:
         "|---" * len(head) + "|",
     ]
     for rank, values in enumerate(summary.head(MAX_ROWS).to_dict("records"), start=1):
-        cells = [str(rank), f"`{values['trial_id']}`", str(values["status"])]
-        cells += [str(values["epochs"]), str(values["family"]), str(values["scorer"])]
-        cells += [percent(values[OBJECTIVE]), percent(values["reference.hmean"])]
-        cells += [points(values["vs_reference.hmean"]), *(_param(values[p]) for p in params)]
+        row = TrialRow.from_summary(values)
+        cells = [str(rank), f"`{row.trial_id}`", str(values["status"])]
+        cells += [str(row.epoch), row.family, row.scorer]
+        cells += [percent(row.objective), percent(row.figure(REFERENCE_HMEAN))]
+        cells += [points(row.figure(VS_REFERENCE_HMEAN)), *(_param(values[p]) for p in params)]
         lines.append("| " + " | ".join(cells) + " |")
     if len(summary) > MAX_ROWS:
         lines.append(f"\n({len(summary) - MAX_ROWS} more trials in `summary.csv`)")
@@ -144,11 +146,11 @@ def version_note(result: SweepResult, metric: str) -> str:
     ]
     ref = reference_metrics(result)
     for group, label in GROUPS:
-        if f"best.{group}.hmean" in ref:
+        if metric_key(BEST, group) in ref:
             lines.append(
-                f"- {label} machine types: hmean {percent(ref[f'best.{group}.hmean'])} vs "
-                f"untrained reference {percent(ref.get(f'reference.{group}.hmean'))} "
-                f"({points(ref.get(f'vs_reference.{group}.hmean'))} points, {result.scorer})"
+                f"- {label} machine types: hmean {percent(ref[metric_key(BEST, group)])} vs "
+                f"untrained reference {percent(ref.get(metric_key(REFERENCE, group)))} "
+                f"({points(ref.get(metric_key(VS_REFERENCE, group)))} points, {result.scorer})"
             )
     lines += ["", f"Promotion compares `{metric}` between comparable versions."]
     return "\n".join(lines)

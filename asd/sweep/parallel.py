@@ -34,6 +34,7 @@ from asd.errors import AsdError
 from asd.features import load_features
 from asd.model.compilation import use_compile_cache
 from asd.model.encoder import Encoder
+from asd.sweep.storage import copy_files, restore_checkpoint
 
 if TYPE_CHECKING:
     from ray.train import Result
@@ -160,12 +161,8 @@ def train_worker(config: dict[str, Any]) -> None:
     features = load_features(job.features_path)
     ckpt_dir = Path(tempfile.mkdtemp(prefix=f"asd-rank{rank}-"))
     try:
-        restored = ray.train.get_checkpoint()
-        if restored is not None:
-            with restored.as_directory() as folder:
-                _copy_files(Path(folder), ckpt_dir)
-        elif job.resume_from is not None:
-            _copy_files(Path(job.resume_from), ckpt_dir)
+        if not restore_checkpoint(ray.train.get_checkpoint(), ckpt_dir) and job.resume_from:
+            copy_files(Path(job.resume_from), ckpt_dir)
         device = ray.train.torch.get_device() if job.use_gpu else "cpu"
         train_encoder(
             job.cfg,
@@ -199,9 +196,3 @@ class ForwardToTrain:
             # train() wrote last.pt (rank 0 only) before calling us
             checkpoint = ray.train.Checkpoint.from_directory(self.checkpoint_dir)
         ray.train.report(row, checkpoint=checkpoint, delete_local_checkpoint_after_upload=False)
-
-
-def _copy_files(source: Path, target: Path) -> None:
-    for item in source.iterdir():
-        if item.is_file():
-            shutil.copy2(item, target / item.name)

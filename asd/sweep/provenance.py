@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from asd.sweep.runner import SweepSettings
+    from asd.sweep.settings import SweepSettings
     from asd.sweep.space import SearchSpace
 
 ARTIFACT_PATH = "provenance"

@@ -36,24 +36,25 @@ from asd.sweep.checks import (
 )
 from asd.sweep.cluster import check_trial_nodes
 from asd.sweep.descriptions import sweep_note
+from asd.sweep.epochs import load_epoch_hook
 from asd.sweep.notes import collect_notes
 from asd.sweep.provenance import ARTIFACT_PATH as PROVENANCE
 from asd.sweep.provenance import write_provenance
+from asd.sweep.rows import OBJECTIVE, TRIAL_SCORES, TrialRow, total_seconds
 from asd.sweep.settings import SweepSettings, with_space_defaults
 from asd.sweep.space import SearchSpace, load_space, resolve_space
 from asd.sweep.storage import is_uri, latest_sweep, storage_root, sweep_exists
 from asd.sweep.summary import (
-    TRIAL_SCORES,
     SweepResult,
     close_lost_trials,
     close_running_children,
     finalise_runs,
-    format_summary,
     log_summary,
     trial_summary,
     ui_page,
 )
-from asd.sweep.trial import OBJECTIVE, TrialSetup, load_epoch_hook, run_trial
+from asd.sweep.trial import TrialSetup
+from asd.sweep.tuner import run_tune
 from asd.sweep.winner import (
     register,
     register_winner_detector,
@@ -69,12 +70,10 @@ WINNER_NOTES = "winner_notes.txt"
 """The parent run's artifact with the notes of scoring and registering the winner."""
 
 if TYPE_CHECKING:
-    from ray import tune
     from ray.tune import Result
-    from ray.tune.search.optuna import OptunaSearch
 
-# Ray, Optuna and the Tune console callback (a ray.tune.Callback) are imported where they are
-# used: the CLI imports this module for `asd sweep --help` and the settings before Ray starts.
+# Ray is imported where it is used: the CLI imports this module for `asd sweep --help` and
+# the settings before Ray starts.
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +124,7 @@ def run_sweep(settings: SweepSettings) -> SweepResult:
     phases = {"setup": time.monotonic() - start}
     mark = time.monotonic()
     try:
-        results = _tune(space, settings, setup, storage, name, records)
+        results = run_tune(space, settings, setup, storage, name, records)
     except BaseException as exc:
         tracker.finish(parent, status="FAILED")  # a refused or broken sweep is never RUNNING
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):  # SIGINT; SIGTERM (Ray's handler)
@@ -165,7 +164,7 @@ def _conclude(
         summary=summary,
         best_trial_id=None,
         best_run_id=None,
-        train_s=float(summary.get("train_s", pd.Series(dtype=float)).sum()),
+        train_s=total_seconds(summary).train_s,
     )
     finalise_runs(tracker, summary)
     if settings.resume:
@@ -197,13 +196,14 @@ def _crown_winner(
     Fills ``result`` in place (phases ``finalise`` since ``mark``, ``holdout``, ``register``);
     returns the clock mark the caller's ``finalise`` phase goes on from.
     """
-    result.best_trial_id, result.best_run_id = best["trial_id"], best["mlflow_run_id"]
+    row = TrialRow.from_summary(best)
+    result.best_trial_id, result.best_run_id = row.trial_id, row.run_id
     dest = settings.workdir.resolve() / "winners" / setup.sweep_id
     artifacts = winner_artifacts(results, best, dest)
-    encoder, cfg, encoder_path = winner(artifacts, str(best.get("family") or "encoder"))
+    encoder, cfg, encoder_path = winner(artifacts, row.family or "encoder")
     result.family, result.scorer = cfg.scoring.family, cfg.scoring.estimator
     result.detector = detector_spec(cfg.scoring).describe(cfg.scoring.estimator)
-    result.tune_scores = {k: float(best[k]) for k in TRIAL_SCORES if pd.notna(best.get(k))}
+    result.tune_scores = {k: row.figures[k] for k in TRIAL_SCORES if k in row.figures}
     result.phases["finalise"], mark = time.monotonic() - mark, time.monotonic()
     with collect_notes(settings.verbose) as notes:  # the fits' notes go to the parent run
         if holdout:
@@ -333,111 +333,6 @@ def _best_row(summary: pd.DataFrame) -> pd.Series | None:
     return None if finished.empty else finished.sort_values(OBJECTIVE, ascending=False).iloc[0]
 
 
-def _tune(
-    space: SearchSpace,
-    settings: SweepSettings,
-    setup: TrialSetup,
-    storage: str,
-    name: str,
-    records: Path,
-) -> list[Result]:
-    """Start or restore the Tune experiment, run it to the end; one result per trial."""
-    from ray import tune
-
-    sweep_uri = f"{storage}/{name}"
-    resources, max_concurrent = _trial_resources(space, settings, setup)
-    trainable = tune.with_resources(tune.with_parameters(run_trial, setup=setup), resources)
-    if settings.resume:
-        if not tune.Tuner.can_restore(sweep_uri):
-            raise AsdError(f"sweep '{name}' in {storage} cannot be restored (no Tune state)")
-        tuner = tune.Tuner.restore(sweep_uri, trainable, resume_errored=True)
-    else:
-        tuner = _new_tuner(trainable, space, settings, storage, name, records, max_concurrent)
-    grid = tuner.fit()
-    return [grid[i] for i in range(len(grid))]
-
-
-def _trial_resources(
-    space: SearchSpace, settings: SweepSettings, setup: TrialSetup
-) -> tuple[dict[str, float], int | None]:
-    """What Tune reserves for one trial, and the cap on trials at once (None: the space's)."""
-    import ray
-
-    resources = {"cpu": settings.cpus_per_trial or 1.0, "gpu": settings.gpus_per_trial or 0.0}
-    max_concurrent = settings.max_concurrent_trials or space.sweep.get("max_concurrent_trials")
-    if setup.workers_per_trial > 1:
-        # The trial function only waits on its Ray Train workers, whose placement group holds
-        # the CPUs and GPUs; Tune refuses 0, so it asks for a sliver. Without a cap, idle
-        # drivers would pile up: run as many trials as there are whole worker groups.
-        resources = {"cpu": 0.1}
-        if max_concurrent is None and setup.use_gpu:
-            gpus = int(ray.cluster_resources().get("GPU", 0))
-            max_concurrent = max(1, gpus // setup.workers_per_trial)
-    return resources, max_concurrent
-
-
-def _new_tuner(
-    trainable: Any,
-    space: SearchSpace,
-    settings: SweepSettings,
-    storage: str,
-    name: str,
-    records: Path,
-    max_concurrent: int | None,
-) -> tune.Tuner:
-    """A new Tune experiment: Optuna TPE proposes, ASHA stops weak trials early."""
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
-
-    from asd.sweep.console import TrialLines  # a ray.tune.Callback: imports Ray
-
-    return tune.Tuner(
-        trainable,
-        param_space=space.to_tune(),
-        tune_config=tune.TuneConfig(
-            metric=OBJECTIVE,
-            mode="max",
-            search_alg=_searcher(settings, records, name),
-            scheduler=ASHAScheduler(
-                time_attr="training_iteration",
-                max_t=space.max_epochs,
-                grace_period=min(space.sweep.get("grace_period", 1), space.max_epochs),
-                reduction_factor=space.sweep.get("reduction_factor", 3),
-            ),
-            num_samples=settings.num_samples or space.sweep.get("num_samples", 8),
-            max_concurrent_trials=max_concurrent or 1,
-            # one warm worker process runs trial after trial: torch, MLflow and the
-            # compile cache are loaded once per worker, not once per trial
-            reuse_actors=True,
-        ),
-        run_config=tune.RunConfig(
-            name=name,
-            storage_path=storage,
-            failure_config=tune.FailureConfig(max_failures=settings.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            verbose=2 if settings.verbose else 0,
-            callbacks=[] if settings.verbose else [TrialLines(space.base.train.epochs)],
-        ),
-    )
-
-
-def _searcher(settings: SweepSettings, records: Path, name: str) -> OptunaSearch:
-    """Optuna TPE with its study in SQLite in ``records``, where `optuna-dashboard` reads it."""
-    import optuna
-    from ray.tune.search.optuna import OptunaSearch
-
-    records.mkdir(parents=True, exist_ok=True)
-    if not settings.verbose:
-        optuna.logging.set_verbosity(optuna.logging.WARNING)  # "A new study created ..."
-    return OptunaSearch(
-        metric=OBJECTIVE,
-        mode="max",
-        study_name=name,
-        storage=optuna.storages.RDBStorage(f"sqlite:///{records / f'{name}.optuna.db'}"),
-        seed=settings.seed,
-    )
-
-
 def _default_name(space_name: str, storage: str, resume: bool) -> str:
     """A new sweep: ``<space>-<time>``; ``--resume`` without a name: the latest of that space."""
     if not resume:
@@ -500,6 +395,3 @@ def _synthetic_data(workdir: Path) -> Path:
         log.info("no --data given: generating a small synthetic set in %s", root)
         synthesize(root, seed=0)
     return root
-
-
-__all__ = ["SweepResult", "SweepSettings", "format_summary", "run_sweep", "trial_summary"]

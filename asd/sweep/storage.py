@@ -17,6 +17,7 @@ from asd.errors import AsdError
 
 if TYPE_CHECKING:
     import pyarrow.fs
+    from ray.train import Checkpoint
     from ray.tune import Result
 
 ENCODER_FILE = "encoder.pt"
@@ -102,3 +103,23 @@ def fetch_checkpoint(result: Result, trial_id: str, dest: Path) -> Path:
             f"trial {trial_id}'s last checkpoint ({checkpoint.path}) holds no {CONFIG_FILE}"
         )
     return dest
+
+
+def restore_checkpoint(checkpoint: Checkpoint | None, dest: Path) -> bool:
+    """Copy the files of a Tune or Ray Train checkpoint into ``dest``; False when there is none.
+
+    Training resumes from ``dest/last.pt``: a trial Tune retried or restored starts after the
+    last epoch it checkpointed, in one process or on every data-parallel worker.
+    """
+    if checkpoint is None:
+        return False
+    with checkpoint.as_directory() as folder:
+        copy_files(Path(folder), dest)
+    return True
+
+
+def copy_files(source: Path, dest: Path) -> None:
+    """The plain files of ``source`` into ``dest`` (a checkpoint holds no folders)."""
+    for item in source.iterdir():
+        if item.is_file():
+            shutil.copy2(item, dest / item.name)

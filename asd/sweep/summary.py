@@ -16,10 +16,19 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from asd.config import ESTIMATORS, SCORERS
-from asd.detect.pipeline import REFERENCE_COMPANIONS
+from asd.detect.pipeline import REFERENCE_COMPANIONS, VS_REFERENCE, metric_key
 from asd.errors import one_line
+from asd.sweep.rows import (
+    EPOCHS,
+    FAMILY,
+    FINAL,
+    OBJECTIVE,
+    SUMMARY_SHOWN,
+    TRIAL_ID,
+    TrialRow,
+    total_seconds,
+)
 from asd.sweep.space import SearchSpace
-from asd.sweep.trial import OBJECTIVE, TIMINGS
 from asd.tracking import TAG_TRIAL, Tracker
 from asd.tracking.uri import ui_link
 
@@ -28,12 +37,8 @@ if TYPE_CHECKING:
 
     from ray.tune import Result
 
-TRIAL_SCORES = tuple(
-    f"{prefix}{scorer}.hmean"
-    for prefix in ("", "reference.", "reference_meanstd.", "encoder.")
-    for scorer in SCORERS
-)
-"""The summary figures a trial reports for each scorer: its detector and the companions."""
+BEST, REFERENCE = "best", REFERENCE_COMPANIONS[0]
+"""Prefixes of the parent run's group figures: the winner's and the stronger reference's."""
 
 log = logging.getLogger(__name__)
 
@@ -77,20 +82,11 @@ def trial_summary(results: Sequence[Result]) -> pd.DataFrame:
     """One row per trial: status, family, params, objective, every scorer's hmean, reference."""
     rows = []
     for res in results:
-        metrics = res.metrics or {}
+        reported = TrialRow.from_tune(res.metrics or {})
         row: dict[str, Any] = {
-            "trial_id": metrics.get("trial_id") or trial_id_of(res.path),
+            TRIAL_ID: reported.trial_id or trial_id_of(res.path),
             "status": "error" if res.error else "finished",
-            "epochs": metrics.get("epoch", 0),
-            "family": metrics.get("family", ""),
-            "scorer": metrics.get("scorer", ""),
-            OBJECTIVE: metrics.get(OBJECTIVE, float("nan")),
-            "reference.hmean": metrics.get("reference.hmean", float("nan")),
-            "vs_reference.hmean": metrics.get("vs_reference.hmean", float("nan")),
-            **{k: metrics.get(k, float("nan")) for k in TRIAL_SCORES},
-            **{f"{k}": metrics.get(f"time.{k}", 0.0) for k in TIMINGS},
-            "final": bool(metrics.get("final", False)),
-            "mlflow_run_id": metrics.get("mlflow_run_id"),
+            **reported.to_summary(),
             "trial_dir": res.path,
             "error": one_line(res.error, last=True) if res.error else "",
         }
@@ -100,7 +96,7 @@ def trial_summary(results: Sequence[Result]) -> pd.DataFrame:
     if frame.empty:
         return frame
     # a trial's last report says whether it was its last epoch (full evaluation and artifacts)
-    ended_early = ~frame["final"].astype(bool) & (frame["status"] == "finished")
+    ended_early = ~frame[FINAL].astype(bool) & (frame["status"] == "finished")
     frame.loc[ended_early, "status"] = "stopped_early"
     return frame.sort_values(OBJECTIVE, ascending=False, na_position="last").reset_index(drop=True)
 
@@ -130,19 +126,19 @@ def reference_metrics(result: SweepResult) -> dict[str, float]:
     """
     out: dict[str, float] = {}
     for group, scores in (("tune", result.tune_scores), ("holdout", result.holdout_scores)):
-        mine = scores.get(f"{result.scorer}.hmean")
+        mine = scores.get(metric_key(result.scorer))
         refs = [
             scores[key]
             for name in REFERENCE_COMPANIONS
-            if (key := f"{name}.{result.scorer}.hmean") in scores
+            if (key := metric_key(name, result.scorer)) in scores
         ]
         ref = max(refs) if refs else None
         if mine is not None:
-            out[f"best.{group}.hmean"] = mine
+            out[metric_key(BEST, group)] = mine
         if ref is not None:
-            out[f"reference.{group}.hmean"] = ref
+            out[metric_key(REFERENCE, group)] = ref
         if mine is not None and ref is not None:
-            out[f"vs_reference.{group}.hmean"] = mine - ref
+            out[metric_key(VS_REFERENCE, group)] = mine - ref
     return out
 
 
@@ -150,8 +146,7 @@ def format_summary(result: SweepResult) -> str:
     """The table printed at the end of a sweep."""
     lines = [f"== sweep {result.name}: {len(result.summary)} trials in {result.wall_s:.0f}s"]
     if not result.summary.empty:
-        cols = ["trial_id", "status", "epochs", "family", "scorer", OBJECTIVE]
-        cols += ["reference.hmean", "vs_reference.hmean", *(f"{s}.hmean" for s in SCORERS)]
+        cols = [TRIAL_ID, "status", *SUMMARY_SHOWN, *(metric_key(s) for s in SCORERS)]
         cols += [c for c in result.summary.columns if c.startswith("param.")]
         shown = result.summary[[c for c in cols if c in result.summary]].copy()
         shown.columns = [c.removeprefix("param.") for c in shown.columns]
@@ -166,11 +161,11 @@ def format_summary(result: SweepResult) -> str:
             lines += _group_lines("held-out machine types:", result.holdout_scores)
         ref = reference_metrics(result)
         for group, label in (("tune", "tuned"), ("holdout", "held-out")):
-            if f"vs_reference.{group}.hmean" in ref:
+            if metric_key(VS_REFERENCE, group) in ref:
                 lines.append(
-                    f"  {label}: detector {100 * ref[f'best.{group}.hmean']:.2f} % vs untrained "
-                    f"reference {100 * ref[f'reference.{group}.hmean']:.2f} % "
-                    f"({100 * ref[f'vs_reference.{group}.hmean']:+.2f} points, {result.scorer})"
+                    f"  {label}: detector {100 * ref[metric_key(BEST, group)]:.2f} % vs untrained "
+                    f"reference {100 * ref[metric_key(REFERENCE, group)]:.2f} % "
+                    f"({100 * ref[metric_key(VS_REFERENCE, group)]:+.2f} points, {result.scorer})"
                 )
     untrained = _untrained_line(result.summary)
     if untrained:
@@ -189,7 +184,7 @@ def format_summary(result: SweepResult) -> str:
     if result.deferred:
         lines.append(f"registration deferred: {result.deferred}")
     if result.wall_s:
-        evaluated = float(result.summary.get("eval_s", pd.Series(dtype=float)).sum())
+        evaluated = total_seconds(result.summary).eval_s
         lines.append(
             f"wall {result.wall_s:.0f}s, training {result.train_s:.0f}s and validation "
             f"{evaluated:.0f}s summed over trials"
@@ -213,9 +208,9 @@ def ui_page(tracker: Tracker, parent: str) -> str:
 
 def _untrained_line(summary: pd.DataFrame) -> str:
     """Why reference trials show 0 epochs: they train nothing and were evaluated once."""
-    if summary.empty or "family" not in summary:
+    if summary.empty or FAMILY not in summary:
         return ""
-    untrained = summary["family"].isin(["reference"]) | (summary.get("epochs", 1) == 0)
+    untrained = summary[FAMILY].isin(["reference"]) | (summary.get(EPOCHS, 1) == 0)
     n = int((untrained & (summary["status"] == "finished")).sum())
     if not n:
         return ""
@@ -229,12 +224,12 @@ def _untrained_line(summary: pd.DataFrame) -> str:
 def _group_lines(label: str, scores: dict[str, float]) -> list[str]:
     """The detector's and the reference's hmean per scorer on one group of machine types."""
     own = ", ".join(
-        f"{s} {100 * scores[f'{s}.hmean']:.2f} %" for s in SCORERS if f"{s}.hmean" in scores
+        f"{s} {100 * scores[metric_key(s)]:.2f} %" for s in SCORERS if metric_key(s) in scores
     )
     ref = ", ".join(
-        f"{s} {100 * scores[f'reference.{s}.hmean']:.2f} %"
+        f"{s} {100 * scores[metric_key(REFERENCE, s)]:.2f} %"
         for s in SCORERS
-        if f"reference.{s}.hmean" in scores
+        if metric_key(REFERENCE, s) in scores
     )
     lines = [f"  {label} {own}"]
     if ref:
@@ -245,8 +240,8 @@ def _group_lines(label: str, scores: dict[str, float]) -> list[str]:
 def finalise_runs(tracker: Tracker, summary: pd.DataFrame) -> None:
     """ASHA stops trials between epochs: close their MLflow runs with the reason."""
     for _, row in summary.iterrows():
-        run_id = row.get("mlflow_run_id")
-        if not isinstance(run_id, str):
+        run_id = TrialRow.from_summary(row).run_id
+        if run_id is None:
             continue
         if row["status"] == "stopped_early":
             tracker.set_tags(run_id, {"asd.status": "stopped_early_by_asha"})
@@ -269,7 +264,7 @@ def close_lost_trials(tracking_uri: str, parent: str, summary: pd.DataFrame) -> 
 
     if parent.startswith("pending-"):
         return []  # MLflow is away: the journal replays the runs later
-    known = set(summary["trial_id"]) if not summary.empty else set()
+    known = set(summary[TRIAL_ID]) if not summary.empty else set()
     client = MlflowClient(tracking_uri=tracking_uri)
     experiment = client.get_run(parent).info.experiment_id
     lost = [
@@ -335,8 +330,10 @@ def close_running_children(tracking_uri: str, parent: str, note: str) -> list[st
 
 def log_summary(tracker: Tracker, parent: str, result: SweepResult, space: SearchSpace) -> None:
     """The winner's and the reference's scores, the trial table and tags on the parent run."""
-    metrics = {f"best.tune.{k}": v for k, v in result.tune_scores.items()}
-    metrics.update({f"best.holdout.{k}": v for k, v in result.holdout_scores.items()})
+    metrics = {metric_key(BEST, "tune", figure=k): v for k, v in result.tune_scores.items()}
+    metrics.update(
+        {metric_key(BEST, "holdout", figure=k): v for k, v in result.holdout_scores.items()}
+    )
     metrics.update(reference_metrics(result))
     metrics["sweep.trials"] = float(len(result.summary))
     tracker.log_metrics(parent, metrics)

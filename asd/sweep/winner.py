@@ -33,8 +33,9 @@ from asd.serve.registry import (
     register_encoder,
 )
 from asd.sweep.descriptions import model_note, version_note
+from asd.sweep.rows import TRIAL_SCORES
 from asd.sweep.storage import CONFIG_FILE, ENCODER_FILE, fetch_checkpoint
-from asd.sweep.summary import TRIAL_SCORES, SweepResult, trial_id_of
+from asd.sweep.summary import SweepResult, trial_id_of
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -42,7 +43,7 @@ if TYPE_CHECKING:
     import pandas as pd
     from ray.tune import Result
 
-    from asd.sweep.runner import SweepSettings
+    from asd.sweep.settings import SweepSettings
     from asd.tracking import Tracker
 
 log = logging.getLogger(__name__)

@@ -18,14 +18,13 @@ import pandas as pd
 
 from asd.detect.detector import detector_spec, stronger_reference
 from asd.detect.metrics import METRICS
+from asd.detect.pipeline import COMPANION_PREFIXES
 
 if TYPE_CHECKING:
     from asd.config import Config
     from asd.detect.pipeline import Evaluation
     from asd.tracking.tracker import Tracker
 
-COMPANIONS = ("reference", "reference_meanstd", "encoder", "vs_reference")
-"""Prefixes of the figures of the detectors scored beside a trial's own."""
 PER_EPOCH = ("train", "time")
 """Prefixes of the training and timing figures logged every epoch."""
 NOTE_TAG = "mlflow.note.content"
@@ -48,7 +47,7 @@ def is_headline(key: str) -> bool:
         return True
     if parts[-1] != "hmean":
         return False
-    return len(parts) == 2 or (len(parts) == 3 and parts[0] in COMPANIONS)
+    return len(parts) == 2 or (len(parts) == 3 and parts[0] in COMPANION_PREFIXES)
 
 
 def log_epoch(tracker: Tracker, run_id: str, row: dict[str, Any], epoch: int) -> None:
