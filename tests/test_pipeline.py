@@ -142,10 +142,13 @@ def test_other_machine_notes_measure_against_the_normal_spread_not_the_threshold
     # Out-of-fold thresholds sit high: far clips are < 3x the threshold yet many sd away.
     far = _scored([115.0, 116.0, 137.0, 213.0], 51.0, [10.4, 10.5, 13.4, 24.5])
     assert any("are they fan clips" in n for n in other_machine_notes(far, "fan"))
-    # The machine's own anomalies: flagged, but within 10 sd of its normal clips.
+    # The machine's own anomalies: flagged, but within FAR_Z (8) sd of its normal clips.
     own = _scored([106.0, 107.0, 58.0, 87.0], 51.0, [9.0, 9.2, 2.0, 6.2])
     assert other_machine_notes(own, "fan") == []
     normal = _scored([47.0, 45.0, 43.0, 52.0], 51.0, [0.5, 0.2, -0.2, 1.2])
     assert other_machine_notes(normal, "fan") == []
+    # slider clips scored as fan by a one-epoch smoke encoder sat at a median 9.87 sd
+    slider = _scored([90.0, 92.0, 95.0, 99.0], 51.0, [9.5, 9.8, 9.94, 10.2])
+    assert any("are they fan clips" in n for n in other_machine_notes(slider, "fan"))
     named = other_machine_notes(_scored([47.0] * 4, 51.0, [0.5] * 4, "slider"), "fan")
     assert named == ["4 of 4 clips sit in folders of machine type slider, but were scored as fan"]

@@ -32,7 +32,7 @@ from asd.model.train import TrainResult, train
 
 log = logging.getLogger(__name__)
 
-FAR_Z = 10.0
+FAR_Z = 8.0
 """Median ``normal_z`` of an all-flagged batch above which `asd score` asks about the machine."""
 REFERENCE_COMPANIONS = ("reference", "reference_meanstd")
 """Companions that are untrained yardsticks (see :mod:`asd.detect.detector`)."""
@@ -375,7 +375,7 @@ def other_machine_notes(table: pd.DataFrame, machine: str) -> list[str]:
     A folder named after another machine type, or every clip flagged with a median score
     more than ``FAR_Z`` standard deviations above ``machine``'s normal training clips' mean
     (``normal_z``): another machine's sound is far from all of them. Measured against the
-    normal clips' own spread, not as a multiple of the threshold: squared distances carry a
+    normal clips' own spread, not as a multiple of the threshold: Mahalanobis distances carry a
     large offset, so a ratio to the threshold moves with where the threshold sits (out-of-fold
     thresholds sit higher than in-sample ones, and 3x the threshold missed slider clips).
     """
