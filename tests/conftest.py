@@ -174,6 +174,80 @@ def tiny_encoder_file() -> Callable[..., Path]:
     return make
 
 
+def _process_state() -> dict[str, Any]:
+    """What a test module must give back as it found it: state the whole process shares.
+
+    A module that leaves ``MLFLOW_TRACKING_URI`` in the environment (``mlflow.set_tracking_uri``
+    writes it) sends every later sweep subprocess's logging to ``./mlflow.db``; a changed cwd,
+    thread count or default dtype changes what later modules compute.
+    """
+    state: dict[str, Any] = {
+        "os.environ": dict(os.environ),
+        "cwd": os.getcwd(),
+        "torch.get_num_threads()": torch.get_num_threads(),
+        "torch.get_default_dtype()": torch.get_default_dtype(),
+    }
+    tracking = sys.modules.get("mlflow.tracking._tracking_service.utils")
+    registry = sys.modules.get("mlflow.tracking._model_registry.utils")
+    # The module globals, not the resolved URIs: those read the environment, compared above.
+    state["mlflow tracking URI"] = getattr(tracking, "_tracking_uri", None)
+    state["mlflow registry URI"] = getattr(registry, "_registry_uri", None)
+    return state
+
+
+def _restore(state: dict[str, Any]) -> None:
+    """Put back what :func:`_process_state` recorded, so one offender fails only itself."""
+    current = os.environ.get("PYTEST_CURRENT_TEST")
+    os.environ.clear()
+    os.environ.update(state["os.environ"])
+    if current is not None:
+        os.environ["PYTEST_CURRENT_TEST"] = current
+    os.chdir(state["cwd"])
+    torch.set_num_threads(state["torch.get_num_threads()"])
+    torch.set_default_dtype(state["torch.get_default_dtype()"])
+    tracking = sys.modules.get("mlflow.tracking._tracking_service.utils")
+    if tracking is not None:
+        tracking._tracking_uri = state["mlflow tracking URI"]
+    registry = sys.modules.get("mlflow.tracking._model_registry.utils")
+    if registry is not None:
+        registry._registry_uri = state["mlflow registry URI"]
+
+
+def _state_changes(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """One line per changed item; environment variables named one by one."""
+    changes = []
+    env_before, env_after = before["os.environ"], after["os.environ"]
+    for name in sorted((set(env_before) | set(env_after)) - {"PYTEST_CURRENT_TEST"}):
+        old, new = env_before.get(name), env_after.get(name)
+        if old != new:
+            changes.append(f"os.environ[{name!r}]: {old!r} -> {new!r}")
+    for key in before:
+        if key != "os.environ" and before[key] != after[key]:
+            changes.append(f"{key}: {before[key]!r} -> {after[key]!r}")
+    return changes
+
+
+@pytest.fixture(scope="module", autouse=True)
+def process_state_given_back(request) -> Iterator[None]:
+    """Fail the module that leaves process-wide state changed (then restore it).
+
+    Later modules, and the sweep subprocesses they start, inherit the environment, the cwd,
+    MLflow's global URIs and torch's thread count and dtype; a test that changes one must use
+    ``monkeypatch`` or restore it without writing the environment.
+    """
+    before = _process_state()
+    yield
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()  # Ray's own variables go with it
+    changes = _state_changes(before, _process_state())
+    if changes:
+        _restore(before)
+        listed = "\n  ".join(changes)
+        module = request.module.__name__
+        pytest.fail(f"{module} left process-wide state changed:\n  {listed}", pytrace=False)
+
+
 @pytest.fixture(scope="module", autouse=True)
 def no_ray_left_running() -> Iterator[None]:
     """Each module starts from no Ray: a sweep leaves its in-process Ray up, and a later
