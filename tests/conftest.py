@@ -195,6 +195,28 @@ def _process_state() -> dict[str, Any]:
     return state
 
 
+RAY_INIT_WRITES = ("PYTHONBREAKPOINT", "RAY_CLIENT_MODE", "RAY_USAGE_STATS_ENABLED")
+"""Variables ``ray.init`` writes into the driver's environment and ``ray.shutdown`` leaves."""
+
+
+def _forget_library_writes(before: dict[str, Any]) -> None:
+    """Undo what libraries write into the environment on their own first use, not a test.
+
+    ``ray.init``'s variables (the guard has just shut Ray down) and torch inductor's default
+    cache folder (``cache_dir()`` sets it when unset). Any other value of those is a test's.
+    """
+    env = before["os.environ"]
+    if "ray" in sys.modules:
+        for name in RAY_INIT_WRITES:
+            if name not in env:
+                os.environ.pop(name, None)
+    inductor = sys.modules.get("torch._inductor.runtime.cache_dir_utils")
+    cache = "TORCHINDUCTOR_CACHE_DIR"
+    if inductor is not None and cache not in env:
+        if os.environ.get(cache) == inductor.default_cache_dir():
+            del os.environ[cache]
+
+
 def _restore(state: dict[str, Any]) -> None:
     """Put back what :func:`_process_state` recorded, so one offender fails only itself."""
     current = os.environ.get("PYTEST_CURRENT_TEST")
@@ -239,13 +261,30 @@ def process_state_given_back(request) -> Iterator[None]:
     yield
     ray = sys.modules.get("ray")
     if ray is not None and ray.is_initialized():
-        ray.shutdown()  # Ray's own variables go with it
+        ray.shutdown()
+    _forget_library_writes(before)
     changes = _state_changes(before, _process_state())
     if changes:
         _restore(before)
         listed = "\n  ".join(changes)
         module = request.module.__name__
         pytest.fail(f"{module} left process-wide state changed:\n  {listed}", pytrace=False)
+
+
+@pytest.fixture(scope="module")
+def cli_environment() -> Iterator[None]:
+    """The environment put back after a module that runs ``asd`` commands in this process.
+
+    The CLI sets its defaults (``set_local_defaults``, ``quiet_platform_logs``) in the process
+    environment on purpose, for the Ray workers it starts; a test must not hand them on.
+    """
+    saved = dict(os.environ)
+    yield
+    for name in set(os.environ) - set(saved) - {"PYTEST_CURRENT_TEST"}:
+        del os.environ[name]
+    for name, value in saved.items():
+        if os.environ.get(name) != value:
+            os.environ[name] = value
 
 
 @pytest.fixture(scope="module", autouse=True)
