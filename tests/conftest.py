@@ -205,14 +205,25 @@ def _process_state() -> dict[str, Any]:
 RAY_INIT_WRITES = ("PYTHONBREAKPOINT", "RAY_CLIENT_MODE", "RAY_USAGE_STATS_ENABLED")
 """Variables ``ray.init`` writes into the driver's environment and ``ray.shutdown`` leaves."""
 
+IMPORT_WRITES = {
+    "KMP_DUPLICATE_LIB_OK": "True",  # sklearn, threadpoolctl
+    "KMP_INIT_AT_FORK": "FALSE",  # sklearn, joblib
+    "CRC32C_SW_MODE": "auto",  # tensorboardX, imported by Ray Tune
+}
+"""Variables libraries set when first imported (a module importing lazily is not to blame)."""
+
 
 def _forget_library_writes(before: dict[str, Any]) -> None:
     """Undo what libraries write into the environment on their own first use, not a test.
 
-    ``ray.init``'s variables (the guard has just shut Ray down) and torch inductor's default
-    cache folder (``cache_dir()`` sets it when unset). Any other value of those is a test's.
+    Import-time defaults (:data:`IMPORT_WRITES`), ``ray.init``'s variables (the guard has
+    just shut Ray down) and torch inductor's default cache folder (``cache_dir()`` sets it
+    when unset). Any other value of those is a test's.
     """
     env = before["os.environ"]
+    for name, value in IMPORT_WRITES.items():
+        if name not in env and os.environ.get(name) == value:
+            del os.environ[name]
     if "ray" in sys.modules:
         for name in RAY_INIT_WRITES:
             if name not in env:
