@@ -118,13 +118,14 @@ def test_job_fails_at_once_when_mlflow_is_unreachable(ray_cluster, cluster_data,
 
 
 def test_sweep_submitted_as_a_ray_job_is_tracked_on_the_mlflow_server(
-    ray_cluster, mlflow_on_postgres, cluster_data, tmp_path
+    ray_cluster, mlflow_on_postgres, cluster_data, shrunk_space, tmp_path
 ):
+    space = shrunk_space("smoke", num_samples=4)  # the shipped space's keys, one-epoch sizes
     job = _submit(
         ray_cluster,
         [
             "--space",
-            "search_spaces/smoke.yaml",
+            str(space),
             "--data",
             str(cluster_data),
             "--tracking-uri",
@@ -218,12 +219,11 @@ def test_sweep_submitted_as_a_ray_job_is_tracked_on_the_mlflow_server(
     # Provenance on the parent run: the space as written, the resolved base config, the data
     # fingerprint and the command line.
     prov = Path(client.download_artifacts(parent.info.run_id, "provenance", str(tmp_path)))
-    space_text = (REPO / "search_spaces" / "smoke.yaml").read_text()
-    assert (prov / "space.yaml").read_text() == space_text
+    assert (prov / "space.yaml").read_text() == space.read_text()
     from asd.sweep.space import load_space
 
     base = json.loads((prov / "base_config.json").read_text())
-    assert base == json.loads(json.dumps(load_space("smoke").base.to_flat()))
+    assert base == json.loads(json.dumps(load_space(space).base.to_flat()))
     data = json.loads((prov / "data.json").read_text())
     assert data["fingerprint"] == parent.data.tags["asd.data_fingerprint"]
     assert data["holdout_machines"] == ["valve"]

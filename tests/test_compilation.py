@@ -19,7 +19,8 @@ def test_auto_compiles_on_cuda_only():
 def test_compile_cache_folder_is_where_inductor_looks(tmp_path, monkeypatch):
     from torch._inductor.runtime.cache_dir_utils import cache_dir
 
-    monkeypatch.delenv(COMPILE_CACHE_ENV, raising=False)
+    monkeypatch.setenv(COMPILE_CACHE_ENV, "")  # recorded, so the teardown puts back the value
+    monkeypatch.delenv(COMPILE_CACHE_ENV)  # before, or removes it if there was none
     folder = use_compile_cache(tmp_path / "work" / "compile-cache")
     assert folder.is_dir() and os.environ[COMPILE_CACHE_ENV] == str(folder)
     assert cache_dir() == str(folder)  # inductor reads it at each compile

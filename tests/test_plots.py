@@ -1,3 +1,5 @@
+import io
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -8,6 +10,7 @@ from sklearn.metrics import roc_auc_score, roc_curve  # noqa: E402
 
 from asd.detect import plots  # noqa: E402
 from asd.detect.metrics import METRICS, anomaly_labels, machine_table, official_score  # noqa: E402
+from asd.errors import AsdError  # noqa: E402
 
 
 @pytest.fixture
@@ -31,28 +34,70 @@ def results():
     return pd.concat(frames, ignore_index=True)
 
 
-def is_png(path):
-    return path.exists() and path.stat().st_size > 1000 and path.read_bytes()[:4] == b"\x89PNG"
+def _pixels(path_or_buffer):
+    from matplotlib.image import imread
+
+    return imread(path_or_buffer, format="png")
 
 
-def test_roc_curves(results, tmp_path):
-    assert is_png(plots.roc_curves(results, tmp_path / "roc.png"))
+def _rendered(fig):
+    """The figure as :func:`plots._save` writes it (PNG at its dpi), as an RGBA array."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=110, format="png")
+    buffer.seek(0)
+    return _pixels(buffer)
 
 
-def test_score_histograms_with_threshold_dict_or_column(results, tmp_path):
-    path = plots.score_histograms(results, tmp_path / "a" / "hist.png", threshold={"fan": 1.0})
-    assert is_png(path)
+def assert_saved_figure(path, fig):
+    """The PNG at ``path`` is ``fig``, pixel for pixel: the file holds the plot the tests
+    below check through the figure's data, drawn from the same arguments."""
+    assert path.read_bytes()[:4] == b"\x89PNG"
+    saved, expected = _pixels(path), _rendered(fig)
+    assert saved.shape == expected.shape
+    np.testing.assert_array_equal(saved, expected)
+
+
+def test_roc_curves_file_is_the_roc_figure(results, tmp_path):
+    path = plots.roc_curves(results, tmp_path / "roc.png")
+    assert_saved_figure(path, plots.roc_figure(results))
+    one_machine = plots.roc_curves(results[results["machine"] == "fan"], tmp_path / "fan.png")
+    assert _pixels(one_machine).shape[1] < _pixels(path).shape[1]  # one panel, not three
+
+
+def test_score_histograms_file_draws_the_threshold_it_is_given(results, tmp_path):
+    by_machine = {"fan": 1.0}
+    path = plots.score_histograms(results, tmp_path / "a" / "hist.png", threshold=by_machine)
+    assert_saved_figure(path, plots.histogram_figure(results, threshold=by_machine))
     with_column = results.assign(threshold=0.8)
-    assert is_png(plots.score_histograms(with_column, tmp_path / "hist2.png"))
+    column = plots.score_histograms(with_column, tmp_path / "hist2.png")
+    assert_saved_figure(column, plots.histogram_figure(with_column))
     by_section = {("valve", 0): 0.5}
-    assert is_png(plots.score_histograms(results, tmp_path / "hist3.png", threshold=by_section))
+    section = plots.score_histograms(results, tmp_path / "hist3.png", threshold=by_section)
+    assert_saved_figure(section, plots.histogram_figure(results, threshold=by_section))
+    plain = _rendered(plots.histogram_figure(results))
+    for drawn in (path, column, section):  # the threshold line is on the file
+        assert not np.array_equal(_pixels(drawn), plain)
 
 
-def test_machine_bars(results, tmp_path):
+def test_machine_bars_file_is_the_bars_figure_with_its_overall_line(results, tmp_path):
     table = machine_table(results)
     overall = official_score(results)["hmean"]
-    assert is_png(plots.machine_bars(table, tmp_path / "bars.png", overall=overall))
-    assert is_png(plots.machine_bars(table.set_index("machine"), tmp_path / "bars2.png"))
+    path = plots.machine_bars(table, tmp_path / "bars.png", overall=overall)
+    assert_saved_figure(path, plots.bars_figure(table, overall=overall))
+    indexed = plots.machine_bars(table.set_index("machine"), tmp_path / "bars2.png")
+    assert_saved_figure(indexed, plots.bars_figure(table.set_index("machine")))
+    low = plots.machine_bars(table, tmp_path / "bars3.png", overall=0.25)
+    assert_saved_figure(low, plots.bars_figure(table, overall=0.25))
+    assert not np.array_equal(_pixels(low), _pixels(path))  # the overall line moved
+
+
+def test_figures_refuse_results_they_cannot_draw(results):
+    with pytest.raises(AsdError, match="anomaly_score"):
+        plots.roc_figure(results.drop(columns="anomaly_score"))
+    with pytest.raises(AsdError, match="no rows"):
+        plots.histogram_figure(results.iloc[:0])
+    with pytest.raises(AsdError, match="pauc"):
+        plots.bars_figure(machine_table(results).drop(columns="pauc"))
 
 
 def _panels(fig):

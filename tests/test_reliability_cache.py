@@ -27,6 +27,8 @@ from asd.data.synth.tree import synthesize
 from asd.features import extract_features
 from asd.staging import HOST
 
+pytestmark = pytest.mark.usefixtures("cli_environment")  # it runs `asd` in-process
+
 CFG = FeatureConfig(n_mels=32)
 
 

@@ -22,6 +22,8 @@ from servers import free_port
 
 from asd.cli.main import main
 
+pytestmark = pytest.mark.usefixtures("cli_environment")  # it runs `asd` in-process
+
 SMOKE = str(Path(__file__).resolve().parents[1] / "search_spaces" / "smoke.yaml")
 CLIP = "section_00_source_train_normal_0000_m-n_W_spd_1.0.wav"
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from servers import free_port, start_mlflow, stop
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("cli_environment")]  # `asd` in-process
 
 TESTS = Path(__file__).resolve().parent
 NAN_LR = 1.0e30  # Adam with this rate overflows the weights in the first epoch: loss NaN
@@ -54,11 +54,11 @@ def data(synth_tree):
 
 @pytest.fixture(scope="module")
 def space(tiny_space):
-    """``space(folder, lrs, n)``: the tiny space with ``train.lr`` chosen among ``lrs``."""
+    """``space(folder, lrs, n, fixed=None)``: the tiny space, ``train.lr`` among ``lrs``."""
 
-    def write(folder, lrs, n):
+    def write(folder, lrs, n, fixed=None):
         params = {"loss.temperature": "{loguniform: [0.05, 0.5]}", "train.lr": f"{{choice: {lrs}}}"}
-        return tiny_space(folder / "space.yaml", params, num_samples=n)
+        return tiny_space(folder / "space.yaml", params, num_samples=n, fixed=fixed)
 
     return write
 
@@ -93,7 +93,8 @@ def faulty_sweep(ray_with_faults_on_path, data, space, tmp_path_factory):
     faults = _faults_dir()
     (faults / "roles").write_text("kill_once\nraise_once\nalways_raise\n")
     settings = SweepSettings(
-        space=space(tmp, [NAN_LR, 1.0e-3, 2.0e-3, 3.0e-3], 6),
+        # The faults act on trials, not on the network: a width-8 ResNet fails as a 64 would.
+        space=space(tmp, [NAN_LR, 1.0e-3, 2.0e-3, 3.0e-3], 6, fixed={"encoder.width": 8}),
         data=data,
         workdir=workdir,
         name="faulty",
@@ -188,9 +189,14 @@ def test_the_other_trials_finish_and_the_winner_is_registered(faulty_sweep):
 
 
 def test_mlflow_down_mid_sweep_then_sync_replays_everything_once(
-    ray_with_faults_on_path, data, space, tmp_path, capsys
+    ray_with_faults_on_path, data, space, tmp_path, capsys, monkeypatch
 ):
     from mlflow import MlflowClient
+
+    # The driver's calls to the server killed on purpose fail after one quick retry, not after
+    # MLflow's default backoff (7 retries, minutes): the same error reaches the journal.
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
 
     from asd.cli.main import main
     from asd.sweep.runner import run_sweep

@@ -16,6 +16,8 @@ from asd.data.index import index_dataset
 from asd.errors import AsdError
 from asd.features import extract_features
 
+pytestmark = pytest.mark.usefixtures("cli_environment")  # it runs `asd` in-process
+
 CSV = "ground_truth_Vacuum_section_00_test.csv"
 
 

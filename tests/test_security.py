@@ -18,6 +18,8 @@ from asd.config import Config
 from asd.errors import AsdError
 from asd.model.encoder import load_encoder
 
+pytestmark = pytest.mark.usefixtures("cli_environment")  # it runs `asd` in-process
+
 SECRETS = {
     "AWS_SECRET_ACCESS_KEY": "aws-s3cret-7f3a9c",
     "MLFLOW_TRACKING_PASSWORD": "mlflow-s3cret-51be02",

@@ -89,16 +89,21 @@ def test_headline_keys():
 
 
 def _table(tracker, run_id, name):
-    """The table as MLflow reads it (its load_table searches through the global URI)."""
-    import mlflow
+    """The table as MLflow reads it (its load_table searches through the global URI).
+
+    The global is set on MLflow's module alone: ``mlflow.set_tracking_uri`` would also write
+    ``MLFLOW_TRACKING_URI`` into the environment, and restoring a URI it resolved from the
+    default would leave that variable behind for every later sweep subprocess.
+    """
+    from mlflow.tracking._tracking_service import utils as tracking_utils
 
     experiment = tracker.client.get_experiment_by_name("asd").experiment_id
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(tracker.tracking_uri)
+    previous = tracking_utils._tracking_uri
+    tracking_utils._tracking_uri = tracker.tracking_uri
     try:
         return tracker.client.load_table(experiment, name, run_ids=[run_id])
     finally:
-        mlflow.set_tracking_uri(previous)
+        tracking_utils._tracking_uri = previous
 
 
 def test_per_machine_figures_are_tables_the_ui_lists(finished_trial):

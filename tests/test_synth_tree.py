@@ -7,7 +7,7 @@ from sklearn.covariance import LedoitWolf
 from sklearn.metrics import roc_auc_score
 
 from asd.data.index import DEV_MACHINES, index_dataset, parse_clip_name, read_wav
-from asd.data.synth.tree import synthesize
+from asd.data.synth.tree import record, synthesize
 from asd.errors import AsdError
 
 SMALL = dict(train_source=30, train_target=3, test_per_domain=10, seconds=1.0)
@@ -183,3 +183,21 @@ def test_a_tree_without_its_settings_record_is_not_written_over(tmp_path):
     (out / "synth.json").unlink()
     with pytest.raises(AsdError, match="no synth.json record"):
         synthesize(out, **TINY)
+
+
+def test_the_microphone_hears_the_machine_over_factory_noise_at_a_varying_gain():
+    sr, n = 16000, 64
+    t = np.arange(sr) / sr
+    machine = np.sqrt(2) * np.sin(2 * np.pi * 997 * t) * np.ones((n, 1))  # (n, samples), RMS 1
+    heard = record(np.random.default_rng(0), machine, sr)
+    assert heard.shape == machine.shape
+    level = np.sqrt((heard**2).mean(axis=1))
+    assert level.min() >= 0.05 * 10 ** (-4 / 20) - 1e-9
+    assert level.max() <= 0.05 * 10 ** (4 / 20) + 1e-9
+    # the machine's part of each clip, and what is left: factory noise 3-15 dB under it
+    part = (heard * machine).mean(axis=1) / (machine**2).mean(axis=1)
+    noise = heard - part[:, None] * machine
+    snr_db = 20 * np.log10(part / np.sqrt((noise**2).mean(axis=1)))
+    assert snr_db.min() > 2.5 and snr_db.max() < 15.5
+    assert snr_db.max() - snr_db.min() > 6  # drawn per clip, over most of the range
+    assert level.max() / level.min() > 10 ** (4 / 20)
