@@ -167,3 +167,38 @@ def test_held_out_scores_are_the_summary_figures_of_the_held_out_types_alone():
     fan = score_holdout(None, REFERENCE, features, ("fan",), settings)
     assert fan["ml.hmean"] < 0.8  # fan's anomalies are noise: another machine, another score
     assert json.dumps(scores)  # plain floats, ready for MLflow
+
+
+def test_a_winner_whose_run_began_while_mlflow_was_down_is_registered_under_its_real_run(
+    tmp_path, tiny_encoder_file
+):
+    # The winner's trial started during an outage (its run id a journal placeholder); after
+    # `asd sync` the resumed sweep registers it, and everything after (the detector's run,
+    # the version's description) must name the real run, not the placeholder.
+    from mlflow import MlflowClient
+    from servers import free_port
+
+    from asd.sweep.winner import register
+    from asd.tracking import Tracker, default_tracking_uri, sync_journal
+
+    (tmp_path / "mlflow").mkdir()
+    store, journal = default_tracking_uri(tmp_path / "mlflow"), tmp_path / "journal"
+    down = f"http://127.0.0.1:{free_port()}"
+    offline = Tracker(down, "asd", journal_dir=journal, probe_timeout_s=0.5)
+    parent = offline.start_sweep("s", {})
+    child = offline.start_trial(parent, "t1", {})
+    assert child.startswith("pending-")
+    sync_journal(journal, store)
+
+    tracker = Tracker(store, "asd", journal_dir=journal)
+    result = _result(
+        parent_run_id=parent, best_run_id=child, tune_scores={"ml.hmean": 0.5}, scorer="ml"
+    )
+    settings = SweepSettings(space=Path("smoke"), workdir=tmp_path, model_name="m")
+    encoder = tiny_encoder_file(tmp_path / ENCODER_FILE)
+    register(tracker, result, encoder, settings, "fp", ("fan",), ())
+
+    assert result.model_version is not None and not result.best_run_id.startswith("pending-")
+    version = MlflowClient(store).get_model_version("m", result.model_version)
+    assert version.run_id == result.best_run_id
+    assert MlflowClient(store).get_run(result.best_run_id).data.tags["asd.trial_id"] == "t1"

@@ -118,6 +118,8 @@ def register(
         )
         log.warning(result.deferred)
         return
+    # the winner's run may have begun during an outage: from here on name the real run
+    result.best_run_id = tracker.run_id(result.best_run_id)
     result.model_version = register_encoder(
         tracker.tracking_uri,
         model_uri,

@@ -212,6 +212,13 @@ class Tracker:
         args |= {"sha256": sha256(path), "ref": ref}
         return self._write("log_encoder", args).get("model_uri", f"models:/{ref}")
 
+    def run_id(self, ref: str) -> str:
+        """The real run id of ``ref``: a placeholder from an outage is looked up in the journal.
+
+        Raises :class:`Unresolved` while its start is still pending (MLflow not synced yet).
+        """
+        return self._resolve(ref)
+
     # -- machinery
     def _resolve(self, ref: str) -> str:
         if not ref.startswith(PENDING):
