@@ -7,6 +7,8 @@ import pytest
 
 from asd.cli.main import main
 
+pytestmark = pytest.mark.usefixtures("cli_environment")  # it runs `asd` in-process
+
 TINY = [
     "train.epochs=1",
     "train.batch_size=4",

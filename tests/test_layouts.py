@@ -29,6 +29,8 @@ from asd.data.split import SPLIT_FILE
 from asd.detect.metrics import machine_table, section_scores, summarize
 from asd.errors import AsdError
 
+pytestmark = pytest.mark.usefixtures("cli_environment")  # it runs `asd` in-process
+
 SR = 16000
 MIMII_SAMPLE = Path("/work/shared/data/mimii-fan-sample")
 

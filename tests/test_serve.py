@@ -30,6 +30,8 @@ from asd.serve.model import DETECTOR_MODEL, register_detector
 from asd.serve.promotion import promote
 from asd.serve.registry import RegistryTags
 
+pytestmark = pytest.mark.usefixtures("cli_environment")  # it runs `asd` in-process
+
 CFG = {"features.n_mels": 16, "scoring.family": "reference", "scoring.reference": "meanstd"}
 REPO = Path(__file__).resolve().parents[1]
 

@@ -93,18 +93,18 @@ def test_sweep_lookups_read_the_bucket(s3, monkeypatch):
 
 
 @pytest.mark.slow
-def test_a_sweep_with_s3_storage_registers_its_winner(s3, tmp_path):
+def test_a_sweep_with_s3_storage_registers_its_winner(s3, shrunk_space, tmp_path):
     """Checkpoints go to the bucket; the winner's encoder comes back from its last one."""
     import boto3
 
     data = tmp_path / "data"
     synthesize(data, machines=("fan", "valve"), train_source=10, train_target=2,
                test_per_domain=3, seconds=1.0, seed=5)  # fmt: skip
-    work = tmp_path / "work"
+    work, space = tmp_path / "work", shrunk_space("smoke")  # the shipped space, one-epoch sizes
     sweep = subprocess.run(
         [
-            sys.executable, "-m", "asd.cli.main", "sweep", "--space", "smoke", "--data", str(data),
-            "--workdir", str(work), "--name", "s3sweep", "--num-samples", "2",
+            sys.executable, "-m", "asd.cli.main", "sweep", "--space", str(space),
+            "--data", str(data), "--workdir", str(work), "--name", "s3sweep", "--num-samples", "2",
             "--max-concurrent", "2", "--storage-path", "s3://asd/sweeps",
         ],
         cwd=tmp_path, env=server_env(**s3, PYTHONPATH=str(REPO)),

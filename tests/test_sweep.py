@@ -14,7 +14,7 @@ import pytest
 
 from asd.errors import AsdError
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("cli_environment")]  # `asd` in-process
 
 PARAMS = {
     "loss.temperature": "{loguniform: [0.05, 0.5]}",
@@ -32,6 +32,13 @@ def tiny_data(synth_tree):
 @pytest.fixture(scope="module")
 def space_file(tiny_space, tmp_path_factory):
     return tiny_space(tmp_path_factory.mktemp("space") / "tiny.yaml", PARAMS, num_samples=3)
+
+
+@pytest.fixture(scope="module")
+def narrow_space_file(tiny_space, tmp_path_factory):
+    """The same space on a width-8 network: for the tests that kill a driver, not compare."""
+    path = tmp_path_factory.mktemp("space") / "narrow.yaml"
+    return tiny_space(path, PARAMS, num_samples=3, fixed={"encoder.width": 8})
 
 
 @pytest.fixture(scope="module")
@@ -315,7 +322,9 @@ def _terminated(sweep_dir: Path) -> set[str]:
     return done
 
 
-def test_resume_after_a_killed_driver_keeps_finished_trials(tiny_data, space_file, tmp_path):
+def test_resume_after_a_killed_driver_keeps_finished_trials(
+    tiny_data, narrow_space_file, tmp_path
+):
     workdir = tmp_path / "work"
     cmd = [
         sys.executable,
@@ -323,7 +332,7 @@ def test_resume_after_a_killed_driver_keeps_finished_trials(tiny_data, space_fil
         "asd.cli.main",
         "sweep",
         "--space",
-        str(space_file),
+        str(narrow_space_file),
         "--data",
         str(tiny_data),
         "--workdir",
@@ -372,9 +381,11 @@ def test_resume_after_a_killed_driver_keeps_finished_trials(tiny_data, space_fil
             assert sorted(steps) == [1, 2], "a finished trial logs each epoch once"
 
 
-def test_sigterm_to_the_driver_closes_its_trial_runs_and_its_ray(tiny_data, space_file, tmp_path):
+def test_sigterm_to_the_driver_closes_its_trial_runs_and_its_ray(
+    tiny_data, narrow_space_file, tmp_path
+):
     workdir = tmp_path / "work"
-    cmd = [sys.executable, "-m", "asd.cli.main", "sweep", "--space", str(space_file),
+    cmd = [sys.executable, "-m", "asd.cli.main", "sweep", "--space", str(narrow_space_file),
            "--data", str(tiny_data), "--workdir", str(workdir), "--name", "stopped",
            "--max-concurrent", "2"]  # fmt: skip
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "MLFLOW_DISABLE_TELEMETRY": "true"}
