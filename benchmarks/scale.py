@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from asd.config import Config
+from asd.model.batches import TrainClips
 from asd.model.train import train
 from benchmarks import projection
 from benchmarks.harness import Bench, Row, synthetic_mels, tiny_normalisation
@@ -44,14 +45,8 @@ def _scale_job(
     )
     clips = synthetic_mels(n_clips, n_mels, frames, torch.device("cpu"), seed).numpy()
     start = time.perf_counter()
-    train(
-        cfg,
-        clips,
-        np.full(n_clips, frames),
-        *tiny_normalisation(n_mels),
-        device=device,
-        progress=False,
-    )
+    data = TrainClips(clips, np.full(n_clips, frames), *tiny_normalisation(n_mels))
+    train(cfg, data, device=device, progress=False)
     return time.perf_counter() - start
 
 
@@ -68,9 +63,8 @@ def section(bench: Bench) -> list[Row]:
     mean, std = tiny_normalisation(s.n_mels)
 
     def epoch_seconds(n: int) -> float:
-        result = train(
-            cfg, clips[:n], np.full(n, s.frames), mean, std, device=bench.device, progress=False
-        )
+        data = TrainClips(clips[:n], np.full(n, s.frames), mean, std)
+        result = train(cfg, data, device=bench.device, progress=False)
         return result.history[0]["seconds"]
 
     epoch_seconds(s.scale_base_clips)  # warm-up
