@@ -7,7 +7,7 @@ from sklearn.base import clone
 from sklearn.covariance import EllipticEnvelope, EmpiricalCovariance, LedoitWolf
 
 from asd.config import ScoringConfig
-from asd.detect.mahalanobis import MahalanobisScorer, write_submission
+from asd.detect.mahalanobis import MahalanobisScorer, ledoit_wolf, write_submission
 from asd.detect.metrics import section_scores
 from asd.errors import AsdError
 
@@ -298,3 +298,17 @@ def test_write_submission_names_and_contents(tmp_path):
     assert df.shape == (2, 2) and list(df[1]) == [0, 1]
     with pytest.raises(AsdError, match="clip"):
         write_submission(tmp_path, meta.drop(columns="clip"), scores, decisions)
+
+
+@pytest.mark.parametrize("n, d", [(50, 256), (12, 64), (80, 16)])
+def test_the_ledoit_wolf_fallback_is_scikit_learns_to_rounding(n, d):
+    # fewer clips than dims: the precision comes from an n x n solve, not a d x d inverse
+    rng = np.random.default_rng(n + d)
+    z = rng.normal(size=(n, d)) @ rng.normal(size=(d, d)) * 0.1 + 3.0
+    ref, ours = LedoitWolf().fit(z), ledoit_wolf(z)
+    assert ours.shrinkage_ == pytest.approx(ref.shrinkage_)
+    np.testing.assert_allclose(ours.location_, ref.location_)
+    np.testing.assert_allclose(ours.covariance_, ref.covariance_, rtol=1e-12, atol=1e-12)
+    x = rng.normal(size=(30, d)) + 3.0
+    np.testing.assert_allclose(ours.mahalanobis(x), ref.mahalanobis(x), rtol=1e-8)
+    np.testing.assert_allclose(ours.get_precision(), ref.get_precision(), rtol=1e-6, atol=1e-8)

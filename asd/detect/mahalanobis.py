@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.covariance import EmpiricalCovariance, LedoitWolf
+from scipy.linalg import pinvh
+from sklearn.covariance import EmpiricalCovariance, LedoitWolf, ledoit_wolf_shrinkage
 
 from asd.config import DOMAIN_STRATEGIES, ESTIMATORS, ScoringConfig
 from asd.detect.mcd import FastEllipticEnvelope
@@ -141,7 +142,7 @@ class MahalanobisScorer(SectionScorer):
             reason = _singular(est.covariance_)
         if reason:
             warn_once(log, f"{name}: {reason}; using LedoitWolf shrinkage")
-            est = LedoitWolf().fit(z)
+            est = ledoit_wolf(z)
             if not np.trace(est.covariance_) > 0:
                 raise AsdError(f"{name}: all {n} normal train embeddings are identical")
         self.estimators_[key] = est
@@ -177,6 +178,35 @@ def _fit_elliptic(z: np.ndarray, support_fraction: float | None, seed: int) -> t
     if not (np.isfinite(est.location_).all() and np.isfinite(est.covariance_).all()):
         return est, "EllipticEnvelope gave a non-finite estimate"
     return est, ""
+
+
+def ledoit_wolf(z: np.ndarray) -> LedoitWolf:
+    """``LedoitWolf().fit(z)``, its precision by the Woodbury identity when clips < dims.
+
+    The fallback runs where a section has fewer clips than dimensions (an encoder's 1,024-d
+    vectors over 50 clips), every epoch of a sweep's validation; scikit-learn inverts the
+    d x d covariance by an eigendecomposition (0.6 s at d = 1,024 on 2 cores). The shrunk
+    covariance is ``a I + b Xc' Xc``, so its inverse is ``(I - Xc' (a/b I_n + Xc Xc')^-1 Xc) / a``:
+    an n x n solve, the same matrix to rounding.
+    """
+    n, d = z.shape
+    location = z.mean(axis=0)
+    xc = z - location
+    shrinkage = float(ledoit_wolf_shrinkage(xc, assume_centered=True))
+    empirical = xc.T @ xc / n
+    mu = float(np.trace(empirical)) / d
+    covariance = (1.0 - shrinkage) * empirical
+    covariance.flat[:: d + 1] += shrinkage * mu
+    a, b = shrinkage * mu, (1.0 - shrinkage) / n
+    if n < d and a > 0 and b > 0:
+        inner = np.linalg.solve(a / b * np.eye(n) + xc @ xc.T, xc)  # (n, d)
+        precision = (np.eye(d) - xc.T @ inner) / a
+    else:
+        precision = pinvh(covariance, check_finite=False)
+    est = LedoitWolf()
+    est.location_, est.covariance_, est.precision_ = location, covariance, precision
+    est.shrinkage_, est.n_features_in_ = shrinkage, d
+    return est
 
 
 def _singular(cov: np.ndarray) -> str:
