@@ -86,3 +86,37 @@ def test_mlflow_logger_logs_each_epoch_once_and_never_ends_the_run(tmp_path):
     assert logged["time.train_s"] == 3.0 and logged["val_hmean"] == 0.5
     assert "epoch" not in logged and "final" not in logged, "bookkeeping is not a metric"
     assert timings.log_s > 0.0, "its own seconds count towards the next rows"
+
+
+@pytest.mark.parametrize(
+    "report_at, checkpoint_every, validated",
+    [(None, 0, [1, 2, 3, 4, 5, 6]), ((2,), 0, [2, 6]), ((2,), 3, [2, 3, 6])],
+)
+def test_a_trial_validates_only_where_tune_reads_the_objective(
+    report_at, checkpoint_every, validated, tmp_path, monkeypatch
+):
+    # ASHA reads the objective at its rungs; a checkpoint's report needs one; the last epoch
+    # is the trial's figure. Elsewhere the epoch logs its training figures and nothing more.
+    from asd.config import Config
+    from asd.detect.validation import EpochValidation
+    from asd.sweep import epochs as module
+
+    calls = []
+    monkeypatch.setattr(
+        module, "validate", lambda *a, **k: calls.append(a[3]) or EpochValidation(0.5, 0.1)
+    )
+    seen = []
+    cfg = Config().with_overrides({"train.epochs": 6})
+    trial = module.TrialEpochs(
+        cfg, None, "t1", tmp_path, "r1", report=seen.append,  # type: ignore[arg-type]
+        report_at=report_at, checkpoint_every=checkpoint_every,
+    )  # fmt: skip
+    for epoch in range(1, 7):
+        trial.step(epoch, {"loss": 1.0}, None)
+    assert [r.row.epoch for r in seen if r.validated] == validated
+    assert len(calls) == len(validated) and calls[-1] is True, "the last is a full evaluation"
+    skipped = [r for r in seen if not r.validated]
+    assert len(seen) == 6 and all("train.loss" in r.row.metrics() for r in seen)
+    assert all("val_hmean" not in r.row.metrics() for r in skipped)
+    assert all(r.row.metrics()["val_hmean"] == 0.5 for r in seen if r.validated)
+    assert trial.timings.validate_s == pytest.approx(0.1 * len(validated))

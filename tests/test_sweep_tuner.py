@@ -9,7 +9,14 @@ from asd.sweep.rows import OBJECTIVE
 from asd.sweep.settings import SweepSettings
 from asd.sweep.space import SearchSpace
 from asd.sweep.trial import TrialSetup
-from asd.sweep.tuner import run_config, scheduler, searcher, trial_resources, tune_config
+from asd.sweep.tuner import (
+    run_config,
+    rung_epochs,
+    scheduler,
+    searcher,
+    trial_resources,
+    tune_config,
+)
 
 pytest.importorskip("ray.tune")
 
@@ -52,7 +59,7 @@ def test_a_data_parallel_trial_asks_for_a_sliver_and_caps_by_worker_groups(monke
 
 def test_asha_stops_by_epoch_within_the_space():
     asha = scheduler(_space(grace_period=9, reduction_factor=2))
-    assert asha._time_attr == "training_iteration"
+    assert asha._time_attr == "epoch", "a trial reports only the epochs it validates"
     assert asha._max_t == 4 and asha._reduction_factor == 2
     assert min(asha._brackets[0]._rungs)[0] == 4, "the grace period never passes max_t"
 
@@ -79,3 +86,17 @@ def test_run_config_prints_one_line_per_trial_unless_verbose(tmp_path):
     assert [type(c) for c in quiet.callbacks] == [TrialLines] and quiet.verbose == 0
     loud = run_config(_space(), _settings(verbose=True), str(tmp_path), "s1")
     assert loud.callbacks == [] and loud.verbose == 2
+
+
+@pytest.mark.parametrize(
+    "epochs, grace, factor, rungs",
+    [(15, 5, 3, (5, 15)), (24, 2, 3, (2, 6, 18)), (4, 9, 2, (4,)), (10, 1, 2, (1, 2, 4, 8))],
+)
+def test_the_rung_epochs_are_ashas_own(epochs, grace, factor, rungs):
+    space = SearchSpace(
+        name="s", base=Config().with_overrides({"train.epochs": epochs}), params=(),
+        sweep={"grace_period": grace, "reduction_factor": factor},
+    )  # fmt: skip
+    assert rung_epochs(space) == rungs
+    asha = scheduler(space)
+    assert tuple(sorted(m for m, _ in asha._brackets[0]._rungs)) == rungs

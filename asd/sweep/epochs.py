@@ -12,6 +12,7 @@ whose trial function Tune may stop before it can (:class:`RankZeroEpochs`).
 from __future__ import annotations
 
 import importlib
+import math
 import shutil
 import sys
 import time
@@ -74,6 +75,9 @@ class EpochResult:
     encoder: Encoder | None
     timings: Timings
     """The trial's running seconds: a report's own cost goes here (and shows next epoch)."""
+    validated: bool = True
+    """False on an epoch between ASHA's rungs and checkpoints: MLflow logs its training
+    figures, Tune hears nothing (it would read no objective there)."""
 
 
 Report = Callable[[EpochResult], None]
@@ -116,6 +120,9 @@ class TrialEpochs:
     device: str = "auto"
     cache: MemberCache = field(default_factory=dict)
     validate_every: int = 0
+    report_at: tuple[int, ...] | None = None
+    """Epochs validated and reported besides checkpoints and the last (None: every epoch)."""
+    checkpoint_every: int = 0
     hook: EpochHook | None = None
     verbose: bool = False
     timings: Timings = field(default_factory=Timings)
@@ -146,6 +153,17 @@ class TrialEpochs:
         last = epoch >= cfg.train.epochs if last is None else last
         work = self.trial_dir / "artifacts"
         full = last or due_at(epoch, self.validate_every)
+        due = full or self._reported(epoch)
+        if not due:
+            figures = headline({f"train.{k}": v for k, v in metrics.items()})
+            row = TrialRow(
+                epoch=epoch, final=False, run_id=self.run_id, family=cfg.scoring.family,
+                scorer=cfg.scoring.estimator, objective=math.nan, estimate=math.nan,
+                figures=figures, timings=replace(timings),
+            )  # fmt: skip
+            self.report(EpochResult(row, None, encoder, timings, validated=False))
+            self.epoch_start = time.time()
+            return row
         if full:
             work.mkdir(parents=True, exist_ok=True)
         done = validate(
@@ -173,6 +191,12 @@ class TrialEpochs:
             print(f"trial {self.trial_id}: {versus_line(row, cfg)}", file=sys.stderr, flush=True)
         self.epoch_start = time.time()
         return row
+
+    def _reported(self, epoch: int) -> bool:
+        """Whether ``epoch`` is one Tune hears of: a rung, a checkpoint (or every epoch)."""
+        if self.report_at is None:
+            return True
+        return epoch in self.report_at or due_at(epoch, self.checkpoint_every)
 
 
 @dataclass
@@ -272,6 +296,8 @@ class TuneReporter:
                 if (self.artifacts / file).is_file():
                     shutil.copy2(self.artifacts / file, self.checkpoint_dir / file)
             self.final = FinalReport(result.row.to_tune(), self.checkpoint_dir, self.scratch)
+            return
+        if not result.validated:
             return
         began = time.time()
         if due_at(result.row.epoch, self.checkpoint_every):

@@ -103,11 +103,14 @@ class TrialRow:
     """Tune's trial id (read back only: Tune adds it to every row)."""
 
     def metrics(self) -> dict[str, float]:
-        """The row's numbers as MLflow logs them per epoch: no bookkeeping."""
+        """The row's numbers as MLflow logs them per epoch: no bookkeeping.
+
+        An epoch that was not validated (NaN objective) logs no objective or estimate.
+        """
+        validated = {OBJECTIVE: self.objective, ESTIMATE: self.estimate}
         return {
             **self.figures,
-            OBJECTIVE: self.objective,
-            ESTIMATE: self.estimate,
+            **{k: v for k, v in validated.items() if math.isfinite(v)},
             **{f"{TIME}.{k}": v for k, v in self.timings.as_dict().items()},
         }
 

@@ -54,7 +54,7 @@ from asd.sweep.summary import (
     ui_page,
 )
 from asd.sweep.trial import TrialSetup
-from asd.sweep.tuner import run_tune
+from asd.sweep.tuner import run_tune, rung_epochs
 from asd.sweep.winner import (
     register,
     register_winner_detector,
@@ -118,6 +118,7 @@ def run_sweep(settings: SweepSettings) -> SweepResult:
         data_fingerprint=data_fp,
         journal_dir=str(workdir / "journal" / name),
         **_trial_options(settings, workers, workdir),
+        report_at=rung_epochs(space),
     )
     if settings.resume:  # a driver killed outright (kill -9) could not close them itself
         close_running_children(tracking_uri, parent, "left RUNNING by a sweep driver that died")

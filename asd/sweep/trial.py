@@ -86,6 +86,9 @@ class TrialSetup:
     """Full evaluation every this many epochs besides the last (0: the last only)."""
     checkpoint_every: int = 5
     """Resumable checkpoint every this many epochs besides the last (0: the last only)."""
+    report_at: tuple[int, ...] | None = None
+    """ASHA's rung epochs (:func:`asd.sweep.tuner.rung_epochs`): a trial validates and reports
+    to Tune there, at its checkpoints and at its last epoch only (None: every epoch)."""
     verbose: bool = False
     """Print the trial's notes and progress lines (else they go to its run's notes.txt only)."""
 
@@ -142,6 +145,8 @@ def _run_trial(params: dict[str, Any], setup: TrialSetup, notes: TrialNotes) -> 
         device=setup.device,
         cache=untrained_cache(setup, cfg),
         validate_every=setup.validate_every,
+        report_at=setup.report_at,
+        checkpoint_every=setup.checkpoint_every,
         hook=load_epoch_hook(setup.epoch_hook) if setup.epoch_hook else None,
         verbose=setup.verbose,
         timings=Timings(setup_s=time.time() - began),  # features, MLflow run, folders

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from asd.errors import AsdError
-from asd.sweep.rows import OBJECTIVE
+from asd.sweep.rows import EPOCH, OBJECTIVE
 from asd.sweep.settings import SweepSettings
 from asd.sweep.space import SearchSpace
 from asd.sweep.trial import TrialSetup, run_trial
@@ -100,15 +100,34 @@ def tune_config(
     )
 
 
+def _asha(space: SearchSpace) -> tuple[int, int, int]:
+    """(grace period, reduction factor, most epochs) of the space's ASHA."""
+    most = space.max_epochs
+    grace = min(space.sweep.get("grace_period", 1), most)
+    return grace, space.sweep.get("reduction_factor", 3), most
+
+
+def rung_epochs(space: SearchSpace) -> tuple[int, ...]:
+    """The epochs at which ASHA compares trials: grace x factor^k up to the most epochs.
+
+    A trial validates at these (and at its checkpoints and last epoch) only: ASHA reads the
+    objective nowhere else, and an estimate every epoch cost more than the training.
+    """
+    grace, factor, most = _asha(space)
+    rungs, epoch = [], grace
+    while epoch <= most:
+        rungs.append(epoch)
+        epoch *= max(factor, 2)
+    return tuple(rungs)
+
+
 def scheduler(space: SearchSpace) -> ASHAScheduler:
-    """ASHA over epochs: rungs from the space's grace period up to its most epochs."""
+    """ASHA over the rows' epochs (a trial reports only at those it validates)."""
     from ray.tune.schedulers import ASHAScheduler
 
+    grace, factor, most = _asha(space)
     return ASHAScheduler(
-        time_attr="training_iteration",
-        max_t=space.max_epochs,
-        grace_period=min(space.sweep.get("grace_period", 1), space.max_epochs),
-        reduction_factor=space.sweep.get("reduction_factor", 3),
+        time_attr=EPOCH, max_t=most, grace_period=grace, reduction_factor=factor
     )
 
 
