@@ -375,10 +375,14 @@ def test_resume_after_a_killed_driver_keeps_finished_trials(
     parent, children = _runs(client, "killed")
     assert len(children) == 3, "no trial lost, none recorded twice"
     for child in children:
-        steps = [m.step for m in client.get_metric_history(child.info.run_id, "val_hmean")]
+        # validated at ASHA's one rung, the last epoch (grace_period = epochs); trained at each
+        validated = [m.step for m in client.get_metric_history(child.info.run_id, "val_hmean")]
+        assert set(validated) == {2}
+        steps = [m.step for m in client.get_metric_history(child.info.run_id, "train.loss")]
         assert set(steps) == {1, 2}
         if child.data.tags["asd.trial_id"] in done_before:
             assert sorted(steps) == [1, 2], "a finished trial logs each epoch once"
+            assert validated == [2]
 
 
 def test_sigterm_to_the_driver_closes_its_trial_runs_and_its_ray(
