@@ -1,6 +1,6 @@
 """Per-epoch validation: the cheapest estimate of a trial's objective that still ranks trials.
 
-A sweep validates every epoch so ASHA can stop weak trials, but only the last epoch's figure
+A sweep validates at ASHA's rungs so ASHA can stop weak trials, but only the last epoch's figure
 picks the winner. The per-epoch estimate therefore drops what the ranking does not need:
 
 - thresholds: AUC and pAUC rank the clips' scores, so decision thresholds never move them;

@@ -1,8 +1,9 @@
 """A trial's per-epoch work: validate, build the row, hand it to the reports.
 
 :class:`TrialEpochs` is the training loop's ``report`` callback. Each epoch it runs the hook,
-validates (:func:`asd.detect.validation.validate`: the estimate every epoch, the full
-evaluation at ASHA's last rung, every ``validate_every``-th epoch and the last), builds the
+validates (:func:`asd.detect.validation.validate`: the estimate at ASHA's rungs and the
+checkpoints, where Tune reads it; the full evaluation every ``validate_every``-th epoch and at
+the last; other epochs log only their training figures), builds the
 :class:`~asd.sweep.rows.TrialRow` and passes it on to ``report``, which the trial composes:
 ``chain(MlflowLogger(...), TuneReporter(...))``. Each report does one thing; none opens or
 closes the trial's MLflow run (the trial does), except on a data-parallel rank-0 worker,
