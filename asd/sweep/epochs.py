@@ -154,40 +154,32 @@ class TrialEpochs:
         last = epoch >= cfg.train.epochs if last is None else last
         work = self.trial_dir / "artifacts"
         full = last or due_at(epoch, self.validate_every)
-        due = full or self._reported(epoch)
-        if not due:
-            figures = headline({f"train.{k}": v for k, v in metrics.items()})
-            row = TrialRow(
-                epoch=epoch, final=False, run_id=self.run_id, family=cfg.scoring.family,
-                scorer=cfg.scoring.estimator, objective=math.nan, estimate=math.nan,
-                figures=figures, timings=replace(timings),
-            )  # fmt: skip
-            self.report(EpochResult(row, None, encoder, timings, validated=False))
-            self.epoch_start = time.time()
-            return row
+        due = full or self._reported(epoch)  # elsewhere: training figures only, no estimate
         if full:
             work.mkdir(parents=True, exist_ok=True)
-        done = validate(
-            encoder, self.validation, cfg, full, self.device, self.cache,
-            out_dir=work / "evaluation" if last else None,
-        )  # fmt: skip
-        timings.validate_s += done.estimate_s
-        timings.final_s += done.evaluation_s
-        timings.eval_s = timings.validate_s + timings.final_s
+        estimate, evaluation = math.nan, None
+        if due:
+            done = validate(
+                encoder, self.validation, cfg, full, self.device, self.cache,
+                out_dir=work / "evaluation" if last else None,
+            )  # fmt: skip
+            estimate, evaluation = done.estimate, done.evaluation
+            timings.validate_s += done.estimate_s
+            timings.final_s += done.evaluation_s
+            timings.eval_s = timings.validate_s + timings.final_s
         figures = headline({f"train.{k}": v for k, v in metrics.items()})
-        objective = done.estimate
-        if done.evaluation is not None:
-            figures.update(headline(done.evaluation.metrics()))
-            figures.update(beside_own(done.evaluation, cfg.scoring.estimator))
+        objective = estimate
+        if evaluation is not None:
+            figures.update(headline(evaluation.metrics()))
+            figures.update(beside_own(evaluation, cfg.scoring.estimator))
             if last:
-                own = done.evaluation.by_estimator[cfg.scoring.estimator]
-                objective = own.summary["hmean"]
+                objective = evaluation.by_estimator[cfg.scoring.estimator].summary["hmean"]
         row = TrialRow(
             epoch=epoch, final=last, run_id=self.run_id, family=cfg.scoring.family,
-            scorer=cfg.scoring.estimator, objective=objective, estimate=done.estimate,
+            scorer=cfg.scoring.estimator, objective=objective, estimate=estimate,
             figures=figures, timings=replace(timings),
         )  # fmt: skip
-        self.report(EpochResult(row, done.evaluation, encoder, timings))
+        self.report(EpochResult(row, evaluation, encoder, timings, validated=due))
         if last and self.verbose:  # the default console has the trial's line from the driver
             print(f"trial {self.trial_id}: {versus_line(row, cfg)}", file=sys.stderr, flush=True)
         self.epoch_start = time.time()
