@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from scipy.linalg import pinvh
-from sklearn.covariance import EmpiricalCovariance, LedoitWolf, ledoit_wolf_shrinkage
+from sklearn.covariance import EmpiricalCovariance, LedoitWolf
+from sklearn.covariance import ledoit_wolf as shrunk_covariance
 
 from asd.config import DOMAIN_STRATEGIES, ESTIMATORS, ScoringConfig
 from asd.detect.mcd import FastEllipticEnvelope
@@ -192,11 +193,8 @@ def ledoit_wolf(z: np.ndarray) -> LedoitWolf:
     n, d = z.shape
     location = z.mean(axis=0)
     xc = z - location
-    shrinkage = float(ledoit_wolf_shrinkage(xc, assume_centered=True))
-    empirical = xc.T @ xc / n
-    mu = float(np.trace(empirical)) / d
-    covariance = (1.0 - shrinkage) * empirical
-    covariance.flat[:: d + 1] += shrinkage * mu
+    covariance, shrinkage = shrunk_covariance(xc, assume_centered=True)  # scikit-learn's fit
+    mu = float(np.trace(covariance)) / d  # shrinking keeps the trace of the empirical one
     a, b = shrinkage * mu, (1.0 - shrinkage) / n
     if n < d and a > 0 and b > 0:
         inner = np.linalg.solve(a / b * np.eye(n) + xc @ xc.T, xc)  # (n, d)
@@ -205,7 +203,7 @@ def ledoit_wolf(z: np.ndarray) -> LedoitWolf:
         precision = pinvh(covariance, check_finite=False)
     est = LedoitWolf()
     est.location_, est.covariance_, est.precision_ = location, covariance, precision
-    est.shrinkage_, est.n_features_in_ = shrinkage, d
+    est.shrinkage_, est.n_features_in_ = float(shrinkage), d
     return est
 
 
